@@ -1,0 +1,2 @@
+from lwcontainer.cli import main
+raise SystemExit(main())

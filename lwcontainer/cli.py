@@ -1,0 +1,207 @@
+"""Command line: ``lwcontainer`` runs the whole pipeline; subcommands run single stages."""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+from plumbum import cli
+
+from . import __version__, logs, report, signals
+from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
+from .executor import DryRunExecutor, Executor
+from .masking import Masker
+from .pipeline import BuildContainer, Pipeline
+from .settings import PASSWORD_VARIABLES, SPECS, Settings
+from .sources import gather
+
+EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}" for code, text in EXIT_MEANINGS.items())
+
+
+def _switches() -> type:
+    """One switch per setting (the password excepted: a secret never goes into argv)."""
+    attrs = {
+        spec.variable: cli.SwitchAttr(
+            spec.switch, str, default=None, argname="VALUE", group="Settings",
+            help=f"{spec.help} [{spec.variable}; default: {spec.default or 'unset'}]")
+        for spec in SPECS if not spec.secret
+    }
+    attrs["env_file"] = cli.SwitchAttr(
+        "--env-file", str, default=None, argname="PATH",
+        help="dotenv file with settings (default: ./.env if present); never overrides the "
+             "environment")
+    attrs["dry_run"] = cli.Flag("--dry-run", help="print every command of the plan, secrets "
+                                                 "masked, and touch no engine")
+    return type("SettingsSwitches", (), attrs)
+
+
+SettingsSwitches = _switches()
+
+
+class Command(cli.Application, SettingsSwitches):
+    """Shared by the root and every subcommand: gather settings, run an action, map errors."""
+
+    def switch_values(self) -> dict[str, str | None]:
+        chain = []
+        app: cli.Application | None = self
+        while app is not None:
+            chain.append(app)
+            app = app.parent
+        values: dict[str, str | None] = {}
+        for app in reversed(chain):  # root first; a subcommand's own switches win
+            values.update({spec.variable: getattr(app, spec.variable) for spec in SPECS
+                           if not spec.secret and getattr(app, spec.variable) is not None})
+        return values
+
+    def option(self, name: str):
+        app: cli.Application | None = self
+        found = None
+        while app is not None:
+            found = found or getattr(app, name, None)
+            app = app.parent
+        return found
+
+    def execute(self, action: Callable[[Pipeline], None], require_from: bool = True) -> int:
+        environ = dict(os.environ)
+        masker = Masker(environ.get(name) for name in PASSWORD_VARIABLES)
+        logs.configure(environ.get("LWC_LOG_FORMAT", "auto"), "info", masker)
+        log = logs.get_logger()
+        try:
+            raw = gather(environ, self.switch_values(), self.option("env_file"))
+            masker.add(*(raw.get(name) for name in PASSWORD_VARIABLES))
+            logs.configure(raw.get("LWC_LOG_FORMAT", "auto"), "info", masker)
+            settings = Settings.from_mapping(raw, require_from=require_from)
+            logs.configure(settings.log_format, settings.log_level, masker)
+            executor_class = DryRunExecutor if self.option("dry_run") else Executor
+            action(Pipeline(settings, executor_class(masker)))
+        except LwcError as exc:
+            log.error("failed", error=masker(str(exc)), exit_code=int(exc.exit_code),
+                      meaning=EXIT_MEANINGS[exc.exit_code])
+            return int(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            log.error("interrupted", signal=getattr(exc, "signal_name", "SIGINT"),
+                      exit_code=int(ExitCode.INTERRUPTED))
+            return int(ExitCode.INTERRUPTED)
+        return int(ExitCode.OK)
+
+
+class Lwcontainer(Command):
+    """Build a light-weight CMS image: run the build script in FROM with CVMFS mounted,
+    commit, tag and push. Without a subcommand every stage runs in the project directory."""
+
+    PROGNAME = "lwcontainer"
+    VERSION = __version__
+    DESCRIPTION_MORE = EXIT_TEXT
+
+    def main(self, *args: str) -> int:
+        if args:
+            print(f"unknown command {args[0]!r}; see --help", file=sys.stderr)
+            return int(ExitCode.CONFIG)
+        if self.nested_command:
+            return 0
+        return self.execute(lambda p: p.run_all())
+
+
+@Lwcontainer.subcommand("login")
+class Login(Command):
+    """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
+
+    def main(self) -> int:
+        def action(p: Pipeline) -> None:
+            p.wait_daemon()
+            p.login()
+        return self.execute(action, require_from=False)
+
+
+@Lwcontainer.subcommand("automount")
+class Automount(Command):
+    """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
+
+    def main(self) -> int:
+        def action(p: Pipeline) -> None:
+            from .cvmfs import Automounter
+            p.wait_daemon()
+            p.pull()
+            with p.stage("automounter"):
+                automounter = Automounter(p.s, p.x)
+                automounter.ensure()
+            with p.stage("cvmfs"):
+                automounter.wait_ready(str(p.s.from_image))
+        return self.execute(action)
+
+
+@Lwcontainer.subcommand("build")
+class Build(Command):
+    """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
+
+    def main(self) -> int:
+        def action(p: Pipeline) -> None:
+            from .cvmfs import Automounter
+            p.wait_daemon()
+            p.pull()
+            with ExitStack() as cleanup:
+                with p.stage("automounter"):
+                    automounter = cleanup.enter_context(Automounter(p.s, p.x))
+                with p.stage("cvmfs"):
+                    automounter.wait_ready(str(p.s.from_image))
+                container = cleanup.enter_context(BuildContainer(p.s, p.x, keep=True))
+                p.build(container)
+            _remember_container(p, container)
+        return self.execute(action)
+
+
+@Lwcontainer.subcommand("commit")
+class Commit(Command):
+    """Commit a build container (default: the one 'build' left) and tag it; then remove it."""
+
+    def main(self, container: str = "") -> int:
+        def action(p: Pipeline) -> None:
+            name = container or report.read(p.s.report).get("LWC_BUILD_CONTAINER", "")
+            if not name:
+                raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
+                                               f"in {p.s.report}; run 'lwcontainer build' first")
+            p.wait_daemon()
+            p.base = p.inspect_base() or {}
+            build = BuildContainer(p.s, p.x)
+            build.name = name
+            with build:
+                p.commit(name)
+            p.tag()
+            p.write_report()
+        return self.execute(action)
+
+
+@Lwcontainer.subcommand("push")
+class Push(Command):
+    """Log in and push TO and the extra tags of an image already committed; write the report."""
+
+    def main(self) -> int:
+        def action(p: Pipeline) -> None:
+            p.wait_daemon()
+            p.image_id = p.local_image_id()
+            previous = report.read(p.s.report)
+            if previous.get("LWC_IMAGE_ID") == p.image_id and previous.get("LWC_LAYER_SIZE"):
+                p.layer_size = int(previous["LWC_LAYER_SIZE"])
+            p.login()
+            p.push()
+            p.write_report()
+        return self.execute(action, require_from=False)
+
+
+def _remember_container(p: Pipeline, container: str) -> None:
+    if p.x.dry_run:
+        return
+    path = Path(p.s.report)
+    lines = [f"{k}={v}" for k, v in report.read(path).items() if k != "LWC_BUILD_CONTAINER"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([*lines, f"LWC_BUILD_CONTAINER={container}"]) + "\n")
+    p.log.info("build_container_kept", container=container, report=str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    signals.install()
+    args = sys.argv if argv is None else ["lwcontainer", *argv]
+    _, code = Lwcontainer.run(args, exit=False)
+    return int(code or 0)

@@ -1,0 +1,141 @@
+"""Pure argv builders for every docker command lwcontainer runs (without the leading ``docker``).
+
+Nothing here runs a process: tests assert on the tuples, a dry run prints them.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Mapping
+
+from .settings import Settings
+
+Argv = tuple[str, ...]
+
+#: Inside the automounter container the shared directory is always here (its image's contract).
+AUTOMOUNTER_MOUNTS = "/cvmfsmounts"
+BUILD_ROLE_LABEL = "lwcontainer.role"
+
+# Run by the automounter image before a fresh automounter starts: unmount whatever a dead one
+# left below the shared directory (deepest first). Mount points arrive as "$@", never as code.
+PURGE_SCRIPT = (
+    'for m in $(awk -v p="$1/" \'index($5, p) == 1 {print $5}\' /proc/self/mountinfo | sort -r);'
+    ' do umount -l "$m" && echo "$m"; done; exit 0'
+)
+# Prints every repository that is not yet a readable, non-empty directory below "$1".
+PROBE_SCRIPT = (
+    'root=$1; shift; for r in "$@"; do'
+    ' ls -A "$root/$r" 2>/dev/null | grep -q . || echo "$r"; done; exit 0'
+)
+
+
+def server_version() -> Argv:
+    return ("version", "--format", "{{.Server.Version}}")
+
+
+def login(registry: str, user: str) -> Argv:
+    return ("login", "--username", user, "--password-stdin", registry)
+
+
+def logout(registry: str) -> Argv:
+    return ("logout", registry)
+
+
+def image_inspect(ref: str) -> Argv:
+    return ("image", "inspect", ref)
+
+
+def container_inspect(name: str) -> Argv:
+    return ("container", "inspect", name)
+
+
+def pull(ref: str) -> Argv:
+    return ("pull", "--quiet", ref)
+
+
+def automounter_create(s: Settings) -> Argv:
+    """The recipe's automounter, created (not started) so that the name is claimed first."""
+    return ("create", "--name", s.automounter_name, "--pid=host", "--user", "0",
+            *s.automounter_options, "--restart", "always",
+            "--label", f"{BUILD_ROLE_LABEL}=automounter",
+            "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared", str(s.automounter_image))
+
+
+def start(name: str) -> Argv:
+    return ("start", name)
+
+
+def stop(name: str, timeout: int = 10) -> Argv:
+    return ("stop", "--time", str(timeout), name)
+
+
+def remove(name: str) -> Argv:
+    return ("rm", "--force", "--volumes", name)
+
+
+def purge_stale_mounts(s: Settings) -> Argv:
+    """A one-off container of the automounter image that unmounts a dead automounter's leftovers."""
+    return ("run", "--rm", "--user", "0", *s.automounter_options,
+            "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared",
+            "--entrypoint", "/bin/sh", str(s.automounter_image),
+            "-c", PURGE_SCRIPT, "purge", AUTOMOUNTER_MOUNTS)
+
+
+def probe_in_automounter(s: Settings) -> Argv:
+    return ("exec", s.automounter_name, "/bin/sh", "-c", PROBE_SCRIPT, "probe",
+            f"{AUTOMOUNTER_MOUNTS}/cvmfs", *s.cvmfs_repos)
+
+
+def cvmfs_volume(s: Settings) -> Argv:
+    return ("-v", f"{s.cvmfs_mounts}/cvmfs:/cvmfs:rslave")
+
+
+def probe_as_build(s: Settings, image: str) -> Argv:
+    """The repositories as the build will see them: same image, same rslave mount."""
+    return ("run", "--rm", *cvmfs_volume(s), "--entrypoint", "/bin/sh", image,
+            "-c", PROBE_SCRIPT, "probe", "/cvmfs", *s.cvmfs_repos)
+
+
+def build_run(s: Settings, name: str) -> Argv:
+    """The recipe's build: checkout mounted at its own path, CVMFS rslave, no privileges."""
+    project = str(s.project_dir)
+    return ("run", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build",
+            *cvmfs_volume(s), "-v", f"{project}:{project}", "-w", project,
+            str(s.from_image), "/bin/bash", s.build_script)
+
+
+def commit(name: str, changes: Iterable[str]) -> Argv:
+    return ("commit", *(arg for change in changes for arg in ("--change", change)), name)
+
+
+def tag(source: str, target: str) -> Argv:
+    return ("tag", source, target)
+
+
+def push(ref: str) -> Argv:
+    return ("push", ref)
+
+
+def running_builds() -> Argv:
+    return ("ps", "--quiet", "--filter", f"label={BUILD_ROLE_LABEL}=build",
+            "--filter", "status=running")
+
+
+def commit_changes(base_config: Mapping | None, labels: Mapping[str, str]) -> tuple[str, ...]:
+    """Dockerfile instructions that undo what the build run changed in the container config.
+
+    The build container's CMD is the build script and its WORKDIR the checkout: restore the
+    base image's CMD, ENTRYPOINT, WORKDIR and USER. docker commit cannot clear a CMD or
+    ENTRYPOINT (an empty list keeps the container's), so a base without CMD gets ``/bin/sh``.
+    """
+    config = base_config or {}
+    changes = []
+    cmd = config.get("Cmd") or ["/bin/sh"]
+    changes.append(f"CMD {json.dumps(cmd)}")
+    if config.get("Entrypoint"):
+        changes.append(f"ENTRYPOINT {json.dumps(config['Entrypoint'])}")
+    changes.append(f"WORKDIR {config.get('WorkingDir') or '/'}")
+    if config.get("User"):
+        changes.append(f"USER {config['User']}")
+    changes.append(f'LABEL {json.dumps(BUILD_ROLE_LABEL)}="image"')
+    changes.extend(f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
+    return tuple(changes)

@@ -1,0 +1,199 @@
+"""The one place processes run: ``Step`` values go in, ``Completed`` values come out.
+
+Every docker call is a plumbum command run in its own session (so a terminal's Ctrl-C reaches
+lwcontainer, which then stops the child and cleans up), with secrets on stdin only and masked in
+everything that is logged, streamed or raised.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Callable, Mapping
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
+from .errors import EngineError, LwcError
+from .logs import get_logger
+from .masking import Masker
+
+AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
+                "no basic auth credentials", "forbidden")
+
+
+def is_auth_error(stderr: str) -> bool:
+    text = stderr.lower()
+    return any(marker in text for marker in AUTH_MARKERS)
+
+
+def transient(stderr: str) -> bool:
+    """Worth another try: anything but a refused authentication."""
+    return not is_auth_error(stderr)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One docker invocation, as a value: what to run and what its failure means."""
+
+    argv: tuple[str, ...]
+    stdin: str | None = field(default=None, repr=False)
+    stream: bool = False
+    check: bool = True
+    error: type[LwcError] = LwcError
+    what: str = "docker"
+    retries: int = 0
+    retry_if: Callable[[str], bool] = transient
+    placeholder: str = ""
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Executor:
+    dry_run = False
+
+    def __init__(self, masker: Masker, env: Mapping[str, str] | None = None,
+                 backoff: float = 1.0, out: IO[str] | None = None,
+                 err: IO[str] | None = None) -> None:
+        self.masker = masker
+        self.env = dict(env or {})
+        self.backoff = backoff
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.log = get_logger()
+
+    def command(self, argv: tuple[str, ...]):
+        try:
+            docker = local["docker"]
+        except CommandNotFound:
+            raise EngineError("the docker CLI is not on PATH") from None
+        cmd = docker[argv]
+        return cmd.with_env(**self.env) if self.env else cmd
+
+    def line(self, step: Step) -> str:
+        """The shell-quoted command line, secrets masked: what logs and dry runs show."""
+        return self.masker(str(local["docker"][step.argv]) if _has_docker() else
+                           " ".join(("docker", *step.argv)))
+
+    def run(self, step: Step) -> Completed:
+        attempt = 0
+        while True:
+            self.log.debug("docker", command=self.line(step), attempt=attempt + 1)
+            done = self._run_once(step)
+            if done.ok or not step.check:
+                return done
+            if attempt >= step.retries or not step.retry_if(done.stderr):
+                raise step.error(self.failure_message(step, done), returncode=done.returncode)
+            attempt += 1
+            delay = self.backoff * 2 ** (attempt - 1)
+            self.log.warning("retry", what=step.what, attempt=attempt + 1,
+                             attempts=step.retries + 1, delay_s=delay,
+                             reason=self.masker(last_line(done.stderr)))
+            time.sleep(delay)
+
+    def failure_message(self, step: Step, done: Completed) -> str:
+        return self.masker(f"{step.what} failed (exit {done.returncode}): "
+                           f"{last_line(done.stderr) or 'no message'}")
+
+    def _run_once(self, step: Step) -> Completed:
+        proc = self.command(step.argv).popen(
+            stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            if step.stream:
+                return self._stream(proc, step)
+            out, err = proc.communicate(_encode(step.stdin))
+            return Completed(proc.returncode, _decode(out), _decode(err))
+        except BaseException:
+            _terminate(proc)
+            raise
+
+    def _stream(self, proc: subprocess.Popen, step: Step) -> Completed:
+        """Tee the child's stdout and stderr live, masked; keep stderr's tail for the error."""
+        tail: collections.deque[str] = collections.deque(maxlen=40)
+        pumps = [threading.Thread(target=self._pump, args=(proc.stdout, self.out, None),
+                                  daemon=True),
+                 threading.Thread(target=self._pump, args=(proc.stderr, self.err, tail),
+                                  daemon=True)]
+        if step.stdin is not None:
+            proc.stdin.write(_encode(step.stdin))
+            proc.stdin.close()
+        for pump in pumps:
+            pump.start()
+        returncode = proc.wait()
+        for pump in pumps:
+            pump.join(timeout=5)
+        return Completed(returncode, "", "".join(tail))
+
+    def _pump(self, source: IO[bytes], sink: IO[str], keep) -> None:
+        for raw in iter(source.readline, b""):
+            text = self.masker(_decode(raw))
+            if keep is not None:
+                keep.append(text)
+            sink.write(text)
+            sink.flush()
+        source.close()
+
+
+class DryRunExecutor(Executor):
+    """Prints each command instead of running it; touches no engine."""
+
+    dry_run = True
+
+    def run(self, step: Step) -> Completed:
+        stdin = " <<< (password on stdin)" if step.stdin is not None else ""
+        self.out.write(self.line(step) + stdin + "\n")
+        self.out.flush()
+        return Completed(0, step.placeholder, "")
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _has_docker() -> bool:
+    try:
+        local["docker"]
+    except CommandNotFound:
+        return False
+    return True
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """Stop a child (and its session) that we are abandoning: TERM, then KILL."""
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _encode(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _decode(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode(errors="replace")

@@ -1,0 +1,44 @@
+"""structlog, configured once: console on a terminal, JSON lines otherwise, always to stderr."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+from .masking import Masker
+
+
+def use_json(fmt: str, stream: TextIO) -> bool:
+    if fmt == "auto":
+        return not stream.isatty()
+    return fmt == "json"
+
+
+def configure(fmt: str = "auto", level: str = "info", masker: Masker | None = None,
+              stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    masker = masker or Masker()
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json(fmt, stream):
+        tail = [structlog.processors.dict_tracebacks, masker.processor,
+                structlog.processors.JSONRenderer()]
+    else:
+        tail = [structlog.processors.format_exc_info, masker.processor,
+                structlog.dev.ConsoleRenderer(colors=stream.isatty(),
+                                              exception_formatter=structlog.dev.plain_traceback)]
+    structlog.configure(
+        processors=[*shared, *tail],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger("lwcontainer")

@@ -1,0 +1,251 @@
+"""The stages of a light-weight image build, each a method; ``run_all`` runs them in order.
+
+wait-daemon, login, pull, automounter, cvmfs, build, commit, tag, push, report, cleanup.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+from structlog.contextvars import bound_contextvars
+
+from . import commands, report, signals
+from .cvmfs import Automounter
+from .errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
+from .executor import Executor, Step, is_auth_error, last_line
+from .logs import get_logger
+from .settings import Settings, slug
+
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+class BuildContainer:
+    """The build container: a unique name on enter, always removed on exit (unless kept)."""
+
+    def __init__(self, settings: Settings, executor: Executor, keep: bool = False) -> None:
+        self.x = executor
+        self.keep = keep
+        job = slug(settings.job_id) if settings.job_id else "local"
+        self.name = f"lwc-{slug(settings.project_name)[:40]}-{job}-{secrets.token_hex(4)}"
+        self.log = get_logger()
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.keep and exc_info[0] is None:
+            self.log.info("build_container_kept", container=self.name)
+            return
+        with signals.deferred(), bound_contextvars(stage="cleanup"):
+            removed = self.x.run(Step(commands.remove(self.name), check=False))
+            if removed.ok:
+                self.log.info("build_container_removed", container=self.name)
+            elif "No such container" not in removed.stderr:
+                self.log.warning("build_container_not_removed", container=self.name,
+                                 error=self.x.masker(last_line(removed.stderr)))
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, executor: Executor) -> None:
+        self.s = settings
+        self.x = executor
+        self.log = get_logger()
+        self.base: dict = {}
+        self.image_id = ""
+        self.layer_size: int | None = None
+        self.digest = ""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        with bound_contextvars(stage=name):
+            self.log.info("stage_start")
+            try:
+                yield
+            except BaseException as exc:
+                self.log.error("stage_done", outcome="failed", error=self.x.masker(str(exc)),
+                               duration_s=round(time.monotonic() - started, 3))
+                raise
+            self.log.info("stage_done", outcome="ok",
+                          duration_s=round(time.monotonic() - started, 3))
+
+    def skip(self, name: str, reason: str) -> None:
+        self.log.info("stage_done", stage=name, outcome="skipped", reason=reason)
+
+    # -- the whole job ------------------------------------------------------------------------
+    def run_all(self) -> None:
+        self.wait_daemon()
+        self.login()
+        self.pull()
+        with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
+            with self.stage("automounter"):
+                automounter = cleanup.enter_context(Automounter(self.s, self.x))
+            with self.stage("cvmfs"):
+                automounter.wait_ready(str(self.s.from_image))
+            container = cleanup.enter_context(BuildContainer(self.s, self.x))
+            self.build(container)
+            self.commit(container)
+        self.tag()
+        self.push()
+        self.write_report()
+
+    # -- stages ------------------------------------------------------------------------------
+    def wait_daemon(self) -> None:
+        with self.stage("wait-daemon"):
+            deadline = time.monotonic() + self.s.docker_timeout
+            delay = 0.1
+            while True:
+                done = self.x.run(Step(commands.server_version(), check=False,
+                                       placeholder="(engine version)"))
+                if done.ok:
+                    self.log.info("engine_ready", version=done.stdout.strip())
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    where = self.s.docker_host or "the default socket (DOCKER_HOST unset)"
+                    raise EngineError(
+                        f"no Docker engine answered at {where} within {self.s.docker_timeout:g}s "
+                        f"(LWC_DOCKER_TIMEOUT): {self.x.masker(last_line(done.stderr))}")
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
+
+    def login(self) -> None:
+        if not self.s.registry:
+            self.skip("login", "no registry configured (CI_REGISTRY unset)")
+            return
+        with self.stage("login"):
+            self.x.run(Step(commands.login(self.s.registry, self.s.registry_user or ""),
+                            stdin=self.s.registry_password, error=LoginError, retries=2,
+                            what=f"docker login {self.s.registry}"))
+
+    def inspect_base(self) -> dict | None:
+        done = self.x.run(Step(commands.image_inspect(str(self.s.from_image)), check=False))
+        if not done.ok or not done.stdout.strip():
+            return None
+        return json.loads(done.stdout)[0]
+
+    def pull(self) -> None:
+        ref = str(self.s.from_image)
+        base = self.inspect_base() if self.s.pull != "always" else None
+        if base is not None:
+            self.base = base
+            self.skip("pull", f"{ref} is present and LWC_PULL={self.s.pull}")
+            return
+        if self.s.pull == "never" and not self.x.dry_run:
+            raise ConfigError("LWC_PULL", f"never, but {ref} (FROM) is not in the engine")
+        with self.stage("pull"):
+            step = Step(commands.pull(ref), retries=3, what=f"docker pull {ref}", check=False)
+            done = self.x.run(step)
+            if not done.ok:
+                message = self.x.failure_message(step, done)
+                if is_auth_error(done.stderr):
+                    raise LoginError(message)
+                if "not found" in done.stderr or "manifest unknown" in done.stderr:
+                    raise ConfigError("FROM", message)
+                raise EngineError(message)
+            self.base = self.inspect_base() or {}
+
+    def build(self, container: str) -> None:
+        with self.stage("build"):
+            step = Step(commands.build_run(self.s, container), stream=True, check=False,
+                        what="build")
+            done = self.x.run(step)
+            if not done.ok:
+                # 125-127 are docker's own (could not create/start, command not found).
+                if done.returncode >= 125:
+                    raise BuildError(self.x.failure_message(step, done),
+                                     returncode=done.returncode)
+                raise BuildError(f"build script {self.s.build_script} exited with code "
+                                 f"{done.returncode}", returncode=done.returncode)
+
+    def labels(self) -> dict[str, str]:
+        labels = {
+            "org.opencontainers.image.created":
+                datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "org.opencontainers.image.base.name": str(self.s.from_image),
+        }
+        if self.s.project_url:
+            labels["org.opencontainers.image.source"] = self.s.project_url
+        if self.s.commit_sha:
+            labels["org.opencontainers.image.revision"] = self.s.commit_sha
+        digest = self.base_digest()
+        if digest:
+            labels["org.opencontainers.image.base.digest"] = digest
+        return labels
+
+    def base_digest(self) -> str | None:
+        if self.s.from_image.digest:
+            return self.s.from_image.digest
+        repository = self.s.from_image.repository
+        for repo_digest in self.base.get("RepoDigests") or ():
+            name, _, digest = repo_digest.partition("@")
+            if name == repository or name.endswith("/" + repository):
+                return digest
+        return None
+
+    def commit(self, container: str) -> None:
+        with self.stage("commit"):
+            changes = commands.commit_changes(self.base.get("Config"), self.labels())
+            done = self.x.run(Step(commands.commit(container, changes), error=CommitError,
+                                   what="docker commit", placeholder="sha256:<image-id>"))
+            self.image_id = done.stdout.strip()
+            image = self.x.run(Step(commands.image_inspect(self.image_id), check=False))
+            if image.ok and image.stdout.strip() and self.base.get("Size") is not None:
+                self.layer_size = json.loads(image.stdout)[0]["Size"] - self.base["Size"]
+            self.log.info("image_committed", image_id=self.image_id, layer_size=self.layer_size)
+
+    def tag(self) -> None:
+        with self.stage("tag"):
+            for target in self.s.targets:
+                self.x.run(Step(commands.tag(self.image_id, str(target)), error=CommitError,
+                                what=f"docker tag {target}"))
+
+    def push(self) -> None:
+        if not self.s.push_enabled:
+            self.skip("push", "no registry configured (CI_REGISTRY unset); the image is local: "
+                              + ", ".join(map(str, self.s.targets)))
+            return
+        with self.stage("push"):
+            for target in self.s.targets:
+                step = Step(commands.push(str(target)), retries=self.s.push_retries,
+                            what=f"docker push {target}", check=False,
+                            placeholder="digest: sha256:" + "0" * 64)
+                done = self.x.run(step)
+                if not done.ok:
+                    self.write_report()
+                    raise PushError(
+                        f"{self.x.failure_message(step, done)}. The image is kept, tagged "
+                        f"locally as {', '.join(map(str, self.s.targets))}; push again with "
+                        f"'lwcontainer push' (same settings) once the registry is back",
+                        returncode=done.returncode)
+                found = _DIGEST_RE.search(done.stdout)
+                if found and not self.digest:
+                    self.digest = f"{self.s.to_image.repository}@{found.group(1)}"
+                self.log.info("pushed", tag=str(target), digest=found and found.group(1))
+
+    def local_image_id(self) -> str:
+        """The id of TO in the engine (for 'lwcontainer push' of an earlier build)."""
+        ref = str(self.s.to_image)
+        done = self.x.run(Step(commands.image_inspect(ref), check=False,
+                               placeholder='[{"Id": "sha256:<image-id>"}]'))
+        if not done.ok:
+            raise ConfigError("TO", f"{ref} is not in the engine: build it first")
+        return json.loads(done.stdout)[0]["Id"]
+
+    def write_report(self) -> None:
+        with self.stage("report"):
+            result = report.Report(image=str(self.s.to_image), image_id=self.image_id,
+                                   digest=self.digest,
+                                   tags=tuple(map(str, self.s.targets)),
+                                   layer_size=self.layer_size)
+            if self.x.dry_run:
+                self.log.info("report_planned", path=str(self.s.report))
+                return
+            result.write(self.s.report)
+            self.log.info("report_written", path=str(self.s.report), image=result.image,
+                          digest=result.digest)

@@ -1,0 +1,293 @@
+"""Every setting in one table, and the frozen ``Settings`` object built from a plain mapping.
+
+Sources, lowest to highest: defaults, a ``.env`` file, the environment, command-line switches.
+``sources.py`` merges them into one mapping; ``Settings.from_mapping`` validates it. Nothing else
+in the package reads ``os.environ``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+from .reference import Reference, ReferenceError, extra_target, parse, parse_target
+
+DEFAULT_AUTOMOUNTER_IMAGE = "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master"
+PASSWORD_VARIABLES = ("CI_REGISTRY_PASSWORD", "CI_JOB_TOKEN", "CI_BUILD_TOKEN")
+PULL_POLICIES = ("missing", "always", "never")
+LOG_FORMATS = ("auto", "console", "json")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its variable, its command-line switch, its default and what it means."""
+
+    variable: str
+    switch: str
+    default: str
+    help: str
+    secret: bool = False
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("FROM", "--from", "(required)", "base image the build runs in"),
+    Spec("TO", "--to", "${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
+         "locally lwcontainer/<dir>:<git short sha|latest>", "image reference to tag and push"),
+    Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
+         "bare tags for TO's repository or whole references"),
+    Spec("LWC_PROJECT_DIR", "--project-dir", ".", "the analysis checkout; mounted at the same path "
+         "and the build's working directory"),
+    Spec("LWC_BUILD_SCRIPT", "--build-script", ".gitlab/build.sh",
+         "build script, relative to the project directory, run with /bin/bash"),
+    Spec("CI_REGISTRY", "--registry", "", "registry to log in to; no registry: no login, no push"),
+    Spec("CI_REGISTRY_USER", "--registry-user", "", "registry user name"),
+    Spec("CI_REGISTRY_PASSWORD", "--registry-password", "",
+         "registry password, else CI_JOB_TOKEN, else CI_BUILD_TOKEN; sent on stdin only",
+         secret=True),
+    Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never"),
+    Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine"),
+    Spec("LWC_CVMFS_MOUNTS", "--cvmfs-mounts", "/cvmfsmounts",
+         "host directory the automounter shares (must be on a shared mount)"),
+    Spec("LWC_CVMFS_REPOS", "--cvmfs-repos", "cms.cern.ch",
+         "CVMFS repositories to wait for, comma or space separated"),
+    Spec("LWC_CVMFS_TIMEOUT", "--cvmfs-timeout", "300", "seconds to wait for CVMFS"),
+    Spec("LWC_AUTOMOUNTER_IMAGE", "--automounter-image", DEFAULT_AUTOMOUNTER_IMAGE,
+         "CVMFS automounter image"),
+    Spec("LWC_AUTOMOUNTER_NAME", "--automounter-name", "cvmfs",
+         "automounter container name (shared by every run on the engine)"),
+    Spec("LWC_AUTOMOUNTER_OPTIONS", "--automounter-options", "--privileged",
+         "docker run options that replace --privileged for the automounter (shell-split)"),
+    Spec("LWC_KEEP_AUTOMOUNTER", "--keep-automounter", "",
+         "non-empty: leave an automounter this run started running"),
+    Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff"),
+    Spec("LWC_REPORT", "--report", "./lwcontainer.env",
+         "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
+    Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json"),
+    Spec("LWC_LOG_LEVEL", "--log-level", "info", "debug | info | warning | error"),
+    Spec("CI_PROJECT_NAME", "--project-name", "<project directory name>",
+         "names the build container"),
+    Spec("CI_JOB_ID", "--job-id", "", "names the build container"),
+    Spec("CI_PROJECT_URL", "--project-url", "", "label org.opencontainers.image.source"),
+    Spec("CI_COMMIT_SHA", "--commit-sha", "<git HEAD>", "label org.opencontainers.image.revision"),
+    Spec("CI_COMMIT_SHORT_SHA", "--commit-short-sha", "<git short HEAD>", "default tag of TO"),
+    Spec("CI_REGISTRY_IMAGE", "--registry-image", "", "default repository of TO"),
+)
+
+_REPO_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", re.ASCII)
+_TRUE = {"1", "true", "yes", "on", "y"}
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in _TRUE
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    return tuple(item for item in re.split(r"[,\s]+", value.strip()) if item)
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and single dashes: safe in image and container names."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "project"
+
+
+@dataclass(frozen=True)
+class Settings:
+    from_image: Reference | None
+    to_image: Reference
+    extra_tags: tuple[Reference, ...]
+    project_dir: Path
+    build_script: str
+    registry: str | None
+    registry_user: str | None
+    registry_password: str | None = field(repr=False)
+    pull: str
+    docker_timeout: float
+    cvmfs_mounts: str
+    cvmfs_repos: tuple[str, ...]
+    cvmfs_timeout: float
+    automounter_image: Reference
+    automounter_name: str
+    automounter_options: tuple[str, ...]
+    keep_automounter: bool
+    push_retries: int
+    report: Path
+    log_format: str
+    log_level: str
+    project_name: str
+    job_id: str | None
+    project_url: str | None
+    commit_sha: str | None
+    docker_host: str | None
+
+    @property
+    def push_enabled(self) -> bool:
+        return self.registry is not None
+
+    @property
+    def targets(self) -> tuple[Reference, ...]:
+        """TO first, then the extra tags, without repeats."""
+        seen: dict[str, Reference] = {}
+        for ref in (self.to_image, *self.extra_tags):
+            seen.setdefault(str(ref), ref)
+        return tuple(seen.values())
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.registry_password,) if self.registry_password else ()
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str], cwd: Path | None = None,
+                     require_from: bool = True) -> Settings:
+        """Validate ``env`` (variable name -> text) into Settings, or raise ConfigError."""
+        get = _Getter(env)
+        cwd = Path(cwd or Path.cwd())
+        project_dir = (cwd / get.text("LWC_PROJECT_DIR", ".")).resolve()
+        if not project_dir.is_dir():
+            raise ConfigError("LWC_PROJECT_DIR", f"{project_dir} is not a directory")
+        project_name = get.optional("CI_PROJECT_NAME") or project_dir.name
+
+        from_text = get.optional("FROM")
+        if from_text is None and require_from:
+            raise ConfigError("FROM", "not set: name the base image to build on, e.g. "
+                                      "FROM=gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms")
+        from_image = get.reference("FROM", parse) if from_text is not None else None
+
+        to_image = get.reference("TO", parse_target, default=_default_to(get, project_dir))
+        extra = tuple(get.convert("LWC_EXTRA_TAGS", tag, lambda t: extra_target(t, to_image))
+                      for tag in split_list(get.text("LWC_EXTRA_TAGS", "")))
+
+        registry = get.optional("CI_REGISTRY")
+        user = get.optional("CI_REGISTRY_USER")
+        password = next((env[name] for name in PASSWORD_VARIABLES if env.get(name)), None)
+        if registry is not None:
+            if not _REGISTRY_RE.fullmatch(registry):
+                raise ConfigError("CI_REGISTRY", f"{registry!r} is not a registry host[:port]")
+            if not user:
+                raise ConfigError("CI_REGISTRY_USER", f"not set, but CI_REGISTRY={registry} "
+                                                      "asks for a login and a push")
+            if not password:
+                raise ConfigError("CI_REGISTRY_PASSWORD", "none of " + ", ".join(PASSWORD_VARIABLES)
+                                  + f" is set, but CI_REGISTRY={registry} asks for a login")
+
+        repos = split_list(get.text("LWC_CVMFS_REPOS", "cms.cern.ch"))
+        for repo in repos:
+            if not _REPO_RE.fullmatch(repo):
+                raise ConfigError("LWC_CVMFS_REPOS", f"{repo!r} is not a repository name")
+        mounts = get.text("LWC_CVMFS_MOUNTS", "/cvmfsmounts")
+        if not mounts.startswith("/") or ":" in mounts or "\n" in mounts or ",," in mounts:
+            raise ConfigError("LWC_CVMFS_MOUNTS", f"{mounts!r} must be an absolute path without ':'")
+        name = get.text("LWC_AUTOMOUNTER_NAME", "cvmfs")
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigError("LWC_AUTOMOUNTER_NAME", f"{name!r} is not a valid container name")
+        options_text = get.optional("LWC_AUTOMOUNTER_OPTIONS")
+        try:
+            options = tuple(shlex.split(options_text)) if options_text is not None else ("--privileged",)
+        except ValueError as exc:
+            raise ConfigError("LWC_AUTOMOUNTER_OPTIONS", f"cannot be split like a shell: {exc}")
+        if any(not opt.isprintable() for opt in options):
+            raise ConfigError("LWC_AUTOMOUNTER_OPTIONS", "contains control characters")
+
+        return cls(
+            from_image=from_image,
+            to_image=to_image,
+            extra_tags=extra,
+            project_dir=project_dir,
+            build_script=_build_script(get.text("LWC_BUILD_SCRIPT", ".gitlab/build.sh"),
+                                       project_dir, check=require_from),
+            registry=registry,
+            registry_user=user,
+            registry_password=password,
+            pull=get.choice("LWC_PULL", PULL_POLICIES, "missing"),
+            docker_timeout=get.number("LWC_DOCKER_TIMEOUT", 60),
+            cvmfs_mounts=mounts.rstrip("/") or "/",
+            cvmfs_repos=repos,
+            cvmfs_timeout=get.number("LWC_CVMFS_TIMEOUT", 300),
+            automounter_image=get.reference("LWC_AUTOMOUNTER_IMAGE", parse,
+                                            default=DEFAULT_AUTOMOUNTER_IMAGE),
+            automounter_name=name,
+            automounter_options=options,
+            keep_automounter=truthy(get.optional("LWC_KEEP_AUTOMOUNTER")),
+            push_retries=int(get.number("LWC_PUSH_RETRIES", 3, integer=True)),
+            report=cwd / get.text("LWC_REPORT", "./lwcontainer.env"),
+            log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS, "auto"),
+            log_level=get.choice("LWC_LOG_LEVEL", ("debug", "info", "warning", "error"), "info"),
+            project_name=project_name,
+            job_id=get.optional("CI_JOB_ID"),
+            project_url=get.optional("CI_PROJECT_URL"),
+            commit_sha=get.optional("CI_COMMIT_SHA"),
+            docker_host=get.optional("DOCKER_HOST"),
+        )
+
+
+_REGISTRY_RE = re.compile(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", re.ASCII)
+
+
+def _default_to(get: _Getter, project_dir: Path) -> str:
+    tag = get.optional("CI_COMMIT_SHORT_SHA") or "latest"
+    repository = get.optional("CI_REGISTRY_IMAGE") or f"lwcontainer/{slug(project_dir.name)}"
+    return f"{repository}:{tag}"
+
+
+def _build_script(text: str, project_dir: Path, check: bool) -> str:
+    """The script as the container sees it: a path relative to the project directory."""
+    path = (project_dir / text)
+    resolved = path.resolve()
+    if not resolved.is_relative_to(project_dir):
+        raise ConfigError("LWC_BUILD_SCRIPT", f"{text!r} lies outside the project directory "
+                                              f"{project_dir}, which is all the build mounts")
+    if check:
+        if not resolved.is_file():
+            raise ConfigError("LWC_BUILD_SCRIPT", f"{path} does not exist or is not a file")
+        if not os.access(resolved, os.R_OK):
+            raise ConfigError("LWC_BUILD_SCRIPT", f"{path} is not readable")
+    return "./" + resolved.relative_to(project_dir).as_posix()
+
+
+class _Getter:
+    """Reads one variable at a time and turns every bad value into a ConfigError naming it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise ConfigError(name, "contains a line break or NUL")
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        value = self.optional(name)
+        return default if value is None else value
+
+    def convert(self, name: str, value: str, parser):
+        try:
+            return parser(value)
+        except ReferenceError as exc:
+            raise ConfigError(name, str(exc)) from None
+
+    def reference(self, name: str, parser, default: str | None = None) -> Reference:
+        return self.convert(name, self.text(name, default or ""), parser)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def number(self, name: str, default: float, integer: bool = False) -> float:
+        text = self.text(name, str(default))
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            kind = "a whole number" if integer else "a number of seconds"
+            raise ConfigError(name, f"{text!r} is not {kind}") from None
+        if value < 0 or value != value or value == float("inf"):
+            raise ConfigError(name, f"{text!r} must be zero or more")
+        return value

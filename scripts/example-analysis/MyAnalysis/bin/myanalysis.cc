@@ -1,0 +1,3 @@
+#include <iostream>
+#include "DataFormats/Version/interface/Release.h"
+int main() { std::cout << "MyAnalysis built against " << cms::release() << std::endl; }

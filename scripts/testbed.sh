@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The real test bed for lwcontainer's end-to-end tests, brought up from nothing:
+#   - a Docker engine of its own (Debian's docker.io) on its own socket, data root and bridge-less
+#     network, so it never meets another engine on the host;
+#   - a shared mount under which each test gets its own CVMFS mounts directory (rshared needs it);
+#   - Debian's docker-registry with htpasswd auth on loopback, plus a read-only twin on the same
+#     storage (storage.maintenance.readonly) for push-failure tests;
+#   - cached fixture images: busybox, an automounter stand-in that bind-mounts the fixture CVMFS
+#     after a delay, and a CMS-like Debian base with g++ and a cmsusr user.
+# Usage: testbed.sh up | down | env
+# Everything persistent (engine data, image cache, registry storage) lives in LWC_TESTBED_STATE;
+# sockets, pids and the shared mount live in LWC_TESTBED_RUN.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+STATE=${LWC_TESTBED_STATE:-/var/lib/lwc-testbed}
+RUN=${LWC_TESTBED_RUN:-/run/lwc-testbed}
+PORT=${LWC_TESTBED_PORT:-5055}
+RO_PORT=${LWC_TESTBED_RO_PORT:-5056}
+SOCK="unix://$RUN/docker.sock"
+REG_USER=lwc-tester
+PACKAGES=(docker.io docker-registry apache2-utils mmdebstrap busybox-static curl)
+
+log() { printf 'testbed: %s\n' "$*" >&2; }
+docker() { command docker --host "$SOCK" "$@"; }
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+  command -v curl >/dev/null || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+engine_up() {
+  mkdir -p "$STATE/docker" "$RUN"
+  if docker info >/dev/null 2>&1; then return; fi
+  log "starting dockerd on $SOCK"
+  # --bridge=none: no bridge to collide with another engine; builds need no network and the
+  # daemon itself reaches the loopback registry from the host namespace.
+  setsid dockerd --host "$SOCK" --data-root "$STATE/docker" --exec-root "$RUN/exec" \
+    --pidfile "$RUN/dockerd.pid" --bridge=none --iptables=false --ip-masq=false \
+    >"$STATE/dockerd.log" 2>&1 </dev/null &
+  for _ in $(seq 120); do
+    docker info >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  log "dockerd did not come up; last log lines:"; tail -20 "$STATE/dockerd.log" >&2; exit 1
+}
+
+shared_mount_up() {
+  mkdir -p "$RUN/shared"
+  if ! findmnt -n -o PROPAGATION --target "$RUN/shared" | grep -q shared \
+     || [ "$(findmnt -n -o TARGET --target "$RUN/shared")" != "$RUN/shared" ]; then
+    mount --bind "$RUN/shared" "$RUN/shared"
+    mount --make-rshared "$RUN/shared"
+  fi
+}
+
+registry_config() { # port readonly
+  cat <<YAML
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $STATE/registry/data}
+  delete: {enabled: true}
+  maintenance:
+    readonly: {enabled: $2}
+http: {addr: "127.0.0.1:$1"}
+auth:
+  htpasswd: {realm: lwc-testbed, path: $STATE/registry/htpasswd}
+YAML
+}
+
+registry_up() {
+  mkdir -p "$STATE/registry/data"
+  if [ ! -s "$STATE/registry/password" ]; then
+    head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE/registry/password"
+    chmod 600 "$STATE/registry/password"
+  fi
+  htpasswd -Bbn "$REG_USER" "$(cat "$STATE/registry/password")" >"$STATE/registry/htpasswd"
+  local port ro name
+  for spec in "$PORT:false:registry" "$RO_PORT:true:registry-ro"; do
+    IFS=: read -r port ro name <<<"$spec"
+    registry_config "$port" "$ro" >"$RUN/$name.yml"
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")" = 401 ]; then continue; fi
+    log "starting $name on 127.0.0.1:$port"
+    setsid docker-registry serve "$RUN/$name.yml" >"$STATE/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+    for _ in $(seq 50); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")" = 401 ] && break
+      sleep 0.2
+    done
+  done
+}
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+busybox_rootfs() { # dir
+  mkdir -p "$1/bin" "$1/tmp" "$1/etc" "$1/proc" "$1/sys" "$1/dev" "$1/root"
+  chmod 755 "$1"; chmod 1777 "$1/tmp"
+  cp /bin/busybox "$1/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$1/bin/$applet"
+  done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$1/etc/passwd"
+  echo 'root:x:0:' >"$1/etc/group"
+}
+
+# Fixture images are tagged with a hash of what goes into them, so a change rebuilds them and an
+# unchanged one is taken from the engine's cache.
+fixture_hash() { cat "$HERE/testbed.sh" "$@" | sha256sum | cut -c1-12; }
+
+images_up() {
+  local tmp
+  BUSYBOX="lwc-testbed/busybox:$(fixture_hash)"
+  if ! have_image "$BUSYBOX"; then
+    tmp=$(mktemp -d); busybox_rootfs "$tmp"
+    tar -C "$tmp" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$BUSYBOX" >/dev/null
+    rm -rf "$tmp"; log "built $BUSYBOX"
+  fi
+
+  local fixture_files
+  fixture_files=$(find "$ROOT/tests/fixtures/cvmfs" "$HERE/automounter-standin.sh" -type f | sort)
+  # shellcheck disable=SC2086
+  AUTOMOUNTER="lwc-testbed/automounter:$(fixture_hash $fixture_files)"
+  if ! have_image "$AUTOMOUNTER"; then
+    tmp=$(mktemp -d); busybox_rootfs "$tmp"
+    mkdir -p "$tmp/fixture" "$tmp/cvmfsmounts"
+    cp -a "$ROOT/tests/fixtures/cvmfs/." "$tmp/fixture/"
+    install -m 755 "$HERE/automounter-standin.sh" "$tmp/bin/automounter"
+    tar -C "$tmp" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/automounter"]' - "$AUTOMOUNTER" >/dev/null
+    rm -rf "$tmp"; log "built $AUTOMOUNTER"
+  fi
+
+  CMS_BASE="lwc-testbed/cms-base:$(fixture_hash)"
+  if ! have_image "$CMS_BASE"; then
+    log "building $CMS_BASE with mmdebstrap (about a minute, once)"
+    tmp=$(mktemp -d)
+    mmdebstrap --quiet --variant=apt --include=g++,make bookworm "$tmp/rootfs.tar" \
+      --customize-hook='chroot "$1" useradd -m -u 1000 -s /bin/bash cmsusr' \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' >&2
+    docker import -c 'USER cmsusr' -c 'WORKDIR /home/cmsusr' -c 'CMD ["/bin/bash"]' \
+      -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      "$tmp/rootfs.tar" "$CMS_BASE" >/dev/null
+    rm -rf "$tmp"; log "built $CMS_BASE"
+  fi
+}
+
+write_env() {
+  cat >"$RUN/env" <<ENV
+DOCKER_HOST=$SOCK
+LWC_TESTBED_RUN=$RUN
+LWC_TESTBED_SHARED=$RUN/shared
+LWC_TESTBED_REGISTRY=127.0.0.1:$PORT
+LWC_TESTBED_REGISTRY_RO=127.0.0.1:$RO_PORT
+LWC_TESTBED_USER=$REG_USER
+LWC_TESTBED_PASSWORD_FILE=$STATE/registry/password
+LWC_TESTBED_BUSYBOX=$BUSYBOX
+LWC_TESTBED_AUTOMOUNTER=$AUTOMOUNTER
+LWC_TESTBED_CMS_BASE=$CMS_BASE
+ENV
+}
+
+down() {
+  local pidfile
+  for pidfile in "$RUN"/registry.pid "$RUN"/registry-ro.pid "$RUN"/dockerd.pid; do
+    [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  # Mounts that an automounter propagated to the host outlive it: take them down too.
+  findmnt -rn -o TARGET | grep "^$RUN/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -f "$RUN/env"
+}
+
+case "${1:-up}" in
+  up) ensure_packages; engine_up; shared_mount_up; registry_up; images_up; write_env
+      log "ready: source $RUN/env" ;;
+  down) down ;;
+  env) cat "$RUN/env" ;;
+  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+esac
