@@ -18,6 +18,9 @@ from .settings import PASSWORD_VARIABLES, SPECS, Settings
 from .sources import gather
 
 EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}" for code, text in EXIT_MEANINGS.items())
+SECRET_TEXT = " ".join(
+    f"{spec.variable}: {spec.help} (environment or .env only, never a switch)."
+    for spec in SPECS if spec.secret)
 
 
 def _switches() -> type:
@@ -93,7 +96,7 @@ class Lwcontainer(Command):
 
     PROGNAME = "lwcontainer"
     VERSION = __version__
-    DESCRIPTION_MORE = EXIT_TEXT
+    DESCRIPTION_MORE = f"{SECRET_TEXT}\n\n{EXIT_TEXT}"
 
     def main(self, *args: str) -> int:
         if args:

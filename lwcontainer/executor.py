@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -86,8 +87,7 @@ class Executor:
 
     def line(self, step: Step) -> str:
         """The shell-quoted command line, secrets masked: what logs and dry runs show."""
-        return self.masker(str(local["docker"][step.argv]) if _has_docker() else
-                           " ".join(("docker", *step.argv)))
+        return self.masker(shlex.join(("docker", *step.argv)))
 
     def run(self, step: Step) -> Completed:
         attempt = 0
@@ -116,7 +116,7 @@ class Executor:
         try:
             if step.stream:
                 return self._stream(proc, step)
-            out, err = proc.communicate(_encode(step.stdin))
+            out, err = _communicate(proc, _encode(step.stdin))
             return Completed(proc.returncode, _decode(out), _decode(err))
         except BaseException:
             _terminate(proc)
@@ -134,12 +134,13 @@ class Executor:
             proc.stdin.close()
         for pump in pumps:
             pump.start()
-        returncode = proc.wait()
+        returncode = _wait(proc)
         for pump in pumps:
             pump.join(timeout=5)
         return Completed(returncode, "", "".join(tail))
 
     def _pump(self, source: IO[bytes], sink: IO[str], keep) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         for raw in iter(source.readline, b""):
             text = self.masker(_decode(raw))
             if keep is not None:
@@ -166,12 +167,25 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _has_docker() -> bool:
-    try:
-        local["docker"]
-    except CommandNotFound:
-        return False
-    return True
+# Waits wake up often: a signal that the kernel hands to another thread only runs its Python
+# handler (which raises Interrupted) when the main thread executes bytecode again.
+_POLL_S = 0.2
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    while True:
+        try:
+            return proc.wait(timeout=_POLL_S)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _communicate(proc: subprocess.Popen, data: bytes | None) -> tuple[bytes, bytes]:
+    while True:
+        try:
+            return proc.communicate(data, timeout=_POLL_S)
+        except subprocess.TimeoutExpired:
+            data = None  # already sent; communicate() keeps what it has read so far
 
 
 def _terminate(proc: subprocess.Popen) -> None:

@@ -62,7 +62,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_AUTOMOUNTER_OPTIONS", "--automounter-options", "--privileged",
          "docker run options that replace --privileged for the automounter (shell-split)"),
     Spec("LWC_KEEP_AUTOMOUNTER", "--keep-automounter", "",
-         "non-empty: leave an automounter this run started running"),
+         "1/true/yes: leave an automounter this run started running"),
     Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff"),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
          "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),

@@ -116,12 +116,14 @@ busybox_rootfs() { # dir
 }
 
 # Fixture images are tagged with a hash of what goes into them, so a change rebuilds them and an
-# unchanged one is taken from the engine's cache.
-fixture_hash() { cat "$HERE/testbed.sh" "$@" | sha256sum | cut -c1-12; }
+# unchanged one is taken from the engine's cache. Bump a recipe's text to force a rebuild.
+BUSYBOX_RECIPE="busybox-static rootfs v1"
+CMS_BASE_RECIPE="mmdebstrap apt bookworm g++ make; useradd cmsusr 1000; USER cmsusr WORKDIR /home/cmsusr CMD bash v1"
+fixture_hash() { { echo "$1"; shift; [ $# -eq 0 ] || cat "$@"; } | sha256sum | cut -c1-12; }
 
 images_up() {
   local tmp
-  BUSYBOX="lwc-testbed/busybox:$(fixture_hash)"
+  BUSYBOX="lwc-testbed/busybox:$(fixture_hash "$BUSYBOX_RECIPE" /bin/busybox)"
   if ! have_image "$BUSYBOX"; then
     tmp=$(mktemp -d); busybox_rootfs "$tmp"
     tar -C "$tmp" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$BUSYBOX" >/dev/null
@@ -131,7 +133,7 @@ images_up() {
   local fixture_files
   fixture_files=$(find "$ROOT/tests/fixtures/cvmfs" "$HERE/automounter-standin.sh" -type f | sort)
   # shellcheck disable=SC2086
-  AUTOMOUNTER="lwc-testbed/automounter:$(fixture_hash $fixture_files)"
+  AUTOMOUNTER="lwc-testbed/automounter:$(fixture_hash "$BUSYBOX_RECIPE" $fixture_files)"
   if ! have_image "$AUTOMOUNTER"; then
     tmp=$(mktemp -d); busybox_rootfs "$tmp"
     mkdir -p "$tmp/fixture" "$tmp/cvmfsmounts"
@@ -141,7 +143,7 @@ images_up() {
     rm -rf "$tmp"; log "built $AUTOMOUNTER"
   fi
 
-  CMS_BASE="lwc-testbed/cms-base:$(fixture_hash)"
+  CMS_BASE="lwc-testbed/cms-base:$(fixture_hash "$CMS_BASE_RECIPE")"
   if ! have_image "$CMS_BASE"; then
     log "building $CMS_BASE with mmdebstrap (about a minute, once)"
     tmp=$(mktemp -d)

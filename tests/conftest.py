@@ -1,0 +1,174 @@
+"""Test-bed access for the end-to-end tests (``@pytest.mark.docker``).
+
+scripts/testbed.sh brings up the real engine, registry and fixture images and writes their
+addresses to an env file; these fixtures read it. Without a test bed the docker tests skip,
+unless LWC_REQUIRE_DOCKER=1 (CI), where they fail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "scripts" / "example-analysis"
+ENV_FILE = Path(os.environ.get("LWC_TESTBED_ENV", "/run/lwc-testbed/env"))
+STANDIN_OPTIONS = ("--cap-add SYS_ADMIN --security-opt seccomp=unconfined "
+                   "--security-opt apparmor=unconfined")
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def records(self) -> list[dict]:
+        """The JSON log records lwcontainer wrote to stderr (other lines are the build's)."""
+        out = []
+        for line in self.stderr.splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+        return out
+
+    def events(self, name: str) -> list[dict]:
+        return [r for r in self.records if r.get("event") == name]
+
+    def stages(self, outcome: str = "ok") -> list[str]:
+        return [r["stage"] for r in self.events("stage_done") if r.get("outcome") == outcome]
+
+
+@dataclass
+class Testbed:
+    values: dict[str, str]
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key]
+
+    @property
+    def password(self) -> str:
+        return Path(self.values["LWC_TESTBED_PASSWORD_FILE"]).read_text().strip()
+
+    def docker(self, *args: str, check: bool = True, input: str | None = None,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "--host", self.values["DOCKER_HOST"], *args],
+                              capture_output=True, text=True, check=check, input=input,
+                              env=env)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Testbed:
+    reason = None
+    if not ENV_FILE.is_file():
+        reason = f"no test bed ({ENV_FILE} missing): run 'make test' or scripts/testbed.sh up"
+    else:
+        bed = Testbed({k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None})
+        if bed.docker("version", check=False).returncode != 0:
+            reason = f"the test-bed engine at {bed['DOCKER_HOST']} does not answer"
+    if reason:
+        if os.environ.get("LWC_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"LWC_REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(reason)
+    return bed
+
+
+@dataclass
+class Job:
+    """One isolated lwcontainer job on the test bed: its own project copy, CVMFS mounts
+    directory, automounter name, registry repository and HOME (so its docker login too)."""
+
+    bed: Testbed
+    root: Path
+    token: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    def __post_init__(self) -> None:
+        self.project = self.root / "analysis"
+        shutil.copytree(EXAMPLE, self.project, symlinks=True)
+        # GitLab checks out with umask 0000; the build user moves code out of the checkout.
+        for path in [self.project, *self.project.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666)
+        self.home = self.root / "home"
+        self.home.mkdir()
+        self.mounts = Path(self.bed["LWC_TESTBED_SHARED"]) / f"job-{self.token}"
+        self.mounts.mkdir(parents=True)
+        self.automounter = f"cvmfs-{self.token}"
+        self.repository = f"{self.bed['LWC_TESTBED_REGISTRY']}/lwc-tests/ana-{self.token}"
+
+    def env(self, **overrides: str | None) -> dict[str, str]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.home),
+            "DOCKER_HOST": self.bed["DOCKER_HOST"],
+            "LWC_LOG_FORMAT": "json",
+            "FROM": self.bed["LWC_TESTBED_CMS_BASE"],
+            "LWC_CVMFS_MOUNTS": str(self.mounts),
+            "LWC_AUTOMOUNTER_IMAGE": self.bed["LWC_TESTBED_AUTOMOUNTER"],
+            "LWC_AUTOMOUNTER_NAME": self.automounter,
+            "LWC_AUTOMOUNTER_OPTIONS": STANDIN_OPTIONS + " -e LWC_STANDIN_DELAY=0.5",
+            "CI_PROJECT_NAME": f"t{self.token}",
+            "CI_REGISTRY": self.bed["LWC_TESTBED_REGISTRY"],
+            "CI_REGISTRY_USER": self.bed["LWC_TESTBED_USER"],
+            "CI_JOB_TOKEN": self.bed.password,
+            "CI_REGISTRY_IMAGE": self.repository,
+            "CI_COMMIT_SHORT_SHA": "c0ffee12",
+            "LWC_PUSH_RETRIES": "1",
+        }
+        env.update(overrides)
+        return {k: v for k, v in env.items() if v is not None}
+
+    def run(self, *args: str, timeout: float = 300, **overrides: str | None) -> Result:
+        done = subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=self.project,
+                              env=self.env(**overrides), capture_output=True, text=True,
+                              timeout=timeout)
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def popen(self, *args: str, **overrides: str | None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "lwcontainer", *args], cwd=self.project,
+                                env=self.env(**overrides), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def containers(self) -> list[str]:
+        """Containers of this job still in the engine (build containers and automounter)."""
+        names = self.bed.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        return [n for n in names if f"t{self.token}" in n or n == self.automounter]
+
+    def leftover_mounts(self) -> list[str]:
+        prefix = str(self.mounts) + "/"
+        with open("/proc/self/mountinfo") as info:
+            return [line.split()[4] for line in info if line.split()[4].startswith(prefix)]
+
+    def cleanup(self) -> None:
+        for name in self.containers():
+            self.bed.docker("rm", "-f", name, check=False)
+        for mount in sorted(self.leftover_mounts(), reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False)
+        shutil.rmtree(self.mounts, ignore_errors=True)
+        images = self.bed.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        mine = [i for i in images if i.startswith(self.repository)]
+        if mine:
+            self.bed.docker("rmi", "-f", *mine, check=False)
+
+
+@pytest.fixture
+def job(testbed: Testbed, tmp_path: Path):
+    job = Job(testbed, tmp_path)
+    yield job
+    job.cleanup()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "testbed" in getattr(item, "fixturenames", ()) or "job" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)

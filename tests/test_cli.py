@@ -1,0 +1,91 @@
+"""The command line as a user meets it: help, exit codes, dry run; no engine needed."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lwcontainer.errors import EXIT_MEANINGS
+from lwcontainer.settings import SPECS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
+    return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
+                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
+    return tmp_path
+
+
+def test_help_lists_every_setting_and_exit_code(project):
+    done = lwc("--help", cwd=project)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for spec in SPECS:
+        assert spec.variable in text
+        if not spec.secret:
+            assert spec.switch in text
+    for code in EXIT_MEANINGS:
+        assert f"{int(code)} " in text
+
+
+def test_readme_is_in_step_with_the_code():
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `([A-Z_]+)` \|", readme, re.M)
+    assert set(rows) >= {spec.variable for spec in SPECS}
+    codes = re.findall(r"^\| (\d+) \| ", readme, re.M)
+    assert [int(c) for c in codes] == [int(c) for c in EXIT_MEANINGS]
+    commands = re.findall(r"^make \w+", readme, re.M)
+    assert commands == ["make image", "make test"]
+
+
+@pytest.mark.parametrize("env, setting", [
+    ({}, "FROM"),
+    ({"FROM": "cms/base", "TO": "Bad Ref"}, "TO"),
+    ({"FROM": "cms/base", "CI_REGISTRY": "r.io", "CI_REGISTRY_USER": "u"}, "CI_REGISTRY_PASSWORD"),
+    ({"FROM": "cms/base", "LWC_BUILD_SCRIPT": "nope.sh"}, "LWC_BUILD_SCRIPT"),
+])
+def test_config_errors_exit_2_naming_the_setting_without_traceback(project, env, setting):
+    done = lwc(cwd=project, DOCKER_HOST="unix:///nonexistent.sock", **env)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f'"error": "{setting}:' in done.stderr
+
+
+def test_malformed_env_file_exits_2(project):
+    (project / ".env").write_text("FROM cms/base\n")
+    done = lwc(cwd=project)
+    assert done.returncode == 2 and "line 1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_switch_or_command_exits_2(project):
+    assert lwc("--no-such-switch", cwd=project).returncode == 2
+    assert lwc("frobnicate", cwd=project, FROM="a").returncode == 2
+
+
+def test_dry_run_prints_the_plan_masked_and_touches_no_engine(project):
+    done = lwc("--dry-run", cwd=project, FROM="cms/base:1", CI_REGISTRY="r.io",
+               CI_REGISTRY_USER="me", CI_JOB_TOKEN="s3cr3t-t0ken", CI_REGISTRY_IMAGE="r.io/me/a",
+               CI_COMMIT_SHORT_SHA="abc12345", DOCKER_HOST="unix:///nonexistent.sock")
+    assert done.returncode == 0, done.stderr
+    plan = done.stdout
+    assert "s3cr3t-t0ken" not in plan + done.stderr
+    expected = ["login --username me --password-stdin r.io", "pull --quiet cms/base:1",
+                "create --name cvmfs --pid=host --user 0 --privileged --restart always",
+                "start cvmfs", "exec cvmfs /bin/sh -c", "run --name lwc-", "commit --change",
+                "tag 'sha256:<image-id>' r.io/me/a:abc12345", "push r.io/me/a:abc12345"]
+    positions = [plan.find(fragment) for fragment in expected]
+    assert all(p >= 0 for p in positions), plan
+    assert positions == sorted(positions)
+    assert not (project / "lwcontainer.env").exists()

@@ -1,0 +1,79 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from lwcontainer import commands
+from lwcontainer.settings import Settings
+
+
+@pytest.fixture
+def s(tmp_path: Path) -> Settings:
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
+    return Settings.from_mapping({"FROM": "cms/cc7:1", "LWC_CVMFS_MOUNTS": "/srv/mounts/",
+                                  "LWC_CVMFS_REPOS": "cms.cern.ch,grid.cern.ch"}, cwd=tmp_path)
+
+
+def test_login_takes_password_from_stdin_only():
+    assert commands.login("r.io", "user") == ("login", "--username", "user", "--password-stdin",
+                                              "r.io")
+
+
+def test_automounter_is_the_recipes_with_privileged_by_default(s):
+    assert commands.automounter_create(s) == (
+        "create", "--name", "cvmfs", "--pid=host", "--user", "0", "--privileged",
+        "--restart", "always", "--label", "lwcontainer.role=automounter",
+        "-v", "/srv/mounts:/cvmfsmounts:rshared",
+        "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master")
+
+
+def test_automounter_options_replace_privileged(tmp_path):
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
+    s = Settings.from_mapping({"FROM": "a", "LWC_AUTOMOUNTER_OPTIONS":
+                               "--cap-add SYS_ADMIN --security-opt 'seccomp=unconfined'"},
+                              cwd=tmp_path)
+    argv = commands.automounter_create(s)
+    assert "--privileged" not in argv
+    assert argv[6:10] == ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined")
+    assert "--privileged" not in commands.purge_stale_mounts(s)
+
+
+def test_build_run_is_unprivileged_with_rslave_cvmfs_and_checkout(s):
+    project = str(s.project_dir)
+    argv = commands.build_run(s, "lwc-x-local-1234")
+    assert argv == ("run", "--name", "lwc-x-local-1234", "--label", "lwcontainer.role=build",
+                    "-v", "/srv/mounts/cvmfs:/cvmfs:rslave", "-v", f"{project}:{project}",
+                    "-w", project, "cms/cc7:1", "/bin/bash", "./.gitlab/build.sh")
+    assert not any(a.startswith(("--privileged", "--cap-add", "--security-opt")) for a in argv)
+
+
+def test_probes_pass_repositories_as_arguments_not_code(s):
+    argv = commands.probe_as_build(s, "cms/cc7:1")
+    assert argv[-3:] == ("/cvmfs", "cms.cern.ch", "grid.cern.ch")
+    assert "cms.cern.ch" not in argv[argv.index("-c") + 1]
+    assert commands.probe_in_automounter(s)[-3:] == ("/cvmfsmounts/cvmfs", "cms.cern.ch",
+                                                     "grid.cern.ch")
+
+
+def test_commit_changes_restore_base_config():
+    base = {"Cmd": ["/bin/bash", "-l"], "Entrypoint": ["/init"], "WorkingDir": "/home/cmsusr",
+            "User": "cmsusr"}
+    changes = commands.commit_changes(base, {"org.opencontainers.image.revision": 'a"b c'})
+    assert changes[:4] == ('CMD ["/bin/bash", "-l"]', 'ENTRYPOINT ["/init"]',
+                           "WORKDIR /home/cmsusr", "USER cmsusr")
+    assert 'LABEL "org.opencontainers.image.revision"="a\\"b c"' in changes
+    assert 'LABEL "lwcontainer.role"="image"' in changes
+
+
+def test_commit_changes_for_a_bare_base():
+    changes = commands.commit_changes({"Cmd": None, "WorkingDir": ""}, {})
+    assert changes[0] == 'CMD ["/bin/sh"]'
+    assert "WORKDIR /" in changes
+    assert not any(c.startswith(("USER", "ENTRYPOINT")) for c in changes)
+
+
+def test_commit_argv():
+    assert commands.commit("c1", ["CMD []", "WORKDIR /"]) == (
+        "commit", "--change", "CMD []", "--change", "WORKDIR /", "c1")

@@ -1,0 +1,118 @@
+"""The executor against a fake ``docker`` on PATH (put there with plumbum's local.env)."""
+import io
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from plumbum import local
+
+from lwcontainer.errors import Interrupted, LoginError, PushError
+from lwcontainer.executor import DryRunExecutor, Executor, Step
+from lwcontainer.masking import MASK, Masker
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    calls = tmp_path / "calls.jsonl"
+    plan = tmp_path / "plan.json"
+
+    class Fake:
+        def answer(self, *answers):
+            plan.write_text(json.dumps(list(answers)))
+
+        @property
+        def calls(self):
+            if not calls.exists():
+                return []
+            return [json.loads(line) for line in calls.read_text().splitlines()]
+
+    fake = Fake()
+    fake.answer({"rc": 0})
+    with local.env(PATH=f"{FAKES}:{local.env['PATH']}", FAKE_DOCKER_LOG=str(calls),
+                   FAKE_DOCKER_PLAN=str(plan)):
+        yield fake
+
+
+def executor(**kw):
+    return Executor(Masker(["hunter2"]), backoff=0.01, **kw)
+
+
+def test_runs_argv_and_secret_goes_to_stdin_only(fake):
+    fake.answer({"rc": 0, "stdout": "Login Succeeded\n"})
+    done = executor().run(Step(("login", "--username", "u", "--password-stdin", "r.io"),
+                               stdin="hunter2"))
+    assert done.ok and done.stdout == "Login Succeeded\n"
+    assert fake.calls == [{"argv": ["login", "--username", "u", "--password-stdin", "r.io"],
+                           "stdin": "hunter2"}]
+
+
+def test_auth_failure_is_not_retried_and_is_masked(fake):
+    fake.answer({"rc": 1, "stderr": "Error: unauthorized: bad password hunter2\n"})
+    with pytest.raises(LoginError) as info:
+        executor().run(Step(("login",), stdin="hunter2", error=LoginError, retries=3,
+                            what="docker login"))
+    assert len(fake.calls) == 1
+    assert "hunter2" not in str(info.value) and MASK in str(info.value)
+    assert "unauthorized" in str(info.value)
+
+
+def test_transient_failure_is_retried_then_succeeds(fake):
+    fake.answer({"rc": 1, "stderr": "net/http: TLS handshake timeout\n"},
+                {"rc": 1, "stderr": "connection reset by peer\n"},
+                {"rc": 0, "stdout": "latest: digest: sha256:abc size: 1\n"})
+    done = executor().run(Step(("push", "r/x:1"), retries=3, error=PushError))
+    assert done.ok and len(fake.calls) == 3
+
+
+def test_retries_exhausted_raise_the_steps_error(fake):
+    fake.answer({"rc": 1, "stderr": "503 Service Unavailable\n"})
+    with pytest.raises(PushError, match="503 Service Unavailable"):
+        executor().run(Step(("push", "r/x:1"), retries=2, error=PushError, what="docker push"))
+    assert len(fake.calls) == 3
+
+
+def test_unchecked_failure_is_returned(fake):
+    fake.answer({"rc": 1, "stderr": "Error: No such image\n"})
+    done = executor().run(Step(("image", "inspect", "x"), check=False))
+    assert done.returncode == 1 and "No such image" in done.stderr
+
+
+def test_stream_tees_lines_live_and_masks(fake):
+    fake.answer({"rc": 3, "lines": ["one", "two hunter2"], "stderr": "boom\n"})
+    out, err = io.StringIO(), io.StringIO()
+    done = executor(out=out, err=err).run(Step(("run", "x"), stream=True, check=False))
+    assert done.returncode == 3
+    assert out.getvalue() == f"one\ntwo {MASK}\n"
+    assert err.getvalue() == "boom\n" and done.stderr == "boom\n"
+
+
+def test_interrupt_kills_the_child_and_propagates(fake):
+    fake.answer({"rc": 0, "sleep": 30})
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(Interrupted()))
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(Interrupted):
+            executor().run(Step(("run", "slow"), stream=True))
+        assert time.monotonic() - started < 10
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_dry_run_prints_masked_commands_and_runs_nothing(fake):
+    out = io.StringIO()
+    dry = DryRunExecutor(Masker(["hunter2"]), out=out)
+    done = dry.run(Step(("login", "--username", "hunter2", "--password-stdin", "r.io"),
+                        stdin="hunter2", placeholder="x"))
+    assert done.ok and done.stdout == "x"
+    assert fake.calls == []
+    line = out.getvalue()
+    assert "hunter2" not in line and "login --username" in line and "password on stdin" in line
