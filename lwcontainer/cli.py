@@ -147,9 +147,9 @@ class Build(Command):
             with ExitStack() as cleanup:
                 with p.stage("automounter"):
                     automounter = cleanup.enter_context(Automounter(p.s, p.x))
+                    container = cleanup.enter_context(BuildContainer(p.s, p.x, keep=True))
                 with p.stage("cvmfs"):
                     automounter.wait_ready(str(p.s.from_image))
-                container = cleanup.enter_context(BuildContainer(p.s, p.x, keep=True))
                 p.build(container)
             _remember_container(p, container)
         return self.execute(action)
@@ -167,9 +167,7 @@ class Commit(Command):
                                                f"in {p.s.report}; run 'lwcontainer build' first")
             p.wait_daemon()
             p.base = p.inspect_base() or {}
-            build = BuildContainer(p.s, p.x)
-            build.name = name
-            with build:
+            with BuildContainer(p.s, p.x, existing=name):
                 p.commit(name)
             p.tag()
             p.write_report()

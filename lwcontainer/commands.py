@@ -95,12 +95,19 @@ def probe_as_build(s: Settings, image: str) -> Argv:
             "-c", PROBE_SCRIPT, "probe", "/cvmfs", *s.cvmfs_repos)
 
 
-def build_run(s: Settings, name: str) -> Argv:
-    """The recipe's build: checkout mounted at its own path, CVMFS rslave, no privileges."""
+def build_create(s: Settings, name: str) -> Argv:
+    """The recipe's ``docker run``, split in create and start: the container exists (and marks
+    the automounter as in use) while CVMFS is awaited. Checkout mounted at its own path, CVMFS
+    rslave, no privileges."""
     project = str(s.project_dir)
-    return ("run", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build",
+    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build",
             *cvmfs_volume(s), "-v", f"{project}:{project}", "-w", project,
             str(s.from_image), "/bin/bash", s.build_script)
+
+
+def build_start(name: str) -> Argv:
+    """Run the created build container, attached: its output streams, its exit code returns."""
+    return ("start", "--attach", name)
 
 
 def commit(name: str, changes: Iterable[str]) -> Argv:
@@ -115,9 +122,10 @@ def push(ref: str) -> Argv:
     return ("push", ref)
 
 
-def running_builds() -> Argv:
+def active_builds() -> Argv:
+    """Build containers of any run that are created or running: users of the automounter."""
     return ("ps", "--quiet", "--filter", f"label={BUILD_ROLE_LABEL}=build",
-            "--filter", "status=running")
+            "--filter", "status=created", "--filter", "status=running")
 
 
 def commit_changes(base_config: Mapping | None, labels: Mapping[str, str]) -> tuple[str, ...]:

@@ -157,7 +157,7 @@ class Automounter:
         if self.s.keep_automounter:
             self.log.info("automounter_kept", name=name, reason="LWC_KEEP_AUTOMOUNTER is set")
             return
-        others = self.x.run(Step(commands.running_builds(), check=False)).stdout.split()
+        others = self.x.run(Step(commands.active_builds(), check=False)).stdout.split()
         if others:
             self.log.info("automounter_kept", name=name,
                           reason=f"{len(others)} other build(s) still use it")

@@ -25,16 +25,24 @@ _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
 class BuildContainer:
-    """The build container: a unique name on enter, always removed on exit (unless kept)."""
+    """The build container: created under a unique name on enter (or an existing one adopted),
+    always removed on exit, unless kept after success for a later 'commit'."""
 
-    def __init__(self, settings: Settings, executor: Executor, keep: bool = False) -> None:
+    def __init__(self, settings: Settings, executor: Executor, keep: bool = False,
+                 existing: str | None = None) -> None:
         self.x = executor
+        self.settings = settings
         self.keep = keep
+        self.existing = existing
         job = slug(settings.job_id) if settings.job_id else "local"
-        self.name = f"lwc-{slug(settings.project_name)[:40]}-{job}-{secrets.token_hex(4)}"
+        self.name = existing or (f"lwc-{slug(settings.project_name)[:40]}-{job}-"
+                                 f"{secrets.token_hex(4)}")
         self.log = get_logger()
 
     def __enter__(self) -> str:
+        if not self.existing:
+            self.x.run(Step(commands.build_create(self.settings, self.name), error=BuildError,
+                            what="build container create"))
         return self.name
 
     def __exit__(self, *exc_info: object) -> None:
@@ -85,9 +93,9 @@ class Pipeline:
         with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
             with self.stage("automounter"):
                 automounter = cleanup.enter_context(Automounter(self.s, self.x))
+                container = cleanup.enter_context(BuildContainer(self.s, self.x))
             with self.stage("cvmfs"):
                 automounter.wait_ready(str(self.s.from_image))
-            container = cleanup.enter_context(BuildContainer(self.s, self.x))
             self.build(container)
             self.commit(container)
         self.tag()
@@ -152,7 +160,7 @@ class Pipeline:
 
     def build(self, container: str) -> None:
         with self.stage("build"):
-            step = Step(commands.build_run(self.s, container), stream=True, check=False,
+            step = Step(commands.build_start(container), stream=True, check=False,
                         what="build")
             done = self.x.run(step)
             if not done.ok:

@@ -42,8 +42,8 @@ def test_automounter_options_replace_privileged(tmp_path):
 
 def test_build_run_is_unprivileged_with_rslave_cvmfs_and_checkout(s):
     project = str(s.project_dir)
-    argv = commands.build_run(s, "lwc-x-local-1234")
-    assert argv == ("run", "--name", "lwc-x-local-1234", "--label", "lwcontainer.role=build",
+    argv = commands.build_create(s, "lwc-x-local-1234")
+    assert argv == ("create", "--name", "lwc-x-local-1234", "--label", "lwcontainer.role=build",
                     "-v", "/srv/mounts/cvmfs:/cvmfs:rslave", "-v", f"{project}:{project}",
                     "-w", project, "cms/cc7:1", "/bin/bash", "./.gitlab/build.sh")
     assert not any(a.startswith(("--privileged", "--cap-add", "--security-opt")) for a in argv)
