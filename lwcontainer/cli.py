@@ -12,6 +12,7 @@ from plumbum import cli
 from . import __version__, logs, report, signals
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
 from .executor import DryRunExecutor, Executor
+from .dockerconfig import private_config
 from .masking import Masker
 from .pipeline import BuildContainer, Pipeline
 from .settings import PASSWORD_VARIABLES, SPECS, Settings
@@ -185,8 +186,9 @@ class Push(Command):
             previous = report.read(p.s.report)
             if previous.get("LWC_IMAGE_ID") == p.image_id and previous.get("LWC_LAYER_SIZE"):
                 p.layer_size = int(previous["LWC_LAYER_SIZE"])
-            p.login()
-            p.push()
+            with private_config(p.s, p.x):
+                p.login()
+                p.push()
             p.write_report()
         return self.execute(action, require_from=False)
 

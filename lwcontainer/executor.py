@@ -23,6 +23,7 @@ from plumbum.commands.processes import CommandNotFound
 from .errors import EngineError, LwcError
 from .logs import get_logger
 from .masking import Masker
+from .settings import PASSWORD_VARIABLES
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
                 "no basic auth credentials", "forbidden")
@@ -69,9 +70,10 @@ class Executor:
 
     def __init__(self, masker: Masker, env: Mapping[str, str] | None = None,
                  backoff: float = 1.0, out: IO[str] | None = None,
-                 err: IO[str] | None = None) -> None:
+                 err: IO[str] | None = None, hide: tuple[str, ...] = PASSWORD_VARIABLES) -> None:
         self.masker = masker
         self.env = dict(env or {})
+        self.hide = hide
         self.backoff = backoff
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -94,9 +96,11 @@ class Executor:
         while True:
             self.log.debug("docker", command=self.line(step), attempt=attempt + 1)
             done = self._run_once(step)
-            if done.ok or not step.check:
+            if done.ok:
                 return done
             if attempt >= step.retries or not step.retry_if(done.stderr):
+                if not step.check:
+                    return done
                 raise step.error(self.failure_message(step, done), returncode=done.returncode)
             attempt += 1
             delay = self.backoff * 2 ** (attempt - 1)
@@ -110,9 +114,12 @@ class Executor:
                            f"{last_line(done.stderr) or 'no message'}")
 
     def _run_once(self, step: Step) -> Completed:
-        proc = self.command(step.argv).popen(
-            stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        with local.env():  # children get no password variables: docker needs none of them
+            for name in self.hide:
+                local.env.pop(name, None)
+            proc = self.command(step.argv).popen(
+                stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
             if step.stream:
                 return self._stream(proc, step)

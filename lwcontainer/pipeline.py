@@ -16,6 +16,7 @@ from structlog.contextvars import bound_contextvars
 
 from . import commands, report, signals
 from .cvmfs import Automounter
+from .dockerconfig import private_config
 from .errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
 from .executor import Executor, Step, is_auth_error, last_line
 from .logs import get_logger
@@ -87,6 +88,10 @@ class Pipeline:
 
     # -- the whole job ------------------------------------------------------------------------
     def run_all(self) -> None:
+        with private_config(self.s, self.x):
+            self._run_all()
+
+    def _run_all(self) -> None:
         self.wait_daemon()
         self.login()
         self.pull()

@@ -63,6 +63,9 @@ SPECS: tuple[Spec, ...] = (
          "docker run options that replace --privileged for the automounter (shell-split)"),
     Spec("LWC_KEEP_AUTOMOUNTER", "--keep-automounter", "",
          "1/true/yes: leave an automounter this run started running"),
+    Spec("LWC_KEEP_LOGIN", "--keep-login", "",
+         "1/true/yes: log in to the user's docker config and leave the login there; by default "
+         "the run logs in to a private config that is deleted at the end"),
     Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff"),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
          "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
@@ -114,6 +117,8 @@ class Settings:
     automounter_name: str
     automounter_options: tuple[str, ...]
     keep_automounter: bool
+    keep_login: bool
+    docker_config: Path
     push_retries: int
     report: Path
     log_format: str
@@ -212,6 +217,9 @@ class Settings:
             automounter_name=name,
             automounter_options=options,
             keep_automounter=truthy(get.optional("LWC_KEEP_AUTOMOUNTER")),
+            keep_login=truthy(get.optional("LWC_KEEP_LOGIN")),
+            docker_config=Path(get.optional("DOCKER_CONFIG")
+                               or Path(get.text("HOME", "/root")) / ".docker"),
             push_retries=int(get.number("LWC_PUSH_RETRIES", 3, integer=True)),
             report=cwd / get.text("LWC_REPORT", "./lwcontainer.env"),
             log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS, "auto"),

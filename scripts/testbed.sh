@@ -3,8 +3,8 @@
 #   - a Docker engine of its own (Debian's docker.io) on its own socket, data root and bridge-less
 #     network, so it never meets another engine on the host;
 #   - a shared mount under which each test gets its own CVMFS mounts directory (rshared needs it);
-#   - Debian's docker-registry with htpasswd auth on loopback, plus a read-only twin on the same
-#     storage (storage.maintenance.readonly) for push-failure tests;
+#   - Debian's docker-registry with htpasswd auth on loopback (tests that need a registry that
+#     refuses pushes start their own from its config, with storage.maintenance.readonly on);
 #   - cached fixture images: busybox, an automounter stand-in that bind-mounts the fixture CVMFS
 #     after a delay, and a CMS-like Debian base with g++ and a cmsusr user.
 # Usage: testbed.sh up | down | env
@@ -17,7 +17,6 @@ ROOT=$(cd "$HERE/.." && pwd)
 STATE=${LWC_TESTBED_STATE:-/var/lib/lwc-testbed}
 RUN=${LWC_TESTBED_RUN:-/run/lwc-testbed}
 PORT=${LWC_TESTBED_PORT:-5055}
-RO_PORT=${LWC_TESTBED_RO_PORT:-5056}
 SOCK="unix://$RUN/docker.sock"
 REG_USER=lwc-tester
 PACKAGES=(docker.io docker-registry apache2-utils mmdebstrap busybox-static curl)
@@ -87,19 +86,16 @@ registry_up() {
     chmod 600 "$STATE/registry/password"
   fi
   htpasswd -Bbn "$REG_USER" "$(cat "$STATE/registry/password")" >"$STATE/registry/htpasswd"
-  local port ro name
-  for spec in "$PORT:false:registry" "$RO_PORT:true:registry-ro"; do
-    IFS=: read -r port ro name <<<"$spec"
-    registry_config "$port" "$ro" >"$RUN/$name.yml"
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")" = 401 ]; then continue; fi
-    log "starting $name on 127.0.0.1:$port"
-    setsid docker-registry serve "$RUN/$name.yml" >"$STATE/$name.log" 2>&1 </dev/null &
-    echo $! >"$RUN/$name.pid"
-    for _ in $(seq 50); do
-      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")" = 401 ] && break
-      sleep 0.2
-    done
+  registry_config "$PORT" false >"$RUN/registry.yml"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2/")" = 401 ] && return
+  log "starting registry on 127.0.0.1:$PORT"
+  setsid docker-registry serve "$RUN/registry.yml" >"$STATE/registry.log" 2>&1 </dev/null &
+  echo $! >"$RUN/registry.pid"
+  for _ in $(seq 50); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2/")" = 401 ] && return
+    sleep 0.2
   done
+  log "registry did not come up:"; tail -5 "$STATE/registry.log" >&2; exit 1
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -157,13 +153,19 @@ images_up() {
   fi
 }
 
+prune_images() { # fixture images of older recipes
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^lwc-testbed/' \
+    | grep -v -x -e "$BUSYBOX" -e "$AUTOMOUNTER" -e "$CMS_BASE" \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
+}
+
 write_env() {
   cat >"$RUN/env" <<ENV
 DOCKER_HOST=$SOCK
 LWC_TESTBED_RUN=$RUN
 LWC_TESTBED_SHARED=$RUN/shared
 LWC_TESTBED_REGISTRY=127.0.0.1:$PORT
-LWC_TESTBED_REGISTRY_RO=127.0.0.1:$RO_PORT
+LWC_TESTBED_REGISTRY_CONFIG=$RUN/registry.yml
 LWC_TESTBED_USER=$REG_USER
 LWC_TESTBED_PASSWORD_FILE=$STATE/registry/password
 LWC_TESTBED_BUSYBOX=$BUSYBOX
@@ -174,7 +176,7 @@ ENV
 
 down() {
   local pidfile
-  for pidfile in "$RUN"/registry.pid "$RUN"/registry-ro.pid "$RUN"/dockerd.pid; do
+  for pidfile in "$RUN"/registry.pid "$RUN"/dockerd.pid; do
     [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
   # Mounts that an automounter propagated to the host outlive it: take them down too.
@@ -183,7 +185,7 @@ down() {
 }
 
 case "${1:-up}" in
-  up) ensure_packages; engine_up; shared_mount_up; registry_up; images_up; write_env
+  up) ensure_packages; engine_up; shared_mount_up; registry_up; images_up; prune_images; write_env
       log "ready: source $RUN/env" ;;
   down) down ;;
   env) cat "$RUN/env" ;;

@@ -90,3 +90,14 @@ def test_dry_run_prints_the_plan_masked_and_touches_no_engine(project):
     assert all(p >= 0 for p in positions), plan
     assert positions == sorted(positions)
     assert not (project / "lwcontainer.env").exists()
+
+
+@pytest.mark.parametrize("host", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:9"])
+def test_unreachable_engine_exits_3_after_the_timeout_naming_the_address(project, host):
+    import time
+    started = time.monotonic()
+    done = lwc(cwd=project, FROM="cms/base:1", DOCKER_HOST=host, LWC_DOCKER_TIMEOUT="2")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 3, done.stderr
+    assert 2 <= elapsed < 15
+    assert host in done.stderr and "LWC_DOCKER_TIMEOUT" in done.stderr

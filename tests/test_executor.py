@@ -45,11 +45,12 @@ def executor(**kw):
 
 def test_runs_argv_and_secret_goes_to_stdin_only(fake):
     fake.answer({"rc": 0, "stdout": "Login Succeeded\n"})
-    done = executor().run(Step(("login", "--username", "u", "--password-stdin", "r.io"),
-                               stdin="hunter2"))
+    with local.env(CI_JOB_TOKEN="hunter2", CI_REGISTRY_PASSWORD="hunter2", CI_JOB_ID="7"):
+        done = executor().run(Step(("login", "--username", "u", "--password-stdin", "r.io"),
+                                   stdin="hunter2"))
     assert done.ok and done.stdout == "Login Succeeded\n"
     assert fake.calls == [{"argv": ["login", "--username", "u", "--password-stdin", "r.io"],
-                           "stdin": "hunter2"}]
+                           "stdin": "hunter2", "env": ["CI_JOB_ID"]}]
 
 
 def test_auth_failure_is_not_retried_and_is_masked(fake):
@@ -75,6 +76,12 @@ def test_retries_exhausted_raise_the_steps_error(fake):
     with pytest.raises(PushError, match="503 Service Unavailable"):
         executor().run(Step(("push", "r/x:1"), retries=2, error=PushError, what="docker push"))
     assert len(fake.calls) == 3
+
+
+def test_unchecked_step_is_retried_then_its_failure_returned(fake):
+    fake.answer({"rc": 1, "stderr": "Method not allowed\n"})
+    done = executor().run(Step(("push", "r/x:1"), retries=2, check=False))
+    assert done.returncode == 1 and len(fake.calls) == 3
 
 
 def test_unchecked_failure_is_returned(fake):
