@@ -9,9 +9,10 @@ from typing import Callable
 
 from plumbum import cli
 
-from . import __version__, logs, report, signals
+from . import __version__, commands, logs, report, scaffold, signals
+from .cvmfs import Automounter
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
-from .executor import DryRunExecutor, Executor
+from .executor import DryRunExecutor, Executor, Step
 from .dockerconfig import private_config
 from .masking import Masker
 from .pipeline import BuildContainer, Pipeline
@@ -67,19 +68,14 @@ class Command(cli.Application, SettingsSwitches):
             app = app.parent
         return found
 
-    def execute(self, action: Callable[[Pipeline], None], require_from: bool = True) -> int:
+    def guard(self, body: Callable[[Masker], int | None]) -> int:
+        """Configure logging, run ``body``, and turn every failure into its exit code."""
         environ = dict(os.environ)
         masker = Masker(environ.get(name) for name in PASSWORD_VARIABLES)
         logs.configure(environ.get("LWC_LOG_FORMAT", "auto"), "info", masker)
         log = logs.get_logger()
         try:
-            raw = gather(environ, self.switch_values(), self.option("env_file"))
-            masker.add(*(raw.get(name) for name in PASSWORD_VARIABLES))
-            logs.configure(raw.get("LWC_LOG_FORMAT", "auto"), "info", masker)
-            settings = Settings.from_mapping(raw, require_from=require_from)
-            logs.configure(settings.log_format, settings.log_level, masker)
-            executor_class = DryRunExecutor if self.option("dry_run") else Executor
-            action(Pipeline(settings, executor_class(masker)))
+            return int(body(masker) or ExitCode.OK)
         except LwcError as exc:
             log.error("failed", error=masker(str(exc)), exit_code=int(exc.exit_code),
                       meaning=EXIT_MEANINGS[exc.exit_code])
@@ -88,7 +84,18 @@ class Command(cli.Application, SettingsSwitches):
             log.error("interrupted", signal=getattr(exc, "signal_name", "SIGINT"),
                       exit_code=int(ExitCode.INTERRUPTED))
             return int(ExitCode.INTERRUPTED)
-        return int(ExitCode.OK)
+
+    def execute(self, action: Callable[[Pipeline], int | None], require_from: bool = True) -> int:
+        """Gather and validate the settings, then run ``action`` on a Pipeline."""
+        def body(masker: Masker) -> int | None:
+            raw = gather(dict(os.environ), self.switch_values(), self.option("env_file"))
+            masker.add(*(raw.get(name) for name in PASSWORD_VARIABLES))
+            logs.configure(raw.get("LWC_LOG_FORMAT", "auto"), "info", masker)
+            settings = Settings.from_mapping(raw, require_from=require_from)
+            logs.configure(settings.log_format, settings.log_level, masker)
+            executor_class = DryRunExecutor if self.option("dry_run") else Executor
+            return action(Pipeline(settings, executor_class(masker)))
+        return self.guard(body)
 
 
 class Lwcontainer(Command):
@@ -125,14 +132,12 @@ class Automount(Command):
 
     def main(self) -> int:
         def action(p: Pipeline) -> None:
-            from .cvmfs import Automounter
             p.wait_daemon()
             p.pull()
+            automounter = Automounter(p.s, p.x)
             with p.stage("automounter"):
-                automounter = Automounter(p.s, p.x)
                 automounter.ensure()
-            with p.stage("cvmfs"):
-                automounter.wait_ready(str(p.s.from_image))
+            p.wait_cvmfs(automounter)
         return self.execute(action)
 
 
@@ -142,18 +147,72 @@ class Build(Command):
 
     def main(self) -> int:
         def action(p: Pipeline) -> None:
-            from .cvmfs import Automounter
             p.wait_daemon()
             p.pull()
             with ExitStack() as cleanup:
-                with p.stage("automounter"):
-                    automounter = cleanup.enter_context(Automounter(p.s, p.x))
-                    container = cleanup.enter_context(BuildContainer(p.s, p.x, keep=True))
-                with p.stage("cvmfs"):
-                    automounter.wait_ready(str(p.s.from_image))
+                cvmfs = p.open_cvmfs(cleanup)
+                container = cleanup.enter_context(
+                    BuildContainer(p.s, p.x, cvmfs.volume(), keep=True))
+                p.wait_cvmfs(cvmfs)
                 p.build(container)
             _remember_container(p, container)
         return self.execute(action)
+
+
+@Lwcontainer.subcommand("run")
+class Run(Command):
+    """Run a command in a built image with CVMFS mounted exactly as for the build:
+    lwcontainer run [IMAGE] [-- CMD ...]. IMAGE defaults to the last one built (the report),
+    else TO. Interactive with a TTY on a terminal; the exit code is the command's."""
+
+    workspace = cli.Flag("--workspace", help="also mount the working directory at its own path")
+
+    def main(self, *args: str) -> int:
+        image, command = split_run_args(args, _ARGV)
+
+        def action(p: Pipeline) -> int:
+            p.wait_daemon()
+            target = image or report.read(p.s.report).get("LWC_IMAGE_ID") or str(p.s.to_image)
+            tty = sys.stdin.isatty() and sys.stdout.isatty()
+            workspace = str(Path.cwd()) if self.workspace else None
+            with ExitStack() as cleanup:
+                cvmfs = p.open_cvmfs(cleanup)
+                p.wait_cvmfs(cvmfs, image=target)
+                done = p.x.run(Step(commands.run_image(target, cvmfs.volume(), workspace, tty,
+                                                       command),
+                                    interactive=True, check=False, what=f"run {target}"))
+            return done.returncode
+        return self.execute(action, require_from=False)
+
+
+@Lwcontainer.subcommand("init")
+class Init(Command):
+    """Scaffold this repository: a GitLab CI job running lwcontainer and a CMS .gitlab/build.sh.
+    Never overwrites a file unless --force."""
+
+    cmssw_release = cli.SwitchAttr("--cmssw-release", str, default=scaffold.DEFAULT_RELEASE,
+                                   help="CMSSW release the build script sets up")
+    base_image = cli.SwitchAttr("--base-image", str, default=scaffold.DEFAULT_BASE_IMAGE,
+                                help="FROM: the CMS base image to build on")
+    force = cli.Flag("--force", help="overwrite existing files")
+
+    def main(self) -> int:
+        def body(_masker: Masker) -> None:
+            directory = Path(self.option("LWC_PROJECT_DIR") or ".").resolve()
+            scaffold.init(directory, self.cmssw_release, self.base_image, self.force)
+        return self.guard(body)
+
+
+def split_run_args(args: tuple[str, ...], argv: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """plumbum drops ``--``: take IMAGE and CMD apart by where it stood in the raw argv."""
+    if "--" in argv:
+        command = tuple(argv[argv.index("--") + 1:])
+        before = args[:len(args) - len(command)]
+    else:
+        command, before = (), args
+    if len(before) > 1:
+        raise ConfigError("run", "give at most one IMAGE; put the command after '--'")
+    return (before[0] if before else None), command
 
 
 @Lwcontainer.subcommand("commit")
@@ -203,8 +262,12 @@ def _remember_container(p: Pipeline, container: str) -> None:
     p.log.info("build_container_kept", container=container, report=str(path))
 
 
+_ARGV: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> int:
     signals.install()
     args = sys.argv if argv is None else ["lwcontainer", *argv]
+    _ARGV[:] = args
     _, code = Lwcontainer.run(args, exit=False)
     return int(code or 0)

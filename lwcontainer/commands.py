@@ -85,24 +85,38 @@ def probe_in_automounter(s: Settings) -> Argv:
             f"{AUTOMOUNTER_MOUNTS}/cvmfs", *s.cvmfs_repos)
 
 
-def cvmfs_volume(s: Settings) -> Argv:
-    return ("-v", f"{s.cvmfs_mounts}/cvmfs:/cvmfs:rslave")
+def cvmfs_volume(source: str, s: Settings) -> Argv:
+    """How a container sees /cvmfs: through the automounter (rslave, so mounts made later
+    appear), from the host's own CVMFS (read-only), or not at all."""
+    if source == "automounter":
+        return ("-v", f"{s.cvmfs_mounts}/cvmfs:/cvmfs:rslave")
+    if source == "host":
+        return ("-v", f"{s.cvmfs_host_dir}:/cvmfs:ro,rslave")
+    return ()
 
 
-def probe_as_build(s: Settings, image: str) -> Argv:
-    """The repositories as the build will see them: same image, same rslave mount."""
-    return ("run", "--rm", *cvmfs_volume(s), "--entrypoint", "/bin/sh", image,
-            "-c", PROBE_SCRIPT, "probe", "/cvmfs", *s.cvmfs_repos)
+def probe_as_build(volume: Argv, image: str, repos: tuple[str, ...]) -> Argv:
+    """The repositories as the build will see them: same image, same mount."""
+    return ("run", "--rm", *volume, "--entrypoint", "/bin/sh", image,
+            "-c", PROBE_SCRIPT, "probe", "/cvmfs", *repos)
 
 
-def build_create(s: Settings, name: str) -> Argv:
+def build_create(s: Settings, name: str, volume: Argv) -> Argv:
     """The recipe's ``docker run``, split in create and start: the container exists (and marks
     the automounter as in use) while CVMFS is awaited. Checkout mounted at its own path, CVMFS
-    rslave, no privileges."""
+    as chosen, no privileges."""
     project = str(s.project_dir)
     return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build",
-            *cvmfs_volume(s), "-v", f"{project}:{project}", "-w", project,
+            *volume, "-v", f"{project}:{project}", "-w", project,
             str(s.from_image), "/bin/bash", s.build_script)
+
+
+def run_image(image: str, volume: Argv, workspace: str | None, tty: bool,
+              command: tuple[str, ...]) -> Argv:
+    """``lwcontainer run``: the built image with CVMFS mounted exactly as for the build."""
+    return ("run", "--rm", *(("-it",) if tty else ()), *volume,
+            *(("-v", f"{workspace}:{workspace}", "-w", workspace) if workspace else ()),
+            image, *command)
 
 
 def build_start(name: str) -> Argv:

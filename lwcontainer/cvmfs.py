@@ -1,6 +1,7 @@
-"""The CVMFS automounter as a context manager, and the wait until CVMFS is really there.
+"""Where /cvmfs comes from (automounter, the host, or nowhere) and the wait until it is really there.
 
-One automounter (``LWC_AUTOMOUNTER_NAME``) serves every run on an engine. A run reuses a running
+Each source is a context manager with ``volume()`` (how containers mount it) and
+``wait_ready(image)``. One automounter (``LWC_AUTOMOUNTER_NAME``) serves every run on an engine. A run reuses a running
 one; otherwise it claims the name with ``docker create``, unmounts whatever a dead automounter
 left below the shared directory, then starts it. On exit it stops only an automounter it started
 itself, and not while another run's build is still using it.
@@ -8,7 +9,9 @@ itself, and not while another run's build is still using it.
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 from structlog.contextvars import bound_contextvars
 
@@ -27,12 +30,106 @@ SHARED_MOUNT_FIX = (
 )
 
 
-class Automounter:
+def _non_empty(path: Path) -> bool:
+    """A readable directory with something in it (listing it triggers an autofs mount)."""
+    try:
+        return any(os.scandir(path))
+    except OSError:
+        return False
+
+
+def choose_source(s: Settings) -> tuple[str, str]:
+    """The effective LWC_CVMFS and why: ``auto`` takes the host's CVMFS when it has every
+    repository and the engine is local (so it sees the same /cvmfs), else the automounter."""
+    if s.cvmfs != "auto":
+        return s.cvmfs, f"LWC_CVMFS={s.cvmfs}"
+    if s.docker_host and not s.docker_host.startswith("unix://"):
+        return "automounter", f"the engine is remote ({s.docker_host})"
+    missing = [r for r in s.cvmfs_repos if not _non_empty(Path(s.cvmfs_host_dir) / r)]
+    if missing:
+        return "automounter", f"not under {s.cvmfs_host_dir} on this host: {', '.join(missing)}"
+    return "host", f"every repository is under {s.cvmfs_host_dir} and the engine is local"
+
+
+def open_source(source: str, settings: Settings, executor: Executor) -> CvmfsSource:
+    kinds = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
+    return kinds[source](settings, executor)
+
+
+class CvmfsSource:
+    source = "none"
+
     def __init__(self, settings: Settings, executor: Executor) -> None:
         self.s = settings
         self.x = executor
-        self.started = False
         self.log = get_logger()
+
+    def __enter__(self) -> CvmfsSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def volume(self) -> commands.Argv:
+        return commands.cvmfs_volume(self.source, self.s)
+
+    def wait_ready(self, image: str) -> None:
+        raise NotImplementedError
+
+    def confirm(self, image: str) -> list[str] | None:
+        """Repositories still missing as the build will see them; None if the probe failed."""
+        done = self.x.run(Step(commands.probe_as_build(self.volume(), image, self.s.cvmfs_repos),
+                               check=False, what="CVMFS probe"))
+        self.raise_for_propagation(done.stderr)
+        return done.stdout.split() if done.ok else None
+
+    def raise_for_propagation(self, stderr: str) -> None:
+        if "not a shared mount" in stderr or "not a shared or slave mount" in stderr:
+            where = self.s.cvmfs_host_dir if self.source == "host" else self.s.cvmfs_mounts
+            raise CvmfsError(SHARED_MOUNT_FIX.format(mounts=where))
+
+    def timed_out(self, missing: list[str], where: str) -> CvmfsError:
+        return CvmfsError(f"CVMFS repositories not mounted after {self.s.cvmfs_timeout:g}s "
+                          f"(LWC_CVMFS_TIMEOUT): {', '.join(missing)}; {where}", missing=missing)
+
+
+class NoCvmfs(CvmfsSource):
+    """LWC_CVMFS=none: for bases that need no CVMFS."""
+
+    def wait_ready(self, image: str) -> None:
+        return None
+
+
+class HostCvmfs(CvmfsSource):
+    """The host's own /cvmfs (LWC_CVMFS_HOST_DIR), bind-mounted read-only; no automounter."""
+
+    source = "host"
+
+    def wait_ready(self, image: str) -> None:
+        host = Path(self.s.cvmfs_host_dir)
+        deadline = time.monotonic() + self.s.cvmfs_timeout
+        delay = 0.1
+        while True:
+            missing = [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
+            if not missing:
+                missing = self.confirm(image)
+                if missing == []:
+                    self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source="host")
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self.timed_out(missing or list(self.s.cvmfs_repos),
+                                     f"check {host} (LWC_CVMFS_HOST_DIR) on this host")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 2.0)
+
+
+class Automounter(CvmfsSource):
+    source = "automounter"
+
+    def __init__(self, settings: Settings, executor: Executor) -> None:
+        super().__init__(settings, executor)
+        self.started = False
 
     def __enter__(self) -> Automounter:
         self.started = self.ensure()
@@ -77,11 +174,11 @@ class Automounter:
         try:
             purged = self.x.run(Step(commands.purge_stale_mounts(self.s), check=False,
                                      what="stale mount purge"))
-            self._raise_for_propagation(purged.stderr)
+            self.raise_for_propagation(purged.stderr)
             if purged.ok and purged.stdout.strip():
                 self.log.warning("stale_mounts_removed", mounts=purged.stdout.split())
             started = self.x.run(Step(commands.start(name), check=False, what="automounter start"))
-            self._raise_for_propagation(started.stderr)
+            self.raise_for_propagation(started.stderr)
             if not started.ok:
                 raise CvmfsError(self.x.failure_message(Step((), what="automounter start"), started))
         except BaseException:
@@ -89,10 +186,6 @@ class Automounter:
             raise
         self.log.info("automounter_started", name=name, image=str(self.s.automounter_image))
         return True
-
-    def _raise_for_propagation(self, stderr: str) -> None:
-        if "not a shared mount" in stderr:
-            raise CvmfsError(SHARED_MOUNT_FIX.format(mounts=self.s.cvmfs_mounts))
 
     def _wait_running(self, name: str) -> bool:
         deadline = time.monotonic() + CLAIM_WAIT_S
@@ -125,20 +218,14 @@ class Automounter:
                     self._raise_if_stopped(probe.stderr)
                     exec_works = False  # an image without /bin/sh: probe as the build only
             if not exec_works or not missing:
-                confirm = self.x.run(Step(commands.probe_as_build(self.s, image), check=False,
-                                          what="CVMFS probe"))
-                self._raise_for_propagation(confirm.stderr)
-                if confirm.ok:
-                    missing = confirm.stdout.split()
-                    if not missing:
-                        self.log.info("cvmfs_ready", repos=list(repos))
-                        return
+                confirmed = self.confirm(image)
+                if confirmed == []:
+                    self.log.info("cvmfs_ready", repos=list(repos), source="automounter")
+                    return
+                missing = confirmed or missing
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise CvmfsError(
-                    f"CVMFS repositories not mounted after {self.s.cvmfs_timeout:g}s "
-                    f"(LWC_CVMFS_TIMEOUT): {', '.join(missing)}; see 'docker logs "
-                    f"{self.s.automounter_name}'", missing=missing)
+                raise self.timed_out(missing, f"see 'docker logs {self.s.automounter_name}'")
             time.sleep(min(delay, remaining))
             delay = min(delay * 1.5, 2.0)
 

@@ -46,6 +46,7 @@ class Step:
     argv: tuple[str, ...]
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
+    interactive: bool = False  # inherit the terminal: stdin, stdout and stderr are ours
     check: bool = True
     error: type[LwcError] = LwcError
     what: str = "docker"
@@ -117,6 +118,13 @@ class Executor:
         with local.env():  # children get no password variables: docker needs none of them
             for name in self.hide:
                 local.env.pop(name, None)
+            if step.interactive:
+                proc = self.command(step.argv).popen(stdin=None, stdout=None, stderr=None)
+                try:
+                    return Completed(_wait(proc), "", "")
+                except BaseException:
+                    _terminate(proc, group=False)
+                    raise
             proc = self.command(step.argv).popen(
                 stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -195,13 +203,16 @@ def _communicate(proc: subprocess.Popen, data: bytes | None) -> tuple[bytes, byt
             data = None  # already sent; communicate() keeps what it has read so far
 
 
-def _terminate(proc: subprocess.Popen) -> None:
+def _terminate(proc: subprocess.Popen, group: bool = True) -> None:
     """Stop a child (and its session) that we are abandoning: TERM, then KILL."""
     for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
         if proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, sig)
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
         except ProcessLookupError:
             return
         try:

@@ -15,11 +15,12 @@ from typing import Iterator
 from structlog.contextvars import bound_contextvars
 
 from . import commands, report, signals
-from .cvmfs import Automounter
+from .cvmfs import CvmfsSource, choose_source, open_source
 from .dockerconfig import private_config
 from .errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
 from .executor import Executor, Step, is_auth_error, last_line
 from .logs import get_logger
+from .progress import progress
 from .settings import Settings, slug
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -29,10 +30,11 @@ class BuildContainer:
     """The build container: created under a unique name on enter (or an existing one adopted),
     always removed on exit, unless kept after success for a later 'commit'."""
 
-    def __init__(self, settings: Settings, executor: Executor, keep: bool = False,
-                 existing: str | None = None) -> None:
+    def __init__(self, settings: Settings, executor: Executor, volume: commands.Argv = (),
+                 keep: bool = False, existing: str | None = None) -> None:
         self.x = executor
         self.settings = settings
+        self.volume = volume
         self.keep = keep
         self.existing = existing
         job = slug(settings.job_id) if settings.job_id else "local"
@@ -42,7 +44,7 @@ class BuildContainer:
 
     def __enter__(self) -> str:
         if not self.existing:
-            self.x.run(Step(commands.build_create(self.settings, self.name), error=BuildError,
+            self.x.run(Step(commands.build_create(self.settings, self.name, self.volume), error=BuildError,
                             what="build container create"))
         return self.name
 
@@ -96,11 +98,10 @@ class Pipeline:
         self.login()
         self.pull()
         with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
-            with self.stage("automounter"):
-                automounter = cleanup.enter_context(Automounter(self.s, self.x))
-                container = cleanup.enter_context(BuildContainer(self.s, self.x))
-            with self.stage("cvmfs"):
-                automounter.wait_ready(str(self.s.from_image))
+            cvmfs = self.open_cvmfs(cleanup)
+            # Created before the wait: an existing build container marks the automounter in use.
+            container = cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume()))
+            self.wait_cvmfs(cvmfs)
             self.build(container)
             self.commit(container)
         self.tag()
@@ -108,8 +109,27 @@ class Pipeline:
         self.write_report()
 
     # -- stages ------------------------------------------------------------------------------
+    def open_cvmfs(self, cleanup: ExitStack) -> CvmfsSource:
+        """Choose where /cvmfs comes from and enter it (starting an automounter if needed);
+        ``cleanup`` releases it."""
+        source, reason = choose_source(self.s)
+        self.log.info("cvmfs_source", source=source, reason=reason)
+        cvmfs = open_source(source, self.s, self.x)
+        if source != "automounter":
+            return cleanup.enter_context(cvmfs)
+        with self.stage("automounter"):
+            return cleanup.enter_context(cvmfs)
+
+    def wait_cvmfs(self, cvmfs: CvmfsSource, image: str | None = None) -> None:
+        if cvmfs.source == "none":
+            self.skip("cvmfs", "LWC_CVMFS=none")
+            return
+        with self.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
+            cvmfs.wait_ready(image or str(self.s.from_image))
+
     def wait_daemon(self) -> None:
-        with self.stage("wait-daemon"):
+        with self.stage("wait-daemon"), progress("waiting for the Docker engine",
+                                                 self.s.progress_interval):
             deadline = time.monotonic() + self.s.docker_timeout
             delay = 0.1
             while True:
@@ -151,7 +171,7 @@ class Pipeline:
             return
         if self.s.pull == "never" and not self.x.dry_run:
             raise ConfigError("LWC_PULL", f"never, but {ref} (FROM) is not in the engine")
-        with self.stage("pull"):
+        with self.stage("pull"), progress(f"pulling {ref}", self.s.progress_interval):
             step = Step(commands.pull(ref), retries=3, what=f"docker pull {ref}", check=False)
             done = self.x.run(step)
             if not done.ok:
@@ -223,7 +243,7 @@ class Pipeline:
             self.skip("push", "no registry configured (CI_REGISTRY unset); the image is local: "
                               + ", ".join(map(str, self.s.targets)))
             return
-        with self.stage("push"):
+        with self.stage("push"), progress("pushing", self.s.progress_interval):
             for target in self.s.targets:
                 step = Step(commands.push(str(target)), retries=self.s.push_retries,
                             what=f"docker push {target}", check=False,

@@ -20,6 +20,7 @@ DEFAULT_AUTOMOUNTER_IMAGE = "gitlab-registry.cern.ch/vcs/cvmfs-automounter:maste
 PASSWORD_VARIABLES = ("CI_REGISTRY_PASSWORD", "CI_JOB_TOKEN", "CI_BUILD_TOKEN")
 PULL_POLICIES = ("missing", "always", "never")
 LOG_FORMATS = ("auto", "console", "json")
+CVMFS_SOURCES = ("auto", "automounter", "host", "none")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ SPECS: tuple[Spec, ...] = (
          secret=True),
     Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never"),
     Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine"),
+    Spec("LWC_CVMFS", "--cvmfs", "auto", "where /cvmfs comes from: auto (host when every "
+         "repository is under LWC_CVMFS_HOST_DIR and the engine is local, else automounter) | "
+         "automounter | host | none"),
+    Spec("LWC_CVMFS_HOST_DIR", "--cvmfs-host-dir", "/cvmfs",
+         "the host's CVMFS, bind-mounted read-only in host mode"),
     Spec("LWC_CVMFS_MOUNTS", "--cvmfs-mounts", "/cvmfsmounts",
          "host directory the automounter shares (must be on a shared mount)"),
     Spec("LWC_CVMFS_REPOS", "--cvmfs-repos", "cms.cern.ch",
@@ -69,6 +75,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff"),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
          "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
+    Spec("LWC_PROGRESS_INTERVAL", "--progress-interval", "10",
+         "seconds between 'waiting' log lines during long waits when not on a terminal"),
     Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json"),
     Spec("LWC_LOG_LEVEL", "--log-level", "info", "debug | info | warning | error"),
     Spec("CI_PROJECT_NAME", "--project-name", "<project directory name>",
@@ -110,6 +118,8 @@ class Settings:
     registry_password: str | None = field(repr=False)
     pull: str
     docker_timeout: float
+    cvmfs: str
+    cvmfs_host_dir: str
     cvmfs_mounts: str
     cvmfs_repos: tuple[str, ...]
     cvmfs_timeout: float
@@ -121,6 +131,7 @@ class Settings:
     docker_config: Path
     push_retries: int
     report: Path
+    progress_interval: float
     log_format: str
     log_level: str
     project_name: str
@@ -183,9 +194,7 @@ class Settings:
         for repo in repos:
             if not _REPO_RE.fullmatch(repo):
                 raise ConfigError("LWC_CVMFS_REPOS", f"{repo!r} is not a repository name")
-        mounts = get.text("LWC_CVMFS_MOUNTS", "/cvmfsmounts")
-        if not mounts.startswith("/") or ":" in mounts or "\n" in mounts or ",," in mounts:
-            raise ConfigError("LWC_CVMFS_MOUNTS", f"{mounts!r} must be an absolute path without ':'")
+        mounts = _absolute(get, "LWC_CVMFS_MOUNTS", "/cvmfsmounts")
         name = get.text("LWC_AUTOMOUNTER_NAME", "cvmfs")
         if not _NAME_RE.fullmatch(name):
             raise ConfigError("LWC_AUTOMOUNTER_NAME", f"{name!r} is not a valid container name")
@@ -209,6 +218,8 @@ class Settings:
             registry_password=password,
             pull=get.choice("LWC_PULL", PULL_POLICIES, "missing"),
             docker_timeout=get.number("LWC_DOCKER_TIMEOUT", 60),
+            cvmfs=get.choice("LWC_CVMFS", CVMFS_SOURCES, "auto"),
+            cvmfs_host_dir=_absolute(get, "LWC_CVMFS_HOST_DIR", "/cvmfs"),
             cvmfs_mounts=mounts.rstrip("/") or "/",
             cvmfs_repos=repos,
             cvmfs_timeout=get.number("LWC_CVMFS_TIMEOUT", 300),
@@ -222,6 +233,7 @@ class Settings:
                                or Path(get.text("HOME", "/root")) / ".docker"),
             push_retries=int(get.number("LWC_PUSH_RETRIES", 3, integer=True)),
             report=cwd / get.text("LWC_REPORT", "./lwcontainer.env"),
+            progress_interval=max(get.number("LWC_PROGRESS_INTERVAL", 10), 0.1),
             log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS, "auto"),
             log_level=get.choice("LWC_LOG_LEVEL", ("debug", "info", "warning", "error"), "info"),
             project_name=project_name,
@@ -233,6 +245,14 @@ class Settings:
 
 
 _REGISTRY_RE = re.compile(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", re.ASCII)
+
+
+def _absolute(get: _Getter, name: str, default: str) -> str:
+    """A host path that goes into a ``-v`` argument: absolute, without ':' or ','."""
+    path = get.text(name, default)
+    if not path.startswith("/") or ":" in path or "," in path:
+        raise ConfigError(name, f"{path!r} must be an absolute path without ':' or ','")
+    return path
 
 
 def _default_to(get: _Getter, project_dir: Path) -> str:

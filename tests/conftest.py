@@ -95,16 +95,21 @@ class Job:
 
     def __post_init__(self) -> None:
         self.project = self.root / "analysis"
-        shutil.copytree(EXAMPLE, self.project, symlinks=True)
-        # GitLab checks out with umask 0000; the build user moves code out of the checkout.
-        for path in [self.project, *self.project.rglob("*")]:
-            path.chmod(0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666)
+        self.fresh_checkout()
         self.home = self.root / "home"
         self.home.mkdir()
         self.mounts = Path(self.bed["LWC_TESTBED_SHARED"]) / f"job-{self.token}"
         self.mounts.mkdir(parents=True)
         self.automounter = f"cvmfs-{self.token}"
         self.repository = f"{self.bed['LWC_TESTBED_REGISTRY']}/lwc-tests/ana-{self.token}"
+
+    def fresh_checkout(self) -> None:
+        """A clean copy of the example analysis: the lesson's build.sh moves code out of it."""
+        shutil.rmtree(self.project, ignore_errors=True)
+        shutil.copytree(EXAMPLE, self.project, symlinks=True)
+        # GitLab checks out with umask 0000; the build user moves code out of the checkout.
+        for path in [self.project, *self.project.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666)
 
     def env(self, **overrides: str | None) -> dict[str, str]:
         env = {

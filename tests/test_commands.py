@@ -42,15 +42,31 @@ def test_automounter_options_replace_privileged(tmp_path):
 
 def test_build_run_is_unprivileged_with_rslave_cvmfs_and_checkout(s):
     project = str(s.project_dir)
-    argv = commands.build_create(s, "lwc-x-local-1234")
+    volume = commands.cvmfs_volume("automounter", s)
+    argv = commands.build_create(s, "lwc-x-local-1234", volume)
     assert argv == ("create", "--name", "lwc-x-local-1234", "--label", "lwcontainer.role=build",
                     "-v", "/srv/mounts/cvmfs:/cvmfs:rslave", "-v", f"{project}:{project}",
                     "-w", project, "cms/cc7:1", "/bin/bash", "./.gitlab/build.sh")
     assert not any(a.startswith(("--privileged", "--cap-add", "--security-opt")) for a in argv)
 
 
+def test_cvmfs_volume_per_source(s):
+    assert commands.cvmfs_volume("automounter", s) == ("-v", "/srv/mounts/cvmfs:/cvmfs:rslave")
+    assert commands.cvmfs_volume("host", s) == ("-v", "/cvmfs:/cvmfs:ro,rslave")
+    assert commands.cvmfs_volume("none", s) == ()
+
+
+def test_run_image_argv():
+    volume = ("-v", "/cvmfs:/cvmfs:ro,rslave")
+    assert commands.run_image("img:1", volume, None, False, ("ls", "/cvmfs")) == (
+        "run", "--rm", "-v", "/cvmfs:/cvmfs:ro,rslave", "img:1", "ls", "/cvmfs")
+    assert commands.run_image("img:1", (), "/w", True, ()) == (
+        "run", "--rm", "-it", "-v", "/w:/w", "-w", "/w", "img:1")
+
+
 def test_probes_pass_repositories_as_arguments_not_code(s):
-    argv = commands.probe_as_build(s, "cms/cc7:1")
+    argv = commands.probe_as_build(commands.cvmfs_volume("automounter", s), "cms/cc7:1",
+                                   s.cvmfs_repos)
     assert argv[-3:] == ("/cvmfs", "cms.cern.ch", "grid.cern.ch")
     assert "cms.cern.ch" not in argv[argv.index("-c") + 1]
     assert commands.probe_in_automounter(s)[-3:] == ("/cvmfsmounts/cvmfs", "cms.cern.ch",

@@ -1,0 +1,60 @@
+"""What ``lwcontainer init`` writes: a GitLab CI job and a CMS build script."""
+from __future__ import annotations
+
+DOCKER_VERSION = "24.0.7"
+
+GITLAB_CI = """\
+# Written by `lwcontainer init`: builds a light-weight image of this analysis with CVMFS mounted
+# while building, and pushes it to this project's container registry.
+build_image:
+  stage: build
+  tags: [docker-privileged]
+  image: docker:{docker_version}
+  services:
+    - docker:{docker_version}-dind
+  variables:
+    DOCKER_TLS_CERTDIR: "/certs"
+    FROM: {base_image}
+    TO: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA
+    # where pip finds lwcontainer: a package index name or "git+https://.../lwcontainer.git"
+    LWCONTAINER_PACKAGE: lwcontainer
+  before_script:
+    - apk add --no-cache python3 py3-pip bash
+    - pip install --break-system-packages "$LWCONTAINER_PACKAGE"
+  script:
+    - python3 -m lwcontainer
+  artifacts:
+    reports:
+      dotenv: lwcontainer.env
+"""
+
+BUILD_SH = """\
+#!/bin/bash
+# Written by `lwcontainer init`. Runs inside the base image with /cvmfs mounted and this checkout
+# bind-mounted at $PWD. Only what is written outside the checkout ends up in the image, so the
+# code is copied into a CMSSW area in the image's home before it is built there.
+set -euo pipefail
+# cmsrel and cmsenv are aliases
+shopt -s expand_aliases
+
+CMSSW_RELEASE=${{CMSSW_RELEASE:-{cmssw_release}}}
+CHECKOUT=$PWD
+
+# cmsset_default.sh and cmsenv read unset variables: no `set -u` around them
+set +u
+source /cvmfs/cms.cern.ch/cmsset_default.sh
+set -u
+
+cd "$HOME"
+cmsrel "$CMSSW_RELEASE"
+mkdir -p "$CMSSW_RELEASE/src/AnalysisCode"
+for dir in "$CHECKOUT"/*/; do
+  cp -a "$dir" "$CMSSW_RELEASE/src/AnalysisCode/"
+done
+
+cd "$CMSSW_RELEASE/src"
+set +u
+cmsenv
+set -u
+scram b -j "$(nproc)"
+"""

@@ -1,0 +1,95 @@
+"""The workstation journey on the real test bed: make image, run, host CVMFS, init, progress."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from conftest import EXAMPLE, ROOT
+
+BINARY = "CMSSW_10_6_8_patch1/bin/slc7_amd64_gcc820/myanalysis"
+FIXTURE_CVMFS = ROOT / "tests" / "fixtures" / "cvmfs"
+EXPECTED = "MyAnalysis built against CMSSW_10_6_8_patch1 from fixture CVMFS"
+
+
+def local_env(job, **extra: str) -> dict[str, str]:
+    """A workstation: no CI variables at all."""
+    env = {k: v for k, v in job.env(**extra).items() if not k.startswith("CI_")}
+    return env
+
+
+def test_make_image_builds_a_local_runnable_image_and_pushes_nothing(job, tmp_path):
+    project = tmp_path / f"ana-{job.token}"
+    shutil.copytree(EXAMPLE, project)
+    done = subprocess.run(["make", "-C", str(ROOT), "image", f"PROJECT={project}"],
+                          env={**local_env(job), "MAKEFLAGS": ""}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert '"stage": "push"' in done.stderr and "no registry configured" in done.stderr
+    assert '"stage": "login"' in done.stderr and '"outcome": "skipped"' in done.stderr
+    report = dotenv_values(ROOT / "build" / "image" / project.name / "lwcontainer.env")
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=8", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "latest"
+    assert report["LWC_IMAGE"] == f"lwcontainer/ana-{job.token}:{sha}"
+    assert report["LWC_IMAGE_DIGEST"] == ""
+    ran = job.bed.docker("run", "--rm", report["LWC_IMAGE"], BINARY)
+    assert ran.stdout.strip() == EXPECTED
+    assert (project / "MyAnalysis").is_dir()  # the user's checkout was not touched
+    job.bed.docker("rmi", report["LWC_IMAGE"], check=False)
+    shutil.rmtree(ROOT / "build" / "image" / project.name, ignore_errors=True)
+
+
+def test_run_sees_cvmfs_and_returns_the_commands_exit_code(job):
+    built = job.run(CI_REGISTRY=None)
+    assert built.returncode == 0, built.stderr[-2000:]
+    image = dotenv_values(job.project / "lwcontainer.env")["LWC_IMAGE"]
+    seen = job.run("run", image, "--", "cat", "/cvmfs/cms.cern.ch/cmsset_default.sh")
+    assert seen.returncode == 0, seen.stderr[-2000:]
+    assert "alias cmsrel=" in seen.stdout
+    # Default image: the last one built (the report); the command's own exit code comes back.
+    code = job.run("run", "--", "sh", "-c", "test -x " + BINARY + " && exit 7")
+    assert code.returncode == 7, code.stderr[-2000:]
+    workspace = job.run("run", "--workspace", "--", "sh", "-c", "pwd; ls -a")
+    assert str(job.project) in workspace.stdout and ".gitlab" in workspace.stdout
+    assert job.containers() == []
+
+
+def test_host_cvmfs_mode_builds_without_an_automounter(job):
+    host = job.mounts / "host-cvmfs"  # on the shared mount, as a host's /cvmfs is
+    shutil.copytree(FIXTURE_CVMFS, host)
+    for mode in ("host", "auto"):
+        job.fresh_checkout()
+        result = job.run(LWC_CVMFS=mode, LWC_CVMFS_HOST_DIR=str(host), CI_REGISTRY=None,
+                         CI_COMMIT_SHORT_SHA=f"host-{mode}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.events("cvmfs_source")[0]["source"] == "host"
+        assert "automounter" not in result.stages()
+        assert not result.events("automounter_started")
+        image = f"{job.repository}:host-{mode}"
+        assert job.bed.docker("run", "--rm", image, BINARY).stdout.strip() == EXPECTED
+
+
+def test_init_build_script_produces_a_working_image(job):
+    (job.project / ".gitlab" / "build.sh").unlink()
+    done = job.run("init", "--base-image", job.bed["LWC_TESTBED_CMS_BASE"])
+    assert done.returncode == 0, done.stderr
+    result = job.run(CI_REGISTRY=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = f"{job.repository}:c0ffee12"
+    ran = job.bed.docker("run", "--rm", image,
+                         "CMSSW_10_6_8_patch1/bin/slc7_amd64_gcc820/myanalysis")
+    assert ran.stdout.strip() == EXPECTED
+    assert (job.project / "MyAnalysis").is_dir()  # init's script copies, the checkout stays
+
+
+def test_long_waits_are_never_silent(job):
+    slow = job.env()["LWC_AUTOMOUNTER_OPTIONS"].replace("DELAY=0.5", "DELAY=2")
+    result = job.run(LWC_AUTOMOUNTER_OPTIONS=slow, LWC_PROGRESS_INTERVAL="0.3", CI_REGISTRY=None)
+    assert result.returncode == 0, result.stderr[-2000:]
+    waiting = [r for r in result.events("waiting") if r.get("stage") == "cvmfs"]
+    assert len(waiting) >= 3
+    assert [r["elapsed_s"] for r in waiting] == sorted(r["elapsed_s"] for r in waiting)
