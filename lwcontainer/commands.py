@@ -119,6 +119,12 @@ def run_image(image: str, volume: Argv, workspace: str | None, tty: bool,
             image, *command)
 
 
+def lease_create(s: Settings, name: str) -> Argv:
+    """A never-started container of the automounter image, counted as a build in progress."""
+    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build",
+            str(s.automounter_image))
+
+
 def build_start(name: str) -> Argv:
     """Run the created build container, attached: its output streams, its exit code returns."""
     return ("start", "--attach", name)

@@ -1,7 +1,9 @@
-"""Where /cvmfs comes from (automounter, the host, or nowhere) and the wait until it is really there.
+"""Where /cvmfs comes from (automounter, host, or nowhere), and the wait until it is there.
 
-Each source is a context manager with ``volume()`` (how containers mount it) and
-``wait_ready(image)``. One automounter (``LWC_AUTOMOUNTER_NAME``) serves every run on an engine. A run reuses a running
+Each source is a context manager with ``volume()`` (how containers mount it), ``wait_mounted``
+(cheap, on the source's side) and ``confirm(image)`` (as the build will see it).
+
+One automounter (``LWC_AUTOMOUNTER_NAME``) serves every run on an engine. A run reuses a running
 one; otherwise it claims the name with ``docker create``, unmounts whatever a dead automounter
 left below the shared directory, then starts it. On exit it stops only an automounter it started
 itself, and not while another run's build is still using it.
@@ -10,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Callable, ContextManager, Iterator
 
 from structlog.contextvars import bound_contextvars
 
@@ -22,6 +27,7 @@ from .logs import get_logger
 from .settings import Settings
 
 CLAIM_WAIT_S = 30.0
+POLL_S = 0.1
 
 SHARED_MOUNT_FIX = (
     "the engine cannot propagate mounts from {mounts}: it is not on a shared mount. On the "
@@ -73,30 +79,54 @@ class CvmfsSource:
     def volume(self) -> commands.Argv:
         return commands.cvmfs_volume(self.source, self.s)
 
-    def wait_ready(self, image: str) -> None:
-        raise NotImplementedError
+    def lease(self) -> ContextManager[None]:
+        """Marks this source as in use while no build container exists yet."""
+        return nullcontext()
 
-    def confirm(self, image: str) -> list[str] | None:
-        """Repositories still missing as the build will see them; None if the probe failed."""
-        done = self.x.run(Step(commands.probe_as_build(self.volume(), image, self.s.cvmfs_repos),
-                               check=False, what="CVMFS probe"))
-        self.raise_for_propagation(done.stderr)
-        return done.stdout.split() if done.ok else None
+    def wait_mounted(self, deadline: float, poll: Callable[[], None]) -> None:
+        """Phase 1: wait, cheaply, until the source itself has every repository."""
+
+    def confirm(self, image: str, deadline: float) -> None:
+        """Phase 2: every repository readable and non-empty as the build will see it
+        (``image``, same mount). An empty directory left behind does not count."""
+        missing: list[str] = list(self.s.cvmfs_repos)
+        delay = POLL_S
+        while True:
+            done = self.x.run(Step(commands.probe_as_build(self.volume(), image,
+                                                           self.s.cvmfs_repos),
+                                   check=False, what="CVMFS probe"))
+            self.raise_for_propagation(done.stderr)
+            if done.ok:
+                missing = done.stdout.split()
+                if not missing:
+                    self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source=self.source)
+                    return
+            self.pause(deadline, delay, missing)
+            delay = min(delay * 2, 1.0)
+
+    def pause(self, deadline: float, delay: float, missing: list[str]) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self.timed_out(missing)
+        time.sleep(min(delay, remaining))
 
     def raise_for_propagation(self, stderr: str) -> None:
         if "not a shared mount" in stderr or "not a shared or slave mount" in stderr:
             where = self.s.cvmfs_host_dir if self.source == "host" else self.s.cvmfs_mounts
             raise CvmfsError(SHARED_MOUNT_FIX.format(mounts=where))
 
-    def timed_out(self, missing: list[str], where: str) -> CvmfsError:
+    hint = ""
+
+    def timed_out(self, missing: list[str]) -> CvmfsError:
         return CvmfsError(f"CVMFS repositories not mounted after {self.s.cvmfs_timeout:g}s "
-                          f"(LWC_CVMFS_TIMEOUT): {', '.join(missing)}; {where}", missing=missing)
+                          f"(LWC_CVMFS_TIMEOUT): {', '.join(missing)}; {self.hint}",
+                          missing=missing)
 
 
 class NoCvmfs(CvmfsSource):
     """LWC_CVMFS=none: for bases that need no CVMFS."""
 
-    def wait_ready(self, image: str) -> None:
+    def confirm(self, image: str, deadline: float) -> None:
         return None
 
 
@@ -105,23 +135,20 @@ class HostCvmfs(CvmfsSource):
 
     source = "host"
 
-    def wait_ready(self, image: str) -> None:
+    @property
+    def hint(self) -> str:
+        return f"check {self.s.cvmfs_host_dir} (LWC_CVMFS_HOST_DIR) on this host"
+
+    def wait_mounted(self, deadline: float, poll: Callable[[], None]) -> None:
         host = Path(self.s.cvmfs_host_dir)
-        deadline = time.monotonic() + self.s.cvmfs_timeout
-        delay = 0.1
+        delay = POLL_S
         while True:
+            poll()
             missing = [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
             if not missing:
-                missing = self.confirm(image)
-                if missing == []:
-                    self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source="host")
-                    return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self.timed_out(missing or list(self.s.cvmfs_repos),
-                                     f"check {host} (LWC_CVMFS_HOST_DIR) on this host")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 2.0)
+                return
+            self.pause(deadline, delay, missing)
+            delay = min(delay * 2, 1.0)
 
 
 class Automounter(CvmfsSource):
@@ -200,34 +227,36 @@ class Automounter(CvmfsSource):
         return False
 
     # -- readiness ---------------------------------------------------------------------------
-    def wait_ready(self, image: str) -> None:
-        """Wait until every repository is a readable, non-empty directory, first as the
-        automounter sees it (cheap, ``docker exec``), then once as the build will (``image``
-        with the same rslave mount). An empty directory left behind does not count."""
-        repos = self.s.cvmfs_repos
-        deadline = time.monotonic() + self.s.cvmfs_timeout
-        delay = 0.1
-        exec_works = True
-        missing: list[str] = list(repos)
+    @property
+    def hint(self) -> str:
+        return f"see 'docker logs {self.s.automounter_name}'"
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """A created, never started container labelled like a build: while the base image is
+        still being pulled, it tells other runs that this automounter is in use."""
+        name = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
+        self.x.run(Step(commands.lease_create(self.s, name), check=False))
+        try:
+            yield
+        finally:
+            self.x.run(Step(commands.remove(name), check=False))
+
+    def wait_mounted(self, deadline: float, poll: Callable[[], None]) -> None:
+        """Poll inside the automounter (``docker exec``, tens of milliseconds) at a short,
+        steady interval, so the build starts right after the mount appears."""
+        missing: list[str] = list(self.s.cvmfs_repos)
         while True:
-            if exec_works:
-                probe = self.x.run(Step(commands.probe_in_automounter(self.s), check=False))
-                if probe.ok:
-                    missing = probe.stdout.split()
-                else:
-                    self._raise_if_stopped(probe.stderr)
-                    exec_works = False  # an image without /bin/sh: probe as the build only
-            if not exec_works or not missing:
-                confirmed = self.confirm(image)
-                if confirmed == []:
-                    self.log.info("cvmfs_ready", repos=list(repos), source="automounter")
+            poll()
+            probe = self.x.run(Step(commands.probe_in_automounter(self.s), check=False))
+            if probe.ok:
+                missing = probe.stdout.split()
+                if not missing:
                     return
-                missing = confirmed or missing
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self.timed_out(missing, f"see 'docker logs {self.s.automounter_name}'")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 2.0)
+            else:
+                self._raise_if_stopped(probe.stderr)
+                return  # an image without /bin/sh: the confirming probe polls instead
+            self.pause(deadline, POLL_S, missing)
 
     def _raise_if_stopped(self, stderr: str) -> None:
         status = self.status()

@@ -20,10 +20,12 @@ from typing import IO, Callable, Mapping
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
-from .errors import EngineError, LwcError
+from .errors import EngineError, Interrupted, LwcError
 from .logs import get_logger
 from .masking import Masker
 from .settings import PASSWORD_VARIABLES
+
+_SPAWN_LOCK = threading.Lock()
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
                 "no basic auth credentials", "forbidden")
@@ -79,6 +81,9 @@ class Executor:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.log = get_logger()
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self._aborted = False
 
     def command(self, argv: tuple[str, ...]):
         try:
@@ -114,28 +119,46 @@ class Executor:
         return self.masker(f"{step.what} failed (exit {done.returncode}): "
                            f"{last_line(done.stderr) or 'no message'}")
 
-    def _run_once(self, step: Step) -> Completed:
-        with local.env():  # children get no password variables: docker needs none of them
+    def _spawn(self, step: Step) -> subprocess.Popen:
+        # Children get no password variables (docker needs none of them). plumbum's local.env
+        # is process-wide, so spawning is serialised for the threads of a parallel stage.
+        with _SPAWN_LOCK, local.env():
             for name in self.hide:
                 local.env.pop(name, None)
             if step.interactive:
-                proc = self.command(step.argv).popen(stdin=None, stdout=None, stderr=None)
-                try:
-                    return Completed(_wait(proc), "", "")
-                except BaseException:
-                    _terminate(proc, group=False)
-                    raise
-            proc = self.command(step.argv).popen(
+                return self.command(step.argv).popen(stdin=None, stdout=None, stderr=None)
+            return self.command(step.argv).popen(
                 stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+    def _run_once(self, step: Step) -> Completed:
+        with self._lock:
+            if self._aborted:  # a background thread must not start anything after a signal
+                raise Interrupted("aborted")
+            proc = self._spawn(step)
+            self._running.add(proc)
         try:
+            if step.interactive:
+                return Completed(_wait(proc), "", "")
             if step.stream:
                 return self._stream(proc, step)
             out, err = _communicate(proc, _encode(step.stdin))
             return Completed(proc.returncode, _decode(out), _decode(err))
         except BaseException:
-            _terminate(proc)
+            _terminate(proc, group=not step.interactive)
             raise
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def abort(self) -> None:
+        """Stop every child still running (those of background threads, after a failure or a
+        signal) and refuse to start new ones; cleanup then runs on a fresh executor."""
+        with self._lock:
+            self._aborted = True
+            running = list(self._running)
+        for proc in running:
+            _terminate(proc)
 
     def _stream(self, proc: subprocess.Popen, step: Step) -> Completed:
         """Tee the child's stdout and stderr live, masked; keep stderr's tail for the error."""

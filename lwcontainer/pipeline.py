@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 from structlog.contextvars import bound_contextvars
 
@@ -61,6 +62,37 @@ class BuildContainer:
                                  error=self.x.masker(last_line(removed.stderr)))
 
 
+class Background:
+    """Runs steps in a thread; ``join`` re-raises the first failure in the caller's thread."""
+
+    def __init__(self, *steps: Callable[[], None], inline: bool = False) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(steps,), daemon=True)
+        if inline:  # a dry run prints its plan in order
+            self._run(steps)
+            self.raise_if_failed()
+        else:
+            self.thread.start()
+
+    def _run(self, steps: tuple[Callable[[], None], ...]) -> None:
+        try:
+            for step in steps:
+                step()
+        except BaseException as exc:  # re-raised in the main thread by join()
+            self.error = exc
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def join(self, reraise: bool = True) -> None:
+        while self.thread.is_alive():
+            self.thread.join(0.2)  # short waits: signals are handled in between
+        if reraise:
+            self.raise_if_failed()
+
+
 class Pipeline:
     def __init__(self, settings: Settings, executor: Executor) -> None:
         self.s = settings
@@ -95,15 +127,26 @@ class Pipeline:
 
     def _run_all(self) -> None:
         self.wait_daemon()
-        self.login()
-        self.pull()
-        with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
-            cvmfs = self.open_cvmfs(cleanup)
-            # Created before the wait: an existing build container marks the automounter in use.
-            container = cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume()))
-            self.wait_cvmfs(cvmfs)
-            self.build(container)
-            self.commit(container)
+        must_pull = self.check_base()
+        # Log in and pull in the background while the automounter starts and CVMFS mounts.
+        fetch = Background(self.login, lambda: self.pull(must_pull), inline=self.x.dry_run)
+        try:
+            with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
+                cvmfs = self.open_cvmfs(cleanup)
+                if must_pull:
+                    cleanup.enter_context(cvmfs.lease())
+                else:  # an existing build container marks a shared automounter as in use
+                    container = cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume()))
+                self.wait_cvmfs(cvmfs, before_confirm=fetch.join, poll=fetch.raise_if_failed)
+                if must_pull:
+                    container = cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume()))
+                self.build(container)
+                self.commit(container)
+        except BaseException:
+            self.x.abort()  # a pull still running in the background
+            raise
+        finally:
+            fetch.join(reraise=False)
         self.tag()
         self.push()
         self.write_report()
@@ -120,12 +163,23 @@ class Pipeline:
         with self.stage("automounter"):
             return cleanup.enter_context(cvmfs)
 
-    def wait_cvmfs(self, cvmfs: CvmfsSource, image: str | None = None) -> None:
+    def wait_cvmfs(self, cvmfs: CvmfsSource, image: str | None = None,
+                   before_confirm: Callable[[], None] = lambda: None,
+                   poll: Callable[[], None] = lambda: None) -> None:
+        """Phase 1 (the source has every repository), then ``before_confirm`` (the pull must be
+        done: the confirmation runs the base image), then the confirmation as the build sees it.
+        ``poll`` runs between probes, so a failed background login ends the wait at once."""
         if cvmfs.source == "none":
+            before_confirm()
             self.skip("cvmfs", "LWC_CVMFS=none")
             return
         with self.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
-            cvmfs.wait_ready(image or str(self.s.from_image))
+            deadline = time.monotonic() + self.s.cvmfs_timeout
+            cvmfs.wait_mounted(deadline, poll)
+            waited = time.monotonic()
+            before_confirm()
+            deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
+            cvmfs.confirm(image or str(self.s.from_image), deadline)
 
     def wait_daemon(self) -> None:
         with self.stage("wait-daemon"), progress("waiting for the Docker engine",
@@ -162,15 +216,26 @@ class Pipeline:
             return None
         return json.loads(done.stdout)[0]
 
-    def pull(self) -> None:
-        ref = str(self.s.from_image)
-        base = self.inspect_base() if self.s.pull != "always" else None
+    def check_base(self) -> bool:
+        """Inspect FROM once (its config serves the commit); True when it must be pulled."""
+        if self.s.pull == "always":
+            return True
+        base = self.inspect_base()
         if base is not None:
             self.base = base
+            return False
+        if self.s.pull == "never" and not self.x.dry_run:
+            raise ConfigError("LWC_PULL", f"never, but {self.s.from_image} (FROM) is not in the "
+                                          "engine")
+        return True
+
+    def pull(self, needed: bool | None = None) -> None:
+        ref = str(self.s.from_image)
+        if needed is None:
+            needed = self.check_base()
+        if not needed:
             self.skip("pull", f"{ref} is present and LWC_PULL={self.s.pull}")
             return
-        if self.s.pull == "never" and not self.x.dry_run:
-            raise ConfigError("LWC_PULL", f"never, but {ref} (FROM) is not in the engine")
         with self.stage("pull"), progress(f"pulling {ref}", self.s.progress_interval):
             step = Step(commands.pull(ref), retries=3, what=f"docker pull {ref}", check=False)
             done = self.x.run(step)

@@ -48,7 +48,10 @@ def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool):
 
 
 def registry_env(registry: str, job: Job) -> dict[str, str]:
-    return {"CI_REGISTRY": registry, "CI_REGISTRY_IMAGE": f"{registry}/lwc-tests/ana-{job.token}"}
+    """A fixed repository, so that the base layers pushed by an earlier run are not uploaded
+    again; the tag is the job's own."""
+    return {"CI_REGISTRY": registry, "CI_REGISTRY_IMAGE": f"{registry}/lwc-tests/own-registry",
+            "CI_COMMIT_SHORT_SHA": f"job-{job.token}"}
 
 
 class Watch:
@@ -169,7 +172,7 @@ def test_leftovers_of_a_dead_automounter_are_not_trusted(job, tmp_path, leftover
 def test_refused_push_keeps_the_image_and_push_finishes_later(job, tmp_path):
     port = free_port()
     env = registry_env(f"127.0.0.1:{port}", job)
-    target = f"{env['CI_REGISTRY_IMAGE']}:c0ffee12"
+    target = f"{env['CI_REGISTRY_IMAGE']}:job-{job.token}"
     with own_registry(job, tmp_path, port, readonly=True):
         failed = job.run(**env, LWC_PUSH_RETRIES="2")
     assert failed.returncode == 8, failed.stderr[-3000:]
@@ -190,7 +193,7 @@ def test_refused_push_keeps_the_image_and_push_finishes_later(job, tmp_path):
             ["curl", "-sf", "-u", f"{job.bed['LWC_TESTBED_USER']}:{job.bed.password}",
              "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json", "-o",
              "/dev/null", "-w", "%{http_code}",
-             f"http://127.0.0.1:{port}/v2/lwc-tests/ana-{job.token}/manifests/c0ffee12"],
+             f"http://127.0.0.1:{port}/v2/lwc-tests/own-registry/manifests/job-{job.token}"],
             capture_output=True, text=True)
         assert manifest.stdout == "200"
     job.bed.docker("rmi", "-f", target, check=False)
@@ -222,7 +225,7 @@ def test_signal_during_push_exits_130_and_reports_nothing_pushed(job, tmp_path):
     assert not any(r["event"] == "pushed" for r in watch.records())
     assert not (job.project / "lwcontainer.env").exists()
     assert job.containers() == []
-    job.bed.docker("rmi", "-f", f"{env['CI_REGISTRY_IMAGE']}:c0ffee12", check=False)
+    job.bed.docker("rmi", "-f", f"{env['CI_REGISTRY_IMAGE']}:job-{job.token}", check=False)
 
 
 def test_signal_during_pull_exits_130(job):
