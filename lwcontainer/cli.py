@@ -84,6 +84,9 @@ class Command(cli.Application, SettingsSwitches):
             log.error("interrupted", signal=getattr(exc, "signal_name", "SIGINT"),
                       exit_code=int(ExitCode.INTERRUPTED))
             return int(ExitCode.INTERRUPTED)
+        except Exception:  # a bug: report it through the masked log, not a raw traceback
+            log.exception("internal_error", exit_code=int(ExitCode.INTERNAL))
+            return int(ExitCode.INTERNAL)
 
     def execute(self, action: Callable[[Pipeline], int | None], require_from: bool = True) -> int:
         """Gather and validate the settings, then run ``action`` on a Pipeline."""

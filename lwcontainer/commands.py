@@ -15,16 +15,28 @@ Argv = tuple[str, ...]
 AUTOMOUNTER_MOUNTS = "/cvmfsmounts"
 BUILD_ROLE_LABEL = "lwcontainer.role"
 
-# Run by the automounter image before a fresh automounter starts: unmount whatever a dead one
-# left below the shared directory (deepest first). Mount points arrive as "$@", never as code.
-PURGE_SCRIPT = (
-    'for m in $(awk -v p="$1/" \'index($5, p) == 1 {print $5}\' /proc/self/mountinfo | sort -r);'
-    ' do umount -l "$m" && echo "$m"; done; exit 0'
+STALE_MARK = "lwcontainer: unmounted stale mount "
+# The automounter's entrypoint, wrapped: first unmount whatever a dead automounter left below the
+# shared directory "$1" (deepest first), then exec the image's own command ("$@" after "$1"), so
+# the automounter itself stays PID 1. Runs again on every restart (--restart always).
+PURGE_THEN_EXEC = (
+    'root=$1; shift; for m in $(awk -v p="$root/" \'index($5, p) == 1 {print $5}\''
+    ' /proc/self/mountinfo | sort -r); do umount -l "$m" && echo "' + STALE_MARK + '$m"; done;'
+    ' exec "$@"'
 )
 # Prints every repository that is not yet a readable, non-empty directory below "$1".
 PROBE_SCRIPT = (
     'root=$1; shift; for r in "$@"; do'
     ' ls -A "$root/$r" 2>/dev/null | grep -q . || echo "$r"; done; exit 0'
+)
+
+# Loops inside a container of the base image: exits as soon as every repository below "$2" is a
+# readable, non-empty directory, or after "$1" seconds printing the ones still missing.
+WATCH_SCRIPT = (
+    'end=$(( $(date +%s) + $1 )); root=$2; shift 2; while :; do missing=;'
+    ' for r in "$@"; do ls -A "$root/$r" 2>/dev/null | grep -q . || missing="$missing $r"; done;'
+    ' [ -z "$missing" ] && exit 0; [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
+    ' sleep 0.05 2>/dev/null || sleep 1; done'
 )
 
 
@@ -52,12 +64,15 @@ def pull(ref: str) -> Argv:
     return ("pull", "--quiet", ref)
 
 
-def automounter_create(s: Settings) -> Argv:
-    """The recipe's automounter, created (not started) so that the name is claimed first."""
+def automounter_create(s: Settings, command: tuple[str, ...]) -> Argv:
+    """The recipe's automounter, created (not started) so that the name is claimed first;
+    ``command`` is the image's own entrypoint and command, run after the stale-mount purge."""
     return ("create", "--name", s.automounter_name, "--pid=host", "--user", "0",
             *s.automounter_options, "--restart", "always",
             "--label", f"{BUILD_ROLE_LABEL}=automounter",
-            "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared", str(s.automounter_image))
+            "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared",
+            "--entrypoint", "/bin/sh", str(s.automounter_image),
+            "-c", PURGE_THEN_EXEC, "automounter", AUTOMOUNTER_MOUNTS, *command)
 
 
 def start(name: str) -> Argv:
@@ -72,12 +87,8 @@ def remove(name: str) -> Argv:
     return ("rm", "--force", "--volumes", name)
 
 
-def purge_stale_mounts(s: Settings) -> Argv:
-    """A one-off container of the automounter image that unmounts a dead automounter's leftovers."""
-    return ("run", "--rm", "--user", "0", *s.automounter_options,
-            "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared",
-            "--entrypoint", "/bin/sh", str(s.automounter_image),
-            "-c", PURGE_SCRIPT, "purge", AUTOMOUNTER_MOUNTS)
+def logs(name: str) -> Argv:
+    return ("logs", name)
 
 
 def probe_in_automounter(s: Settings) -> Argv:
@@ -95,10 +106,12 @@ def cvmfs_volume(source: str, s: Settings) -> Argv:
     return ()
 
 
-def probe_as_build(volume: Argv, image: str, repos: tuple[str, ...]) -> Argv:
-    """The repositories as the build will see them: same image, same mount."""
-    return ("run", "--rm", *volume, "--entrypoint", "/bin/sh", image,
-            "-c", PROBE_SCRIPT, "probe", "/cvmfs", *repos)
+def watch_as_build(volume: Argv, image: str, name: str, seconds: int,
+                   repos: tuple[str, ...]) -> Argv:
+    """The repositories as the build will see them (same image, same mount), watched from
+    inside one container until they are all there or ``seconds`` pass."""
+    return ("run", "--rm", "--name", name, *volume, "--entrypoint", "/bin/sh", image,
+            "-c", WATCH_SCRIPT, "watch", str(seconds), "/cvmfs", *repos)
 
 
 def build_create(s: Settings, name: str, volume: Argv) -> Argv:

@@ -11,6 +11,7 @@ itself, and not while another run's build is still using it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -21,6 +22,7 @@ from typing import Callable, ContextManager, Iterator
 from structlog.contextvars import bound_contextvars
 
 from . import commands, signals
+from .background import Background
 from .errors import CvmfsError
 from .executor import Executor, Step, last_line
 from .logs import get_logger
@@ -83,26 +85,46 @@ class CvmfsSource:
         """Marks this source as in use while no build container exists yet."""
         return nullcontext()
 
-    def wait_mounted(self, deadline: float, poll: Callable[[], None]) -> None:
-        """Phase 1: wait, cheaply, until the source itself has every repository."""
+    def wait_mounted(self, deadline: float, poll: Callable[[], None],
+                     until: Background | None = None) -> None:
+        """Phase 1: wait, cheaply, until the source itself has every repository (or, when
+        the base image is already there, until ``until`` is done: the probe can take over)."""
 
-    def confirm(self, image: str, deadline: float) -> None:
-        """Phase 2: every repository readable and non-empty as the build will see it
-        (``image``, same mount). An empty directory left behind does not count."""
-        missing: list[str] = list(self.s.cvmfs_repos)
-        delay = POLL_S
-        while True:
-            done = self.x.run(Step(commands.probe_as_build(self.volume(), image,
-                                                           self.s.cvmfs_repos),
-                                   check=False, what="CVMFS probe"))
-            self.raise_for_propagation(done.stderr)
-            if done.ok:
-                missing = done.stdout.split()
-                if not missing:
-                    self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source=self.source)
-                    return
-            self.pause(deadline, delay, missing)
-            delay = min(delay * 2, 1.0)
+    def confirm(self, image: str, deadline: float, poll: Callable[[], None],
+                meanwhile: Callable[[], None] = lambda: None) -> None:
+        """Phase 2: every repository readable and non-empty as the build will see it: one
+        container of ``image`` with the build's mount watches from inside (mounts made later
+        propagate into it), so the build can start right after the mount appears. An empty
+        directory left behind does not count."""
+        name = f"lwc-cvmfs-probe-{secrets.token_hex(4)}"
+        seconds = max(1, math.ceil(deadline - time.monotonic()))
+        results: list = []
+        watcher = Background(lambda: results.append(self.x.run(Step(
+            commands.watch_as_build(self.volume(), image, name, seconds, self.s.cvmfs_repos),
+            check=False, what="CVMFS probe"))), inline=self.x.dry_run)
+        try:
+            meanwhile()
+            checked = time.monotonic()
+            while not watcher.wait(POLL_S):
+                poll()
+                if time.monotonic() - checked > 1.0:
+                    self.check_alive()
+                    checked = time.monotonic()
+            watcher.join()
+        except BaseException:
+            self.x.run(Step(commands.remove(name), check=False))
+            raise
+        done = results[0]
+        self.raise_for_propagation(done.stderr)
+        if not done.ok:
+            raise CvmfsError(self.x.failure_message(Step((), what="CVMFS probe"), done))
+        missing = done.stdout.split()
+        if missing:
+            raise self.timed_out(missing)
+        self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source=self.source)
+
+    def check_alive(self) -> None:
+        """Raise if the source has died while we wait for it."""
 
     def pause(self, deadline: float, delay: float, missing: list[str]) -> None:
         remaining = deadline - time.monotonic()
@@ -126,8 +148,9 @@ class CvmfsSource:
 class NoCvmfs(CvmfsSource):
     """LWC_CVMFS=none: for bases that need no CVMFS."""
 
-    def confirm(self, image: str, deadline: float) -> None:
-        return None
+    def confirm(self, image: str, deadline: float, poll: Callable[[], None],
+                meanwhile: Callable[[], None] = lambda: None) -> None:
+        meanwhile()
 
 
 class HostCvmfs(CvmfsSource):
@@ -139,11 +162,14 @@ class HostCvmfs(CvmfsSource):
     def hint(self) -> str:
         return f"check {self.s.cvmfs_host_dir} (LWC_CVMFS_HOST_DIR) on this host"
 
-    def wait_mounted(self, deadline: float, poll: Callable[[], None]) -> None:
+    def wait_mounted(self, deadline: float, poll: Callable[[], None],
+                     until: Background | None = None) -> None:
         host = Path(self.s.cvmfs_host_dir)
         delay = POLL_S
         while True:
             poll()
+            if until is not None and until.wait(0):
+                return
             missing = [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
             if not missing:
                 return
@@ -187,10 +213,25 @@ class Automounter(CvmfsSource):
             self.x.run(Step(commands.remove(name), check=False))
         return self._start()
 
+    def image_command(self) -> tuple[str, ...]:
+        """The automounter image's own entrypoint and command (pulled first if missing)."""
+        image = str(self.s.automounter_image)
+        inspect = Step(commands.image_inspect(image), check=False, placeholder='[{"Config": {}}]')
+        done = self.x.run(inspect)
+        if not done.ok:
+            self.x.run(Step(commands.pull(image), retries=2, error=CvmfsError,
+                            what=f"docker pull {image} (LWC_AUTOMOUNTER_IMAGE)"))
+            done = self.x.run(inspect)
+        config = json.loads(done.stdout)[0].get("Config") or {}
+        command = tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
+        if not command and not self.x.dry_run:
+            raise CvmfsError(f"{image} (LWC_AUTOMOUNTER_IMAGE) has no entrypoint or command")
+        return command
+
     def _start(self) -> bool:
         name = self.s.automounter_name
-        created = self.x.run(Step(commands.automounter_create(self.s), check=False,
-                                  what="automounter create"))
+        created = self.x.run(Step(commands.automounter_create(self.s, self.image_command()),
+                                  check=False, what="automounter create"))
         if not created.ok:
             if "already in use" in created.stderr:
                 # Another run claimed the name a moment ago: use its automounter.
@@ -199,11 +240,6 @@ class Automounter(CvmfsSource):
                     return False
             raise CvmfsError(self.x.failure_message(Step((), what="automounter create"), created))
         try:
-            purged = self.x.run(Step(commands.purge_stale_mounts(self.s), check=False,
-                                     what="stale mount purge"))
-            self.raise_for_propagation(purged.stderr)
-            if purged.ok and purged.stdout.strip():
-                self.log.warning("stale_mounts_removed", mounts=purged.stdout.split())
             started = self.x.run(Step(commands.start(name), check=False, what="automounter start"))
             self.raise_for_propagation(started.stderr)
             if not started.ok:
@@ -213,6 +249,16 @@ class Automounter(CvmfsSource):
             raise
         self.log.info("automounter_started", name=name, image=str(self.s.automounter_image))
         return True
+
+    def report_stale_mounts(self) -> None:
+        """Log what the entrypoint wrapper of an automounter this run started unmounted."""
+        done = self.x.run(Step(commands.logs(self.s.automounter_name), check=False))
+        mark = commands.STALE_MARK
+        stale = [line.split(mark, 1)[1].strip() for line in (done.stdout + done.stderr).splitlines()
+                 if mark in line]
+        if stale:
+            self.log.warning("stale_mounts_removed", mounts=stale,
+                             reason="left by an automounter that died without unmounting")
 
     def _wait_running(self, name: str) -> bool:
         deadline = time.monotonic() + CLAIM_WAIT_S
@@ -242,12 +288,15 @@ class Automounter(CvmfsSource):
         finally:
             self.x.run(Step(commands.remove(name), check=False))
 
-    def wait_mounted(self, deadline: float, poll: Callable[[], None]) -> None:
+    def wait_mounted(self, deadline: float, poll: Callable[[], None],
+                     until: Background | None = None) -> None:
         """Poll inside the automounter (``docker exec``, tens of milliseconds) at a short,
-        steady interval, so the build starts right after the mount appears."""
+        steady interval while the base image is pulled."""
         missing: list[str] = list(self.s.cvmfs_repos)
         while True:
             poll()
+            if until is not None and until.wait(0):
+                return
             probe = self.x.run(Step(commands.probe_in_automounter(self.s), check=False))
             if probe.ok:
                 missing = probe.stdout.split()
@@ -257,6 +306,9 @@ class Automounter(CvmfsSource):
                 self._raise_if_stopped(probe.stderr)
                 return  # an image without /bin/sh: the confirming probe polls instead
             self.pause(deadline, POLL_S, missing)
+
+    def check_alive(self) -> None:
+        self._raise_if_stopped("")
 
     def _raise_if_stopped(self, stderr: str) -> None:
         status = self.status()
@@ -270,6 +322,7 @@ class Automounter(CvmfsSource):
         name = self.s.automounter_name
         if not self.started:
             return
+        self.report_stale_mounts()
         if self.s.keep_automounter:
             self.log.info("automounter_kept", name=name, reason="LWC_KEEP_AUTOMOUNTER is set")
             return

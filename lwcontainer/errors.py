@@ -6,6 +6,7 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
+    INTERNAL = 1
     CONFIG = 2
     ENGINE = 3
     LOGIN = 4
@@ -18,6 +19,7 @@ class ExitCode(IntEnum):
 
 EXIT_MEANINGS = {
     ExitCode.OK: "done",
+    ExitCode.INTERNAL: "internal error (a bug: the log has the traceback, secrets masked)",
     ExitCode.CONFIG: "configuration or usage error",
     ExitCode.ENGINE: "Docker engine unreachable",
     ExitCode.LOGIN: "registry login refused",

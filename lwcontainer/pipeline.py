@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from typing import Callable, Iterator
 from structlog.contextvars import bound_contextvars
 
 from . import commands, report, signals
+from .background import Background
 from .cvmfs import CvmfsSource, choose_source, open_source
 from .dockerconfig import private_config
 from .errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
@@ -62,37 +62,6 @@ class BuildContainer:
                                  error=self.x.masker(last_line(removed.stderr)))
 
 
-class Background:
-    """Runs steps in a thread; ``join`` re-raises the first failure in the caller's thread."""
-
-    def __init__(self, *steps: Callable[[], None], inline: bool = False) -> None:
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(steps,), daemon=True)
-        if inline:  # a dry run prints its plan in order
-            self._run(steps)
-            self.raise_if_failed()
-        else:
-            self.thread.start()
-
-    def _run(self, steps: tuple[Callable[[], None], ...]) -> None:
-        try:
-            for step in steps:
-                step()
-        except BaseException as exc:  # re-raised in the main thread by join()
-            self.error = exc
-
-    def raise_if_failed(self) -> None:
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    def join(self, reraise: bool = True) -> None:
-        while self.thread.is_alive():
-            self.thread.join(0.2)  # short waits: signals are handled in between
-        if reraise:
-            self.raise_if_failed()
-
-
 class Pipeline:
     def __init__(self, settings: Settings, executor: Executor) -> None:
         self.s = settings
@@ -127,21 +96,24 @@ class Pipeline:
 
     def _run_all(self) -> None:
         self.wait_daemon()
-        must_pull = self.check_base()
-        # Log in and pull in the background while the automounter starts and CVMFS mounts.
-        fetch = Background(self.login, lambda: self.pull(must_pull), inline=self.x.dry_run)
+        # Log in and look at (or pull) the base image while the automounter starts and mounts.
+        fetch = Background(self.login, self.pull, inline=self.x.dry_run)
         try:
             with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
                 cvmfs = self.open_cvmfs(cleanup)
-                if must_pull:
-                    cleanup.enter_context(cvmfs.lease())
-                else:  # an existing build container marks a shared automounter as in use
-                    container = cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume()))
-                self.wait_cvmfs(cvmfs, before_confirm=fetch.join, poll=fetch.raise_if_failed)
-                if must_pull:
-                    container = cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume()))
-                self.build(container)
-                self.commit(container)
+                lease = cleanup.enter_context(ExitStack())
+                lease.enter_context(cvmfs.lease())  # a shared automounter is in use from now on
+                build: list[str] = []
+
+                def create_build_container() -> None:  # while the CVMFS probe watches
+                    build.append(cleanup.enter_context(
+                        BuildContainer(self.s, self.x, cvmfs.volume())))
+                    lease.close()
+
+                self.wait_cvmfs(cvmfs, pending=fetch, poll=fetch.raise_if_failed,
+                                meanwhile=create_build_container)
+                self.build(build[0])
+                self.commit(build[0])
         except BaseException:
             self.x.abort()  # a pull still running in the background
             raise
@@ -164,22 +136,27 @@ class Pipeline:
             return cleanup.enter_context(cvmfs)
 
     def wait_cvmfs(self, cvmfs: CvmfsSource, image: str | None = None,
-                   before_confirm: Callable[[], None] = lambda: None,
-                   poll: Callable[[], None] = lambda: None) -> None:
-        """Phase 1 (the source has every repository), then ``before_confirm`` (the pull must be
-        done: the confirmation runs the base image), then the confirmation as the build sees it.
-        ``poll`` runs between probes, so a failed background login ends the wait at once."""
+                   pending: Background | None = None, poll: Callable[[], None] = lambda: None,
+                   meanwhile: Callable[[], None] = lambda: None) -> None:
+        """Wait until every repository is there as the build will see it. While ``pending``
+        (login, pull) still runs, wait on the source's side (cheap); then one probe container of
+        the base image watches from inside, and ``meanwhile`` runs as it does. ``poll`` runs
+        between checks, so a failed background login ends the wait at once."""
         if cvmfs.source == "none":
-            before_confirm()
+            if pending is not None:
+                pending.join()
             self.skip("cvmfs", "LWC_CVMFS=none")
+            meanwhile()
             return
         with self.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
             deadline = time.monotonic() + self.s.cvmfs_timeout
-            cvmfs.wait_mounted(deadline, poll)
-            waited = time.monotonic()
-            before_confirm()
-            deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
-            cvmfs.confirm(image or str(self.s.from_image), deadline)
+            if pending is not None:
+                if not pending.wait(0):
+                    cvmfs.wait_mounted(deadline, poll, until=pending)
+                waited = time.monotonic()
+                pending.join()
+                deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
+            cvmfs.confirm(image or str(self.s.from_image), deadline, poll, meanwhile)
 
     def wait_daemon(self) -> None:
         with self.stage("wait-daemon"), progress("waiting for the Docker engine",

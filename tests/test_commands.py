@@ -21,11 +21,14 @@ def test_login_takes_password_from_stdin_only():
 
 
 def test_automounter_is_the_recipes_with_privileged_by_default(s):
-    assert commands.automounter_create(s) == (
+    argv = commands.automounter_create(s, ("/init.sh", "--foreground"))
+    assert argv == (
         "create", "--name", "cvmfs", "--pid=host", "--user", "0", "--privileged",
         "--restart", "always", "--label", "lwcontainer.role=automounter",
-        "-v", "/srv/mounts:/cvmfsmounts:rshared",
-        "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master")
+        "-v", "/srv/mounts:/cvmfsmounts:rshared", "--entrypoint", "/bin/sh",
+        "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master",
+        "-c", commands.PURGE_THEN_EXEC, "automounter", "/cvmfsmounts", "/init.sh", "--foreground")
+    assert commands.PURGE_THEN_EXEC.endswith('exec "$@"')
 
 
 def test_automounter_options_replace_privileged(tmp_path):
@@ -34,10 +37,9 @@ def test_automounter_options_replace_privileged(tmp_path):
     s = Settings.from_mapping({"FROM": "a", "LWC_AUTOMOUNTER_OPTIONS":
                                "--cap-add SYS_ADMIN --security-opt 'seccomp=unconfined'"},
                               cwd=tmp_path)
-    argv = commands.automounter_create(s)
+    argv = commands.automounter_create(s, ("/run",))
     assert "--privileged" not in argv
     assert argv[6:10] == ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined")
-    assert "--privileged" not in commands.purge_stale_mounts(s)
 
 
 def test_build_run_is_unprivileged_with_rslave_cvmfs_and_checkout(s):
@@ -65,9 +67,10 @@ def test_run_image_argv():
 
 
 def test_probes_pass_repositories_as_arguments_not_code(s):
-    argv = commands.probe_as_build(commands.cvmfs_volume("automounter", s), "cms/cc7:1",
-                                   s.cvmfs_repos)
-    assert argv[-3:] == ("/cvmfs", "cms.cern.ch", "grid.cern.ch")
+    argv = commands.watch_as_build(commands.cvmfs_volume("automounter", s), "cms/cc7:1",
+                                   "probe-1", 30, s.cvmfs_repos)
+    assert argv[-5:] == ("watch", "30", "/cvmfs", "cms.cern.ch", "grid.cern.ch")
+    assert argv[:4] == ("run", "--rm", "--name", "probe-1")
     assert "cms.cern.ch" not in argv[argv.index("-c") + 1]
     assert commands.probe_in_automounter(s)[-3:] == ("/cvmfsmounts/cvmfs", "cms.cern.ch",
                                                      "grid.cern.ch")

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""``make bench``: lwcontainer against the recipe's plain command sequence, side by side.
+
+On the test bed (scripts/testbed.sh), in an engine of the benchmark's own (a fresh data root, like
+a new dind service), the example analysis is built alternately by scripts/bench/plain-sequence.sh
+(a) and by lwcontainer (b), several runs each, every run with a fresh automounter and the old
+mounts removed:
+  warm: the base image is in the engine; the automounter mounts after 1 s;
+  cold: the base image is only in the registry (removed before each run); mounts after 3 s.
+Also: CLI start-up, CVMFS readiness latency (mount -> build container start, from the
+automounter's log and the engine's events) and the layer size each commit adds.
+Writes docs/benchmarks.md.  Options: --runs N (default 5).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "scripts" / "example-analysis"
+PLAIN = ROOT / "scripts" / "bench" / "plain-sequence.sh"
+TESTBED = {k: v for k, v in dotenv_values(os.environ.get("LWC_TESTBED_ENV",
+                                                          "/run/lwc-testbed/env")).items()}
+STATE = Path("/var/lib/lwc-bench")
+RUN = Path("/run/lwc-bench")
+HOST = f"unix://{RUN}/docker.sock"
+SCRATCH = Path("/tmp/lwc-bench")
+STANDIN = ("--cap-add SYS_ADMIN --security-opt seccomp=unconfined "
+           "--security-opt apparmor=unconfined")
+TARGETS = {"warm": 1.10, "cold": 0.85, "startup": 1.25, "latency_s": 0.3}
+
+
+def docker(*args: str, check: bool = True, host: str = HOST, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "--host", host, *args], capture_output=True, text=True,
+                          check=check, **kw)
+
+
+def engine_up() -> None:
+    """A second engine with its own data root: the benchmark's 'fresh dind service'."""
+    if docker("info", check=False).returncode == 0:
+        return
+    STATE.mkdir(parents=True, exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
+    log = open(STATE / "dockerd.log", "a")
+    subprocess.Popen(["dockerd", "--host", HOST, "--data-root", str(STATE / "docker"),
+                      "--exec-root", str(RUN / "exec"), "--pidfile", str(RUN / "dockerd.pid"),
+                      "--bridge=none", "--iptables=false", "--ip-masq=false"],
+                     stdout=log, stderr=log, start_new_session=True)
+    for _ in range(120):
+        if docker("info", check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+    sys.exit("bench: the benchmark engine did not come up; see " + str(STATE / "dockerd.log"))
+
+
+def prepare() -> dict[str, str]:
+    """Images the benchmark needs: the automounter stand-in loaded into its engine, the base
+    image pushed to the test-bed registry (cold runs pull it from there)."""
+    registry = TESTBED["LWC_TESTBED_REGISTRY"]
+    base = f"{registry}/bench/cms-base:{TESTBED['LWC_TESTBED_CMS_BASE'].split(':')[1]}"
+    password = Path(TESTBED["LWC_TESTBED_PASSWORD_FILE"])
+    config = SCRATCH / "docker-config"
+    config.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    src = TESTBED["DOCKER_HOST"]
+    docker("login", "--username", TESTBED["LWC_TESTBED_USER"], "--password-stdin", registry,
+           input=password.read_text(), host=src, env=env)
+    docker("tag", TESTBED["LWC_TESTBED_CMS_BASE"], base, host=src)
+    docker("push", base, host=src, env=env)
+    automounter = TESTBED["LWC_TESTBED_AUTOMOUNTER"]
+    if docker("image", "inspect", automounter, check=False).returncode != 0:
+        save = subprocess.Popen(["docker", "--host", src, "save", automounter],
+                                stdout=subprocess.PIPE)
+        subprocess.run(["docker", "--host", HOST, "load"], stdin=save.stdout, check=True,
+                       capture_output=True)
+        save.wait()
+    return {"base": base, "registry": registry, "password_file": str(password),
+            "automounter": automounter}
+
+
+def unmount_below(path: Path) -> None:
+    prefix = str(path) + "/"
+    with open("/proc/self/mountinfo") as info:
+        mounts = [line.split()[4] for line in info if line.split()[4].startswith(prefix)]
+    for mount in sorted(mounts, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+def reset(mode: str, ctx: dict[str, str], mounts: Path, automounter: str) -> None:
+    docker("rm", "-f", automounter, check=False)
+    unmount_below(mounts)
+    shutil.rmtree(mounts, ignore_errors=True)
+    mounts.mkdir(parents=True)
+    images = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    outputs = [i for i in images if i.startswith(f"{ctx['registry']}/bench/ana")]
+    if outputs:
+        docker("rmi", "-f", *outputs, check=False)
+    if mode == "cold":
+        docker("rmi", "-f", ctx["base"], check=False)
+        docker("image", "prune", "-f", check=False)
+    elif docker("image", "inspect", ctx["base"], check=False).returncode != 0:
+        docker("pull", ctx["base"], env={**os.environ,
+                                        "DOCKER_CONFIG": str(SCRATCH / "docker-config")})
+
+
+def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
+    token = secrets.token_hex(3)
+    project = SCRATCH / f"{tool}-{mode}-{index}-{token}" / "analysis"
+    shutil.copytree(EXAMPLE, project)
+    for path in [project, *project.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666)
+    mounts = Path(TESTBED["LWC_TESTBED_SHARED"]) / "bench"
+    automounter = "bench-cvmfs"
+    reset(mode, ctx, mounts, automounter)
+    delay = "1" if mode == "warm" else "3"
+    to = f"{ctx['registry']}/bench/ana:{tool}-{mode}-{index}"
+    options = f"{STANDIN} -e LWC_STANDIN_DELAY={delay}"
+    env = {"PATH": os.environ["PATH"], "HOME": str(project.parent), "DOCKER_HOST": HOST,
+           "FROM": ctx["base"], "TO": to, "CI_REGISTRY": ctx["registry"],
+           "CI_REGISTRY_USER": TESTBED["LWC_TESTBED_USER"]}
+    if tool == "plain":
+        env.update(PASSWORD_FILE=ctx["password_file"], MOUNTS=str(mounts), AM=automounter,
+                   AM_IMAGE=ctx["automounter"], AM_OPTIONS=options, NAME=f"plain-{token}")
+        argv = ["bash", str(PLAIN)]
+    else:
+        env.update(CI_REGISTRY_PASSWORD=Path(ctx["password_file"]).read_text().strip(),
+                   LWC_CVMFS_MOUNTS=str(mounts), LWC_AUTOMOUNTER_NAME=automounter,
+                   LWC_AUTOMOUNTER_IMAGE=ctx["automounter"], LWC_AUTOMOUNTER_OPTIONS=options,
+                   LWC_KEEP_AUTOMOUNTER="1", LWC_LOG_FORMAT="json", CI_PROJECT_NAME="bench")
+        argv = [sys.executable, "-m", "lwcontainer"]
+    since = time.time()
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        sys.exit(f"bench: {tool} {mode} run failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    # Readiness latency: the automounter's "mounted" line -> the build container's start.
+    logs = docker("logs", "-t", automounter).stdout.splitlines()
+    mounted = next(_ts(line.split()[0]) for line in logs if "mounted /cvmfsmounts" in line)
+    events = docker("events", "--since", str(since), "--until", str(time.time()),
+                    "--filter", "event=start", "--format", "{{json .}}").stdout.splitlines()
+    build_name = f"plain-{token}" if tool == "plain" else "lwc-bench-"
+    starts = [json.loads(e) for e in events]
+    build_start = next(e["timeNano"] / 1e9 for e in starts
+                       if e["Actor"]["Attributes"].get("name", "").startswith(build_name))
+    base_size = json.loads(docker("image", "inspect", ctx["base"]).stdout)[0]["Size"]
+    size = json.loads(docker("image", "inspect", to).stdout)[0]["Size"] - base_size
+    shutil.rmtree(project.parent, ignore_errors=True)
+    return {"tool": tool, "mode": mode, "wall_s": wall, "latency_s": build_start - mounted,
+            "layer_bytes": size}
+
+
+def _ts(text: str) -> float:
+    """RFC 3339 with nanoseconds -> epoch seconds."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=timezone.utc).timestamp() + float("0." + (frac or "0"))
+
+
+def startup(runs: int) -> dict[str, float]:
+    cmds = {"lwcontainer": [sys.executable, "-m", "lwcontainer", "--version"],
+            "imports": [sys.executable, "-c", "import plumbum, plumbum.cli, structlog, dotenv"]}
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(runs):
+        for name, cmd in cmds.items():
+            started = time.monotonic()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[name].append(time.monotonic() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 5
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    SCRATCH.mkdir(parents=True)
+    engine_up()
+    ctx = prepare()
+    results = []
+    for mode in ("warm", "cold"):
+        for index in range(runs):
+            for tool in ("plain", "lwcontainer"):  # alternating a/b
+                result = one_run(tool, mode, index, ctx)
+                results.append(result)
+                print(f"bench: {mode} {tool} #{index}: {result['wall_s']:.2f} s, readiness "
+                      f"{result['latency_s']:.2f} s", file=sys.stderr)
+    start = startup(max(runs * 2, 10))
+    write_report(results, start, runs)
+    docker("rm", "-f", "bench-cvmfs", check=False)
+    unmount_below(Path(TESTBED["LWC_TESTBED_SHARED"]) / "bench")
+
+
+def write_report(results: list[dict], start: dict[str, float], runs: int) -> None:
+    def med(tool: str, mode: str, key: str) -> float:
+        return statistics.median(r[key] for r in results if r["tool"] == tool and r["mode"] == mode)
+
+    def ratio(mode: str) -> float:
+        pairs = zip([r for r in results if r["tool"] == "lwcontainer" and r["mode"] == mode],
+                    [r for r in results if r["tool"] == "plain" and r["mode"] == mode])
+        return statistics.median(b["wall_s"] / a["wall_s"] for b, a in pairs)
+
+    rows = []
+    for mode in ("warm", "cold"):
+        r = ratio(mode)
+        rows.append(f"| {mode}: wall time | {med('plain', mode, 'wall_s'):.2f} s | "
+                    f"{med('lwcontainer', mode, 'wall_s'):.2f} s | {r:.2f} | ≤ {TARGETS[mode]} | "
+                    f"{'met' if r <= TARGETS[mode] else 'missed'} |")
+    s_ratio = start["lwcontainer"] / start["imports"]
+    rows.append(f"| CLI start-up (`--version` vs the bare imports) | {start['imports']:.3f} s | "
+                f"{start['lwcontainer']:.3f} s | {s_ratio:.2f} | ≤ {TARGETS['startup']} | "
+                f"{'met' if s_ratio <= TARGETS['startup'] else 'missed'} |")
+    for mode in ("warm", "cold"):
+        lat = med("lwcontainer", mode, "latency_s")
+        rows.append(f"| {mode}: CVMFS readiness latency (mounted → build starts) | "
+                    f"{med('plain', mode, 'latency_s'):.2f} s | {lat:.2f} s | — | "
+                    f"≤ {TARGETS['latency_s']} s | "
+                    f"{'met' if lat <= TARGETS['latency_s'] else 'missed'} |")
+    for mode in ("warm", "cold"):
+        a, b = med("plain", mode, "layer_bytes"), med("lwcontainer", mode, "layer_bytes")
+        rows.append(f"| {mode}: layer size added by the commit | {a:.0f} B | {b:.0f} B | "
+                    f"{b / a:.2f} | equal | {'met' if a == b else 'missed'} |")
+    docker_version = docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    text = f"""# Benchmarks
+
+Measured by `make bench` (scripts/bench.py) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC:
+{os.cpu_count()} cores, Docker engine {docker_version} (a second engine of the benchmark's own,
+fresh data root, like a new dind service), the test-bed registry on loopback, the automounter
+stand-in, the example analysis (the lesson's build.sh, `scram b` compiling against the fixture
+CVMFS). {runs} runs per tool and mode, alternating plain sequence (a) and lwcontainer (b); every
+run starts with a fresh automounter and the old mounts removed.
+
+- **plain**: `scripts/bench/plain-sequence.sh`, the recipe's commands with the password on stdin
+  and a 1-second readiness loop (`docker exec` into the automounter), the way a careful user
+  writes it.
+- **warm**: the base image is in the engine; the automounter mounts after 1 s.
+- **cold**: the base image (426 MB) is only in the registry, removed from the engine before each
+  run; the automounter mounts after 3 s.
+
+| measure | plain sequence (median) | lwcontainer (median) | ratio (median of run pairs) | target | |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + """
+
+Readiness latency is the time from the automounter's "mounted" log line (`docker logs -t`) to the
+engine's `start` event of the build container. Both wall times include login, automounter start,
+the CVMFS wait, build, commit, tag and push; neither includes stopping the automounter (both leave
+it for the harness, which removes it and its mounts before the next run).
+
+## Where the time goes
+
+- lwcontainer logs in and pulls `FROM` in a background thread while the automounter starts and
+  CVMFS mounts; the plain sequence pulls only when `docker run` needs the image, after the wait.
+  This is the whole of the cold advantage.
+- The CVMFS wait polls inside the automounter with `docker exec` every 0.1 s, then confirms once
+  with a probe container of the base image and the build's own mount; the plain loop polls every
+  second.
+- `FROM` is inspected once; its config serves the commit.
+- What lwcontainer adds over the bare commands: the Python start-up, the confirming probe
+  container, and an image inspect after the commit (for the layer size).
+
+## Reproduce
+
+```sh
+make bench            # brings up the test bed; about 3 minutes; rewrites this file
+python scripts/bench.py --runs 9   # more runs
+```
+"""
+    (ROOT / "docs" / "benchmarks.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
