@@ -11,7 +11,7 @@ from plumbum import cli
 
 from . import __version__, commands, logs, report, scaffold, signals
 from .cvmfs import Automounter
-from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
+from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError, PushError
 from .executor import DryRunExecutor, Executor, Step
 from .dockerconfig import private_config
 from .masking import Masker
@@ -232,6 +232,7 @@ class Commit(Command):
             p.base = p.inspect_base() or {}
             with BuildContainer(p.s, p.x, existing=name):
                 p.commit(name)
+            p.measure_layer()
             p.tag()
             p.write_report()
         return self.execute(action)
@@ -248,9 +249,13 @@ class Push(Command):
             previous = report.read(p.s.report)
             if previous.get("LWC_IMAGE_ID") == p.image_id and previous.get("LWC_LAYER_SIZE"):
                 p.layer_size = int(previous["LWC_LAYER_SIZE"])
-            with private_config(p.s, p.x):
-                p.login()
-                p.push()
+            try:
+                with private_config(p.s, p.x):
+                    p.login()
+                    p.push()
+            except PushError:
+                p.write_report()  # names the image that stays tagged locally, no digest
+                raise
             p.write_report()
         return self.execute(action, require_from=False)
 

@@ -98,29 +98,44 @@ class Pipeline:
         self.wait_daemon()
         # Log in and look at (or pull) the base image while the automounter starts and mounts.
         fetch = Background(self.login, self.pull, inline=self.x.dry_run)
+        cleanup = ExitStack()  # build container, lease, automounter: released on every path
         try:
-            with ExitStack() as cleanup:  # unwinds on success, failure and signals alike
-                cvmfs = self.open_cvmfs(cleanup)
-                lease = cleanup.enter_context(ExitStack())
-                lease.enter_context(cvmfs.lease())  # a shared automounter is in use from now on
-                build: list[str] = []
+            cvmfs = self.open_cvmfs(cleanup)
+            lease = cleanup.enter_context(ExitStack())
+            lease.enter_context(cvmfs.lease())  # a shared automounter is in use from now on
+            build: list[str] = []
 
-                def create_build_container() -> None:  # while the CVMFS probe watches
-                    build.append(cleanup.enter_context(
-                        BuildContainer(self.s, self.x, cvmfs.volume())))
-                    lease.close()
+            def create_build_container() -> None:  # while the CVMFS probe watches
+                build.append(cleanup.enter_context(BuildContainer(self.s, self.x, cvmfs.volume())))
+                lease.close()
 
-                self.wait_cvmfs(cvmfs, pending=fetch, poll=fetch.raise_if_failed,
-                                meanwhile=create_build_container)
-                self.build(build[0])
-                self.commit(build[0])
+            self.wait_cvmfs(cvmfs, pending=fetch, poll=fetch.raise_if_failed,
+                            meanwhile=create_build_container)
+            self.build(build[0])
+            self.commit(build[0])
         except BaseException:
+            cleanup.close()
             self.x.abort()  # a pull still running in the background
             raise
         finally:
             fetch.join(reraise=False)
-        self.tag()
-        self.push()
+        # Clean up and measure the layer while tagging and pushing.
+        closing = Background(cleanup.close, self.measure_layer, inline=self.x.dry_run)
+        try:
+            self.tag()
+            self.push()
+        except PushError:
+            self.finish(closing)  # the report names the image that stays tagged locally
+            raise
+        except BaseException:
+            with signals.deferred():
+                closing.join(reraise=False)
+            raise
+        self.finish(closing)
+
+    def finish(self, closing: Background) -> None:
+        with signals.deferred():
+            closing.join(reraise=False)
         self.write_report()
 
     # -- stages ------------------------------------------------------------------------------
@@ -269,10 +284,13 @@ class Pipeline:
             done = self.x.run(Step(commands.commit(container, changes), error=CommitError,
                                    what="docker commit", placeholder="sha256:<image-id>"))
             self.image_id = done.stdout.strip()
-            image = self.x.run(Step(commands.image_inspect(self.image_id), check=False))
-            if image.ok and image.stdout.strip() and self.base.get("Size") is not None:
-                self.layer_size = json.loads(image.stdout)[0]["Size"] - self.base["Size"]
-            self.log.info("image_committed", image_id=self.image_id, layer_size=self.layer_size)
+            self.log.info("image_committed", image_id=self.image_id)
+
+    def measure_layer(self) -> None:
+        """Bytes the commit added to the base image (for the report)."""
+        image = self.x.run(Step(commands.image_inspect(self.image_id), check=False))
+        if image.ok and image.stdout.strip() and self.base.get("Size") is not None:
+            self.layer_size = json.loads(image.stdout)[0]["Size"] - self.base["Size"]
 
     def tag(self) -> None:
         with self.stage("tag"):
@@ -292,7 +310,6 @@ class Pipeline:
                             placeholder="digest: sha256:" + "0" * 64)
                 done = self.x.run(step)
                 if not done.ok:
-                    self.write_report()
                     raise PushError(
                         f"{self.x.failure_message(step, done)}. The image is kept, tagged "
                         f"locally as {', '.join(map(str, self.s.targets))}; push again with "
