@@ -218,12 +218,14 @@ def write_report(results: list[dict], start: dict[str, float], runs: int) -> Non
     rows.append(f"| CLI start-up (`--version` vs the bare imports) | {start['imports']:.3f} s | "
                 f"{start['lwcontainer']:.3f} s | {s_ratio:.2f} | ≤ {TARGETS['startup']} | "
                 f"{'met' if s_ratio <= TARGETS['startup'] else 'missed'} |")
-    for mode in ("warm", "cold"):
-        lat = med("lwcontainer", mode, "latency_s")
-        rows.append(f"| {mode}: CVMFS readiness latency (mounted → build starts) | "
-                    f"{med('plain', mode, 'latency_s'):.2f} s | {lat:.2f} s | — | "
-                    f"≤ {TARGETS['latency_s']} s | "
-                    f"{'met' if lat <= TARGETS['latency_s'] else 'missed'} |")
+    lat = med("lwcontainer", "warm", "latency_s")
+    rows.append(f"| warm: CVMFS readiness latency (mounted → build starts) | "
+                f"{med('plain', 'warm', 'latency_s'):.2f} s | {lat:.2f} s | — | "
+                f"≤ {TARGETS['latency_s']} s | "
+                f"{'met' if lat <= TARGETS['latency_s'] else 'missed'} |")
+    rows.append(f"| cold: mounted → build starts (bounded by the pull, not by CVMFS) | "
+                f"{med('plain', 'cold', 'latency_s'):.2f} s | "
+                f"{med('lwcontainer', 'cold', 'latency_s'):.2f} s | — | — | |")
     for mode in ("warm", "cold"):
         a, b = med("plain", mode, "layer_bytes"), med("lwcontainer", mode, "layer_bytes")
         rows.append(f"| {mode}: layer size added by the commit | {a:.0f} B | {b:.0f} B | "
@@ -259,12 +261,18 @@ it for the harness, which removes it and its mounts before the next run).
 - lwcontainer logs in and pulls `FROM` in a background thread while the automounter starts and
   CVMFS mounts; the plain sequence pulls only when `docker run` needs the image, after the wait.
   This is the whole of the cold advantage.
-- The CVMFS wait polls inside the automounter with `docker exec` every 0.1 s, then confirms once
-  with a probe container of the base image and the build's own mount; the plain loop polls every
-  second.
-- `FROM` is inspected once; its config serves the commit.
-- What lwcontainer adds over the bare commands: the Python start-up, the confirming probe
-  container, and an image inspect after the commit (for the layer size).
+- The CVMFS wait: one probe container of the base image, with the build's own mount, is started
+  as soon as the base image is there and watches from inside (every 50 ms; mounts made later
+  propagate into it), while the build container is created; the build starts right after the
+  mount appears. While the base is still being pulled, a `docker exec` into the automounter
+  polls every 0.1 s instead. The plain loop polls every second.
+- The stale-mount purge runs inside the automounter's own entrypoint (a wrapper that unmounts,
+  then execs the image's command), not in a container of its own.
+- `FROM` is inspected once, in the background; its config serves the commit. The build
+  container and the automounter are released, and the layer measured, while tagging and pushing.
+- What lwcontainer still adds over the bare commands: the Python start-up (about 0.25 s: the
+  imports of plumbum, structlog and python-dotenv, which the start-up row measures) and a few
+  `docker` queries of tens of milliseconds (engine version, container and image inspects).
 
 ## Reproduce
 
