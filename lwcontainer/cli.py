@@ -16,7 +16,7 @@ from .executor import DryRunExecutor, Executor, Step
 from .dockerconfig import private_config
 from .masking import Masker
 from .pipeline import BuildContainer, Pipeline
-from .settings import PASSWORD_VARIABLES, SPECS, Settings
+from .settings import SECRET_VARIABLES, SPECS, Settings
 from .sources import gather
 
 EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}" for code, text in EXIT_MEANINGS.items())
@@ -71,7 +71,7 @@ class Command(cli.Application, SettingsSwitches):
     def guard(self, body: Callable[[Masker], int | None]) -> int:
         """Configure logging, run ``body``, and turn every failure into its exit code."""
         environ = dict(os.environ)
-        masker = Masker(environ.get(name) for name in PASSWORD_VARIABLES)
+        masker = Masker(environ.get(name) for name in SECRET_VARIABLES)
         logs.configure(environ.get("LWC_LOG_FORMAT", "auto"), "info", masker)
         log = logs.get_logger()
         try:
@@ -92,7 +92,10 @@ class Command(cli.Application, SettingsSwitches):
         """Gather and validate the settings, then run ``action`` on a Pipeline."""
         def body(masker: Masker) -> int | None:
             raw = gather(dict(os.environ), self.switch_values(), self.option("env_file"))
-            masker.add(*(raw.get(name) for name in PASSWORD_VARIABLES))
+            masker.add(*(raw.get(name) for name in SECRET_VARIABLES))
+            if raw.get("GITHUB_ACTIONS") == "true":  # before anything else is printed
+                for secret in filter(None, (raw.get(name) for name in SECRET_VARIABLES)):
+                    print(f"::add-mask::{secret}", flush=True)
             logs.configure(raw.get("LWC_LOG_FORMAT", "auto"), "info", masker)
             settings = Settings.from_mapping(raw, require_from=require_from)
             logs.configure(settings.log_format, settings.log_level, masker)
@@ -198,11 +201,15 @@ class Init(Command):
     base_image = cli.SwitchAttr("--base-image", str, default=scaffold.DEFAULT_BASE_IMAGE,
                                 help="FROM: the CMS base image to build on")
     force = cli.Flag("--force", help="overwrite existing files")
+    matrix = cli.SwitchAttr("--matrix", str, list=True, argname="IMAGE",
+                            help="one base image per parallel:matrix job (repeat the switch); "
+                                 "each pushes $CI_REGISTRY_IMAGE/<image name>")
 
     def main(self) -> int:
         def body(_masker: Masker) -> None:
             directory = Path(self.option("LWC_PROJECT_DIR") or ".").resolve()
-            scaffold.init(directory, self.cmssw_release, self.base_image, self.force)
+            scaffold.init(directory, self.cmssw_release, self.base_image, self.force,
+                          tuple(self.matrix))
         return self.guard(body)
 
 

@@ -23,7 +23,7 @@ from plumbum.commands.processes import CommandNotFound
 from .errors import EngineError, Interrupted, LwcError
 from .logs import get_logger
 from .masking import Masker
-from .settings import PASSWORD_VARIABLES
+from .settings import SECRET_VARIABLES
 
 _SPAWN_LOCK = threading.Lock()
 
@@ -73,7 +73,7 @@ class Executor:
 
     def __init__(self, masker: Masker, env: Mapping[str, str] | None = None,
                  backoff: float = 1.0, out: IO[str] | None = None,
-                 err: IO[str] | None = None, hide: tuple[str, ...] = PASSWORD_VARIABLES) -> None:
+                 err: IO[str] | None = None, hide: tuple[str, ...] = SECRET_VARIABLES) -> None:
         self.masker = masker
         self.env = dict(env or {})
         self.hide = hide

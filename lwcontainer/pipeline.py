@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Iterator
 
 from structlog.contextvars import bound_contextvars
 
 from . import commands, report, signals
 from .background import Background
+from .ci import Sections, engine
 from .cvmfs import CvmfsSource, choose_source, open_source
 from .dockerconfig import private_config
 from .errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
@@ -24,6 +27,7 @@ from .logs import get_logger
 from .progress import progress
 from .settings import Settings, slug
 
+LOCAL_SOCKET = Path("/var/run/docker.sock")
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
@@ -71,23 +75,45 @@ class Pipeline:
         self.image_id = ""
         self.layer_size: int | None = None
         self.digest = ""
+        self.sections = Sections(settings.ci_style, executor.out)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
+        """Logs the stage's start and end; in CI, wraps it in a collapsible log section."""
+        started, wall = time.monotonic(), time.time()
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            self.sections.flush()
+            self.sections.open(name, f"lwcontainer: {name}")
+        outcome = "failed"
         with bound_contextvars(stage=name):
             self.log.info("stage_start")
             try:
                 yield
             except BaseException as exc:
-                self.log.error("stage_done", outcome="failed", error=self.x.masker(str(exc)),
+                self.log.error("stage_done", outcome=outcome, error=self.x.masker(str(exc)),
                                duration_s=round(time.monotonic() - started, 3))
                 raise
-            self.log.info("stage_done", outcome="ok",
-                          duration_s=round(time.monotonic() - started, 3))
+            else:
+                outcome = "ok"
+                self.log.info("stage_done", outcome=outcome,
+                              duration_s=round(time.monotonic() - started, 3))
+            finally:
+                if main:
+                    self.sections.close(name)
+                else:
+                    self.sections.later(name, wall, time.time(), f"{name}: {outcome} in "
+                                        f"{time.monotonic() - started:.2f} s")
 
     def skip(self, name: str, reason: str) -> None:
-        self.log.info("stage_done", stage=name, outcome="skipped", reason=reason)
+        if threading.current_thread() is threading.main_thread():
+            self.sections.flush()
+            self.sections.open(name, f"lwcontainer: {name} (skipped)")
+            self.log.info("stage_done", stage=name, outcome="skipped", reason=reason)
+            self.sections.close(name)
+        else:
+            self.log.info("stage_done", stage=name, outcome="skipped", reason=reason)
+            self.sections.later(name, time.time(), time.time(), f"{name}: skipped ({reason})")
 
     # -- the whole job ------------------------------------------------------------------------
     def run_all(self) -> None:
@@ -176,7 +202,13 @@ class Pipeline:
     def wait_daemon(self) -> None:
         with self.stage("wait-daemon"), progress("waiting for the Docker engine",
                                                  self.s.progress_interval):
+            found = engine(dict(self.s.engine_vars), local_socket=LOCAL_SOCKET.exists())
+            self.x.env.update(found.env)
+            where = found.address or "the default socket (DOCKER_HOST unset)"
+            self.log.info("engine_address", address=where, reason=found.reason)
             deadline = time.monotonic() + self.s.docker_timeout
+            if found.cert_path and not self.x.dry_run:
+                self.wait_for_certificates(Path(found.cert_path), deadline)
             delay = 0.1
             while True:
                 done = self.x.run(Step(commands.server_version(), check=False,
@@ -186,12 +218,24 @@ class Pipeline:
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    where = self.s.docker_host or "the default socket (DOCKER_HOST unset)"
                     raise EngineError(
                         f"no Docker engine answered at {where} within {self.s.docker_timeout:g}s "
                         f"(LWC_DOCKER_TIMEOUT): {self.x.masker(last_line(done.stderr))}")
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 1.0)
+
+    def wait_for_certificates(self, directory: Path, deadline: float) -> None:
+        """The dind service writes its client certificates after the job has started."""
+        names = ("ca.pem", "cert.pem", "key.pem")
+        while True:
+            missing = [n for n in names if not (directory / n).is_file()]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise EngineError(f"dind TLS certificates {', '.join(missing)} did not appear in "
+                                  f"{directory} within {self.s.docker_timeout:g}s "
+                                  "(DOCKER_TLS_CERTDIR, LWC_DOCKER_TIMEOUT)")
+            time.sleep(0.2)
 
     def login(self) -> None:
         if not self.s.registry:
@@ -256,7 +300,7 @@ class Pipeline:
     def labels(self) -> dict[str, str]:
         labels = {
             "org.opencontainers.image.created":
-                datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                (self.s.created or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "org.opencontainers.image.base.name": str(self.s.from_image),
         }
         if self.s.project_url:
@@ -330,6 +374,7 @@ class Pipeline:
         return json.loads(done.stdout)[0]["Id"]
 
     def write_report(self) -> None:
+        self.sections.flush()
         with self.stage("report"):
             result = report.Report(image=str(self.s.to_image), image_id=self.image_id,
                                    digest=self.digest,

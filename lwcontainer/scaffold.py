@@ -6,31 +6,57 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .logs import get_logger
-from .reference import ReferenceError, parse
-from .templates import BUILD_SH, DOCKER_VERSION, GITLAB_CI
+from .reference import Reference, ReferenceError, parse
+from .settings import slug
+from .templates import (BUILD_SH, DOCKER_VERSION, GITLAB_CI, MATRIX, MATRIX_ENTRY, MATRIX_IMAGE,
+                        SINGLE_IMAGE)
 
 DEFAULT_RELEASE = "CMSSW_10_6_8_patch1"
 DEFAULT_BASE_IMAGE = "gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms:latest"
 _RELEASE_RE = re.compile(r"CMSSW_[A-Za-z0-9_]+")
 
 
-def files(release: str, base_image: str) -> dict[str, tuple[str, int]]:
+def _image(switch: str, text: str) -> Reference:
+    try:
+        return parse(text)
+    except ReferenceError as exc:
+        raise ConfigError(switch, str(exc)) from None
+
+
+def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
+    """The CI job: one image, or a ``parallel:matrix`` job with one entry per base image."""
+    if not matrix:
+        _image("--base-image", base_image)
+        return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix="",
+                                image_variables=SINGLE_IMAGE.format(base_image=base_image))
+    names: dict[str, str] = {}
+    for image in matrix:
+        ref = _image("--matrix", image)
+        name = slug(ref.path.rsplit("/", 1)[-1] + ("-" + ref.tag if ref.tag and ref.tag != "latest"
+                                                   else ""))
+        if name in names.values():
+            raise ConfigError("--matrix", f"two base images would both be named {name!r}")
+        names[image] = name
+    entries = "".join(MATRIX_ENTRY.format(base_image=image, name=name)
+                      for image, name in names.items())
+    return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix=MATRIX.format(entries=entries),
+                            image_variables=MATRIX_IMAGE)
+
+
+def files(release: str, base_image: str, matrix: tuple[str, ...] = ()) -> dict[str, tuple[str, int]]:
     """Relative path -> (text, mode) of everything ``init`` writes."""
     if not _RELEASE_RE.fullmatch(release):
         raise ConfigError("--cmssw-release", f"{release!r} is not a CMSSW release name")
-    try:
-        parse(base_image)
-    except ReferenceError as exc:
-        raise ConfigError("--base-image", str(exc)) from None
     return {
-        ".gitlab-ci.yml": (GITLAB_CI.format(docker_version=DOCKER_VERSION, base_image=base_image),
-                           0o644),
+        ".gitlab-ci.yml": (gitlab_ci(base_image, matrix), 0o644),
         ".gitlab/build.sh": (BUILD_SH.format(cmssw_release=release), 0o755),
     }
 
 
-def init(directory: Path, release: str, base_image: str, force: bool) -> list[Path]:
-    planned = {directory / name: content for name, content in files(release, base_image).items()}
+def init(directory: Path, release: str, base_image: str, force: bool,
+         matrix: tuple[str, ...] = ()) -> list[Path]:
+    planned = {directory / name: content
+               for name, content in files(release, base_image, matrix).items()}
     existing = [path for path in planned if path.exists()]
     if existing and not force:
         raise ConfigError("init", f"{', '.join(map(str, existing))} already exist(s); nothing "

@@ -10,14 +10,18 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
+from . import ci
 from .errors import ConfigError
 from .reference import Reference, ReferenceError, extra_target, parse, parse_target
 
 DEFAULT_AUTOMOUNTER_IMAGE = "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master"
 PASSWORD_VARIABLES = ("CI_REGISTRY_PASSWORD", "CI_JOB_TOKEN", "CI_BUILD_TOKEN")
+#: Masked everywhere and kept out of every child's environment.
+SECRET_VARIABLES = (*PASSWORD_VARIABLES, "GITHUB_TOKEN")
 PULL_POLICIES = ("missing", "always", "never")
 LOG_FORMATS = ("auto", "console", "json")
 CVMFS_SOURCES = ("auto", "automounter", "host", "none")
@@ -40,6 +44,8 @@ SPECS: tuple[Spec, ...] = (
          "locally lwcontainer/<dir>:<git short sha|latest>", "image reference to tag and push"),
     Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
          "bare tags for TO's repository or whole references"),
+    Spec("LWC_TAG_LATEST", "--tag-latest", "auto", "auto (latest on the default branch, the git "
+         "tag on tag pipelines) | always | never; derived tags are sanitised"),
     Spec("LWC_PROJECT_DIR", "--project-dir", ".", "the analysis checkout; mounted at the same path "
          "and the build's working directory"),
     Spec("LWC_BUILD_SCRIPT", "--build-script", ".gitlab/build.sh",
@@ -50,6 +56,11 @@ SPECS: tuple[Spec, ...] = (
          "registry password, else CI_JOB_TOKEN, else CI_BUILD_TOKEN; sent on stdin only",
          secret=True),
     Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never"),
+    Spec("LWC_DIND_HOST", "--dind-host", "docker (localhost on Kubernetes)",
+         "host name of the dind service, used in a CI job when DOCKER_HOST is unset and there "
+         "is no local engine socket"),
+    Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
+         "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
     Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine"),
     Spec("LWC_CVMFS", "--cvmfs", "auto", "where /cvmfs comes from: auto (host when every "
          "repository is under LWC_CVMFS_HOST_DIR and the engine is local, else automounter) | "
@@ -86,7 +97,16 @@ SPECS: tuple[Spec, ...] = (
     Spec("CI_COMMIT_SHA", "--commit-sha", "<git HEAD>", "label org.opencontainers.image.revision"),
     Spec("CI_COMMIT_SHORT_SHA", "--commit-short-sha", "<git short HEAD>", "default tag of TO"),
     Spec("CI_REGISTRY_IMAGE", "--registry-image", "", "default repository of TO"),
+    Spec("CI_COMMIT_BRANCH", "--branch", "", "branch of the pipeline (LWC_TAG_LATEST=auto)"),
+    Spec("CI_DEFAULT_BRANCH", "--default-branch", "", "the project's default branch"),
+    Spec("CI_COMMIT_TAG", "--git-tag", "", "git tag of a tag pipeline: pushed as a tag too"),
+    Spec("SOURCE_DATE_EPOCH", "--source-date-epoch", "",
+         "label org.opencontainers.image.created (seconds since 1970), for reproducibility"),
+    Spec("CI_COMMIT_TIMESTAMP", "--commit-timestamp", "",
+         "the commit's time (ISO 8601): label ...created when SOURCE_DATE_EPOCH is unset"),
 )
+ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_CERTDIR", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
+                    "CI", "GITLAB_CI", "KUBERNETES_PORT", "LWC_DIND_HOST")
 
 _REPO_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", re.ASCII)
@@ -139,6 +159,13 @@ class Settings:
     project_url: str | None
     commit_sha: str | None
     docker_host: str | None
+    tag_latest: str
+    branch: str | None
+    default_branch: str | None
+    git_tag: str | None
+    created: datetime | None
+    ci_style: str | None
+    engine_vars: tuple[tuple[str, str], ...]
 
     @property
     def push_enabled(self) -> bool:
@@ -146,9 +173,11 @@ class Settings:
 
     @property
     def targets(self) -> tuple[Reference, ...]:
-        """TO first, then the extra tags, without repeats."""
+        """TO first, then the extra tags, then the derived ones (LWC_TAG_LATEST), no repeats."""
+        derived = ci.derived_tags(self.tag_latest, self.branch, self.default_branch, self.git_tag)
         seen: dict[str, Reference] = {}
-        for ref in (self.to_image, *self.extra_tags):
+        for ref in (self.to_image, *self.extra_tags,
+                    *(self.to_image.with_tag(tag) for tag in derived)):
             seen.setdefault(str(ref), ref)
         return tuple(seen.values())
 
@@ -241,10 +270,34 @@ class Settings:
             project_url=get.optional("CI_PROJECT_URL"),
             commit_sha=get.optional("CI_COMMIT_SHA"),
             docker_host=get.optional("DOCKER_HOST"),
+            tag_latest=get.choice("LWC_TAG_LATEST", ("auto", "always", "never"), "auto"),
+            branch=get.optional("CI_COMMIT_BRANCH"),
+            default_branch=get.optional("CI_DEFAULT_BRANCH"),
+            git_tag=get.optional("CI_COMMIT_TAG"),
+            created=_created(get),
+            ci_style=ci.ci_style(env),
+            engine_vars=tuple((name, env[name]) for name in ENGINE_VARIABLES if env.get(name)),
         )
 
 
 _REGISTRY_RE = re.compile(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", re.ASCII)
+
+
+def _created(get: _Getter) -> datetime | None:
+    """The reproducible creation time: SOURCE_DATE_EPOCH, else the commit's timestamp."""
+    epoch = get.optional("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        if not epoch.isdigit():
+            raise ConfigError("SOURCE_DATE_EPOCH", f"{epoch!r} is not a whole number of seconds")
+        return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    stamp = get.optional("CI_COMMIT_TIMESTAMP")
+    if stamp is not None:
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError("CI_COMMIT_TIMESTAMP", f"{stamp!r} is not an ISO 8601 time") from None
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return None
 
 
 def _absolute(get: _Getter, name: str, default: str) -> str:

@@ -13,6 +13,7 @@ from dotenv.parser import parse_stream
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
+from .ci import github_defaults
 from .errors import ConfigError
 
 
@@ -57,4 +58,4 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     merged = {**file_values, **environ, **given}
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
     defaults = git_defaults(project_dir) if project_dir.is_dir() else {}
-    return {**defaults, **merged}
+    return {**defaults, **github_defaults(merged), **merged}

@@ -12,11 +12,9 @@ build_image:
   image: docker:{docker_version}
   services:
     - docker:{docker_version}-dind
-  variables:
+{matrix}  variables:
     DOCKER_TLS_CERTDIR: "/certs"
-    FROM: {base_image}
-    TO: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA
-    # where pip finds lwcontainer: a package index name or "git+https://.../lwcontainer.git"
+{image_variables}    # where pip finds lwcontainer: a package index name or "git+https://.../lwcontainer.git"
     LWCONTAINER_PACKAGE: lwcontainer
   before_script:
     - apk add --no-cache python3 py3-pip bash
@@ -26,6 +24,24 @@ build_image:
   artifacts:
     reports:
       dotenv: lwcontainer.env
+"""
+
+SINGLE_IMAGE = """\
+    FROM: {base_image}
+    TO: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA
+"""
+
+# One job per base image: the CI runners are the build farm, lwcontainer runs once per job.
+MATRIX = """\
+  parallel:
+    matrix:
+{entries}"""
+MATRIX_ENTRY = """\
+      - FROM: {base_image}
+        IMAGE_NAME: {name}
+"""
+MATRIX_IMAGE = """\
+    TO: $CI_REGISTRY_IMAGE/$IMAGE_NAME:$CI_COMMIT_SHORT_SHA
 """
 
 BUILD_SH = """\

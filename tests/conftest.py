@@ -135,9 +135,10 @@ class Job:
 
     def run(self, *args: str, timeout: float = 300, **overrides: str | None) -> Result:
         done = subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=self.project,
-                              env=self.env(**overrides), capture_output=True, text=True,
-                              timeout=timeout)
-        return Result(done.returncode, done.stdout, done.stderr)
+                              env=self.env(**overrides), capture_output=True, timeout=timeout)
+        # Decoded by hand: text mode would turn the '\r' of CI log markers into '\n'.
+        return Result(done.returncode, done.stdout.decode(errors="replace"),
+                      done.stderr.decode(errors="replace"))
 
     def popen(self, *args: str, **overrides: str | None) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "lwcontainer", *args], cwd=self.project,
