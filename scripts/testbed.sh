@@ -19,7 +19,6 @@ RUN=${LWC_TESTBED_RUN:-/run/lwc-testbed}
 PORT=${LWC_TESTBED_PORT:-5055}
 SOCK="unix://$RUN/docker.sock"
 REG_USER=lwc-tester
-PACKAGES=(docker.io docker-registry apache2-utils mmdebstrap busybox-static curl)
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
 docker() { command docker --host "$SOCK" "$@"; }
@@ -32,6 +31,7 @@ ensure_packages() {
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
   command -v curl >/dev/null || missing+=(curl)
+  command -v openssl >/dev/null || missing+=(openssl)  # the dind TLS test makes certificates
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]}"
   [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }

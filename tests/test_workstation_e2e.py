@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -55,6 +56,13 @@ def test_run_sees_cvmfs_and_returns_the_commands_exit_code(job):
     assert code.returncode == 7, code.stderr[-2000:]
     workspace = job.run("run", "--workspace", "--", "sh", "-c", "pwd; ls -a")
     assert str(job.project) in workspace.stdout and ".gitlab" in workspace.stdout
+    # On a terminal (a pty from script(1)) the command gets a TTY.
+    command = (f"{sys.executable} -m lwcontainer run -- sh -c "
+               "'test -t 0 && test -t 1 && echo ON-A-TTY; exit 3'")
+    tty = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=job.project,
+                         env=job.env(CI_REGISTRY=None), capture_output=True, timeout=120)
+    assert tty.returncode == 3, tty.stdout[-2000:]
+    assert b"ON-A-TTY" in tty.stdout
     assert job.containers() == []
 
 

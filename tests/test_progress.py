@@ -1,0 +1,40 @@
+"""Long waits are never silent: periodic records off a terminal, one live line on it."""
+import io
+import json
+import time
+
+import structlog
+from structlog.testing import capture_logs
+
+from lwcontainer import logs
+from lwcontainer.masking import Masker
+from lwcontainer.progress import progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_periodic_waiting_records_carry_the_stage_off_a_terminal():
+    log = io.StringIO()
+    logs.configure("json", "info", Masker(), stream=log)
+    with structlog.contextvars.bound_contextvars(stage="pull"):
+        with progress("pulling x", interval=0.1, stream=io.StringIO()):
+            time.sleep(0.55)
+    records = [json.loads(line) for line in log.getvalue().splitlines()]
+    waiting = [r for r in records if r["event"] == "waiting"]
+    assert 3 <= len(waiting) <= 6
+    assert all(r["stage"] == "pull" and r["what"] == "pulling x" for r in waiting)
+    assert [r["elapsed_s"] for r in waiting] == sorted(r["elapsed_s"] for r in waiting)
+
+
+def test_a_single_updating_line_on_a_terminal_erased_at_the_end():
+    stream = Terminal()
+    with capture_logs() as records:
+        with progress("waiting for CVMFS", interval=10, stream=stream):
+            time.sleep(0.6)
+    text = stream.getvalue()
+    assert text.count("\r\x1b[2K") >= 3 and "\n" not in text
+    assert "waiting for CVMFS" in text and text.endswith("\r\x1b[2K")
+    assert not [r for r in records if r["event"] == "waiting"]
