@@ -19,7 +19,8 @@ from .pipeline import BuildContainer, Pipeline
 from .settings import SECRET_VARIABLES, SPECS, Settings
 from .sources import gather
 
-EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}" for code, text in EXIT_MEANINGS.items())
+EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}"
+                                       for code, text in EXIT_MEANINGS.items())
 SECRET_TEXT = " ".join(
     f"{spec.variable}: {spec.help} (environment or .env only, never a switch)."
     for spec in SPECS if spec.secret)

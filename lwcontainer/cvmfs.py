@@ -243,7 +243,8 @@ class Automounter(CvmfsSource):
             started = self.x.run(Step(commands.start(name), check=False, what="automounter start"))
             self.raise_for_propagation(started.stderr)
             if not started.ok:
-                raise CvmfsError(self.x.failure_message(Step((), what="automounter start"), started))
+                raise CvmfsError(self.x.failure_message(Step((), what="automounter start"),
+                                                        started))
         except BaseException:
             self.x.run(Step(commands.remove(name), check=False))
             raise

@@ -49,8 +49,8 @@ class BuildContainer:
 
     def __enter__(self) -> str:
         if not self.existing:
-            self.x.run(Step(commands.build_create(self.settings, self.name, self.volume), error=BuildError,
-                            what="build container create"))
+            self.x.run(Step(commands.build_create(self.settings, self.name, self.volume),
+                            error=BuildError, what="build container create"))
         return self.name
 
     def __exit__(self, *exc_info: object) -> None:

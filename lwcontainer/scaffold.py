@@ -43,7 +43,8 @@ def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
                             image_variables=MATRIX_IMAGE)
 
 
-def files(release: str, base_image: str, matrix: tuple[str, ...] = ()) -> dict[str, tuple[str, int]]:
+def files(release: str, base_image: str,
+          matrix: tuple[str, ...] = ()) -> dict[str, tuple[str, int]]:
     """Relative path -> (text, mode) of everything ``init`` writes."""
     if not _RELEASE_RE.fullmatch(release):
         raise ConfigError("--cmssw-release", f"{release!r} is not a CMSSW release name")

@@ -229,9 +229,11 @@ class Settings:
             raise ConfigError("LWC_AUTOMOUNTER_NAME", f"{name!r} is not a valid container name")
         options_text = get.optional("LWC_AUTOMOUNTER_OPTIONS")
         try:
-            options = tuple(shlex.split(options_text)) if options_text is not None else ("--privileged",)
+            options = (tuple(shlex.split(options_text)) if options_text is not None
+                       else ("--privileged",))
         except ValueError as exc:
-            raise ConfigError("LWC_AUTOMOUNTER_OPTIONS", f"cannot be split like a shell: {exc}")
+            raise ConfigError("LWC_AUTOMOUNTER_OPTIONS",
+                              f"cannot be split like a shell: {exc}") from None
         if any(not opt.isprintable() for opt in options):
             raise ConfigError("LWC_AUTOMOUNTER_OPTIONS", "contains control characters")
 

@@ -205,7 +205,8 @@ def write_report(results: list[dict], start: dict[str, float], runs: int) -> Non
 
     def ratio(mode: str) -> float:
         pairs = zip([r for r in results if r["tool"] == "lwcontainer" and r["mode"] == mode],
-                    [r for r in results if r["tool"] == "plain" and r["mode"] == mode])
+                    [r for r in results if r["tool"] == "plain" and r["mode"] == mode],
+                    strict=True)
         return statistics.median(b["wall_s"] / a["wall_s"] for b, a in pairs)
 
     rows = []
@@ -247,7 +248,7 @@ run starts with a fresh automounter and the old mounts removed.
 - **cold**: the base image (426 MB) is only in the registry, removed from the engine before each
   run; the automounter mounts after 3 s.
 
-| measure | plain sequence (median) | lwcontainer (median) | ratio (median of run pairs) | target | |
+| measure | plain sequence (median) | lwcontainer (median) | ratio (median of pairs) | target | |
 |---|---|---|---|---|---|
 """ + "\n".join(rows) + """
 

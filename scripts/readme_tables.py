@@ -39,7 +39,8 @@ def exit_table() -> str:
 def render(text: str) -> str:
     for name, table in (("settings", settings_table()), ("exit-codes", exit_table())):
         text = re.sub(rf"(<!-- {name} -->\n)(?:.*?\n)?(<!-- /{name} -->)",
-                      lambda m: m.group(1) + table + "\n" + m.group(2), text, flags=re.S)
+                      lambda m, table=table: m.group(1) + table + "\n" + m.group(2), text,
+                      flags=re.S)
     return text
 
 

@@ -176,5 +176,6 @@ def job(testbed: Testbed, tmp_path: Path):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "testbed" in getattr(item, "fixturenames", ()) or "job" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "testbed" in fixtures or "job" in fixtures:
             item.add_marker(pytest.mark.docker)

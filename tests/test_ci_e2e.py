@@ -41,7 +41,8 @@ def test_gitlab_run_has_a_section_per_stage_and_one_digest_for_every_tag(job):
     assert collapsed.pop("build") is False and all(collapsed.values())
     # Sections do not overlap: every start is closed before the next one opens.
     order = re.findall(r"section_(start|end):\d+:lwc_([\w.-]+?)[\[\r]", result.stdout)
-    for (kind, name), (next_kind, next_name) in zip(order[::2], order[1::2]):
+    assert len(order) % 2 == 0
+    for (kind, name), (next_kind, next_name) in zip(order[::2], order[1::2], strict=True):
         assert (kind, next_kind, name) == ("start", "end", next_name)
     # The build's output sits in the build section.
     build = result.stdout.split("section_start")[[n for _, n, _ in starts].index("build") + 1]
@@ -105,8 +106,9 @@ def tls_engine(testbed, tmp_path_factory):
            "DOCKER_CERT_PATH": str(client)}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if subprocess.run(["docker", "version"], env={**env, "PATH": "/usr/bin:/bin:/usr/local/bin"},
-                          capture_output=True).returncode == 0:
+        ready = subprocess.run(["docker", "version"], capture_output=True,
+                               env={**env, "PATH": "/usr/bin:/bin:/usr/local/bin"})
+        if ready.returncode == 0:
             break
         time.sleep(0.5)
     else:

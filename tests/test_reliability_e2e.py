@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -29,7 +28,8 @@ def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool):
     """A registry of the test's own on ``port``, on the test bed's storage and passwords."""
     config = Path(job.bed["LWC_TESTBED_REGISTRY_CONFIG"]).read_text()
     config = re.sub(r'addr: "127\.0\.0\.1:\d+"', f'addr: "127.0.0.1:{port}"', config)
-    config = config.replace("readonly: {enabled: false}", f"readonly: {{enabled: {str(readonly).lower()}}}")
+    config = config.replace("readonly: {enabled: false}",
+                            f"readonly: {{enabled: {str(readonly).lower()}}}")
     path = tmp_path / f"registry-{port}-{readonly}.yml"
     path.write_text(config)
     proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=subprocess.DEVNULL,
@@ -62,7 +62,7 @@ class Watch:
         self.out: list[str] = []
         self.err: list[str] = []
         for stream, sink in ((proc.stdout, self.out), (proc.stderr, self.err)):
-            threading.Thread(target=lambda s=stream, k=sink: [k.append(l) for l in s],
+            threading.Thread(target=lambda s=stream, k=sink: [k.append(line) for line in s],
                              daemon=True).start()
 
     def wait_for(self, needle: str, timeout: float = 120) -> None:
@@ -82,7 +82,7 @@ class Watch:
         return code, time.monotonic() - started
 
     def records(self) -> list[dict]:
-        return [json.loads(l) for l in self.err if l.startswith("{")]
+        return [json.loads(line) for line in self.err if line.startswith("{")]
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -163,7 +163,8 @@ def test_leftovers_of_a_dead_automounter_are_not_trusted(job, tmp_path, leftover
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.events("automounter_replaced")[0]["status"] == "exited"
     if leftover == "mount":
-        assert result.events("stale_mounts_removed")[0]["mounts"] == ["/cvmfsmounts/cvmfs/cms.cern.ch"]
+        removed = result.events("stale_mounts_removed")[0]["mounts"]
+        assert removed == ["/cvmfsmounts/cvmfs/cms.cern.ch"]
     assert ">> Done building" in result.stdout
     assert job.leftover_mounts() == []
 

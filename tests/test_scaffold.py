@@ -28,7 +28,8 @@ def test_init_writes_a_ci_job_and_an_executable_build_script(tmp_path):
     script = tmp_path / ".gitlab" / "build.sh"
     assert os.access(script, os.X_OK)
     text = script.read_text()
-    for practice in ("shopt -s expand_aliases", "set +u\nsource /cvmfs/cms.cern.ch/cmsset_default.sh",
+    for practice in ("shopt -s expand_aliases",
+                     "set +u\nsource /cvmfs/cms.cern.ch/cmsset_default.sh",
                      'cmsrel "$CMSSW_RELEASE"', "cmsenv", "scram b", "CMSSW_13_0_0"):
         assert practice in text
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
@@ -45,7 +46,8 @@ def test_init_refuses_to_overwrite_then_force_does(tmp_path):
     assert "build_image" in (tmp_path / ".gitlab-ci.yml").read_text()
 
 
-@pytest.mark.parametrize("args", [("--cmssw-release", "10_6; rm -rf /"), ("--base-image", "Bad Image")])
+@pytest.mark.parametrize("args", [("--cmssw-release", "10_6; rm -rf /"),
+                                  ("--base-image", "Bad Image")])
 def test_init_validates_its_options(tmp_path, args):
     done = init(tmp_path, *args)
     assert done.returncode == 2 and args[0] in done.stderr

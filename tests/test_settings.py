@@ -46,7 +46,8 @@ def test_password_precedence(project):
     base = dict(CI_REGISTRY="r.io", CI_REGISTRY_USER="u")
     assert make(project, **base, CI_BUILD_TOKEN="b").registry_password == "b"
     assert make(project, **base, CI_BUILD_TOKEN="b", CI_JOB_TOKEN="j").registry_password == "j"
-    assert make(project, **base, CI_REGISTRY_PASSWORD="p", CI_JOB_TOKEN="j").registry_password == "p"
+    both = make(project, **base, CI_REGISTRY_PASSWORD="p", CI_JOB_TOKEN="j")
+    assert both.registry_password == "p"
 
 
 @pytest.mark.parametrize("env, setting", [

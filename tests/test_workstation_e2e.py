@@ -1,12 +1,9 @@
 """The workstation journey on the real test bed: make image, run, host CVMFS, init, progress."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from dotenv import dotenv_values
 
