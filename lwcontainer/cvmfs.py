@@ -216,7 +216,8 @@ class Automounter(CvmfsSource):
     def image_command(self) -> tuple[str, ...]:
         """The automounter image's own entrypoint and command (pulled first if missing)."""
         image = str(self.s.automounter_image)
-        inspect = Step(commands.image_inspect(image), check=False, placeholder='[{"Config": {}}]')
+        inspect = Step(commands.image_inspect(image), check=False,
+                       placeholder='[{"Config": {"Cmd": ["<the image\'s own command>"]}}]')
         done = self.x.run(inspect)
         if not done.ok:
             self.x.run(Step(commands.pull(image), retries=2, error=CvmfsError,

@@ -21,6 +21,7 @@ def progress(what: str, interval: float, stream: TextIO | None = None) -> Iterat
     context = structlog.contextvars.get_contextvars()
     started = time.monotonic()
     done = threading.Event()
+    drawn = threading.Event()
 
     def tick() -> None:
         structlog.contextvars.bind_contextvars(**context)
@@ -30,6 +31,7 @@ def progress(what: str, interval: float, stream: TextIO | None = None) -> Iterat
             if live:
                 stream.write(f"\r\x1b[2K{_SPINNER[turn % 4]} {what} … {elapsed:.0f}s")
                 stream.flush()
+                drawn.set()
                 turn += 1
             else:
                 get_logger().info("waiting", what=what, elapsed_s=round(elapsed, 1))
@@ -41,6 +43,6 @@ def progress(what: str, interval: float, stream: TextIO | None = None) -> Iterat
     finally:
         done.set()
         ticker.join()
-        if live:
+        if drawn.is_set():  # erase the line we drew, so the next log line starts clean
             stream.write("\r\x1b[2K")
             stream.flush()

@@ -38,3 +38,10 @@ def test_a_single_updating_line_on_a_terminal_erased_at_the_end():
     assert text.count("\r\x1b[2K") >= 3 and "\n" not in text
     assert "waiting for CVMFS" in text and text.endswith("\r\x1b[2K")
     assert not [r for r in records if r["event"] == "waiting"]
+
+
+def test_a_short_wait_on_a_terminal_writes_nothing():
+    stream = Terminal()
+    with progress("waiting", interval=10, stream=stream):
+        pass
+    assert stream.getvalue() == ""
