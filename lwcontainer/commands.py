@@ -48,10 +48,6 @@ def login(registry: str, user: str) -> Argv:
     return ("login", "--username", user, "--password-stdin", registry)
 
 
-def logout(registry: str) -> Argv:
-    return ("logout", registry)
-
-
 def image_inspect(ref: str) -> Argv:
     return ("image", "inspect", ref)
 

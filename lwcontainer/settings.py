@@ -181,10 +181,6 @@ class Settings:
             seen.setdefault(str(ref), ref)
         return tuple(seen.values())
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self.registry_password,) if self.registry_password else ()
-
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], cwd: Path | None = None,
                      require_from: bool = True) -> Settings:
