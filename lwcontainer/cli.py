@@ -10,12 +10,13 @@ from typing import Callable
 from plumbum import cli
 
 from . import __version__, commands, logs, report, scaffold, signals
-from .cvmfs import Automounter
+from .automounter import Automounter
+from .buildcontainer import BuildContainer
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError, PushError
 from .executor import DryRunExecutor, Executor, Step
 from .dockerconfig import private_config
 from .masking import Masker
-from .pipeline import BuildContainer, Pipeline
+from .pipeline import Pipeline
 from .settings import SECRET_VARIABLES, SPECS, Settings
 from .sources import gather
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -19,51 +18,18 @@ from structlog.contextvars import bound_contextvars
 from . import commands, report, signals
 from .background import Background
 from .ci import Sections, engine
-from .cvmfs import CvmfsSource, choose_source, open_source
+from .automounter import Automounter
+from .buildcontainer import BuildContainer
+from .cvmfs import CvmfsSource, HostCvmfs, NoCvmfs, choose_source
 from .dockerconfig import private_config
 from .errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
 from .executor import Executor, Step, is_auth_error, last_line
 from .logs import get_logger
 from .progress import progress
-from .settings import Settings, slug
+from .settings import Settings
 
 LOCAL_SOCKET = Path("/var/run/docker.sock")
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-
-
-class BuildContainer:
-    """The build container: created under a unique name on enter (or an existing one adopted),
-    always removed on exit, unless kept after success for a later 'commit'."""
-
-    def __init__(self, settings: Settings, executor: Executor, volume: commands.Argv = (),
-                 keep: bool = False, existing: str | None = None) -> None:
-        self.x = executor
-        self.settings = settings
-        self.volume = volume
-        self.keep = keep
-        self.existing = existing
-        job = slug(settings.job_id) if settings.job_id else "local"
-        self.name = existing or (f"lwc-{slug(settings.project_name)[:40]}-{job}-"
-                                 f"{secrets.token_hex(4)}")
-        self.log = get_logger()
-
-    def __enter__(self) -> str:
-        if not self.existing:
-            self.x.run(Step(commands.build_create(self.settings, self.name, self.volume),
-                            error=BuildError, what="build container create"))
-        return self.name
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.keep and exc_info[0] is None:
-            self.log.info("build_container_kept", container=self.name)
-            return
-        with signals.deferred(), bound_contextvars(stage="cleanup"):
-            removed = self.x.run(Step(commands.remove(self.name), check=False))
-            if removed.ok:
-                self.log.info("build_container_removed", container=self.name)
-            elif "No such container" not in removed.stderr:
-                self.log.warning("build_container_not_removed", container=self.name,
-                                 error=self.x.masker(last_line(removed.stderr)))
 
 
 class Pipeline:
@@ -170,7 +136,8 @@ class Pipeline:
         ``cleanup`` releases it."""
         source, reason = choose_source(self.s)
         self.log.info("cvmfs_source", source=source, reason=reason)
-        cvmfs = open_source(source, self.s, self.x)
+        kinds = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
+        cvmfs = kinds[source](self.s, self.x)
         if source != "automounter":
             return cleanup.enter_context(cvmfs)
         with self.stage("automounter"):
