@@ -46,6 +46,8 @@ class Sections:
             self._write("::endgroup::\n")
 
     def later(self, name: str, started: float, ended: float, summary: str) -> None:
+        if self.style is None:
+            return
         with self.lock:
             self.pending.append((name, started, ended, summary))
 

@@ -48,7 +48,10 @@ def test_github_groups_and_no_markers_elsewhere():
     github.close("login")
     assert out.getvalue() == "::group::lwcontainer: login\n::endgroup::\n"
     plain = io.StringIO()
-    Sections(None, plain).open("login", "x")
+    outside_ci = Sections(None, plain)
+    outside_ci.open("login", "x")
+    outside_ci.later("pull", 1.0, 2.0, "pull: ok")
+    outside_ci.flush()
     assert plain.getvalue() == ""
 
 

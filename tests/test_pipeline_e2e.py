@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 from dotenv import dotenv_values
@@ -31,6 +32,8 @@ def test_full_pipeline_pushes_a_runnable_image(job, tmp_path):
     # The build's own output went to stdout, the log records to stderr.
     assert ">> Built /home/cmsusr/CMSSW_10_6_8_patch1/bin/" in result.stdout
     assert not any(line.startswith("{") for line in result.stdout.splitlines())
+    own = ("login:", "pull:", "\x1b")  # nothing of lwcontainer's own outside CI
+    assert not any(line.startswith(own) for line in result.stdout.splitlines())
 
     report = dotenv_values(job.project / "lwcontainer.env")
     to, latest = f"{job.repository}:c0ffee12", f"{job.repository}:latest"
@@ -140,3 +143,34 @@ def test_stages_as_subcommands_build_commit_push(job):
     report = dotenv_values(job.project / "lwcontainer.env")
     assert report["LWC_IMAGE_DIGEST"].startswith(f"{job.repository}@sha256:")
 
+
+
+def test_pull_from_the_registry_records_the_base_digest(job, tmp_path):
+    """FROM in the registry, LWC_PULL=always: the pull stage runs (in the background, while
+    CVMFS mounts) and the image names the base by digest."""
+    base = f"{job.bed['LWC_TESTBED_REGISTRY']}/lwc-tests/cms-base:{job.token}"
+    job.bed.docker("tag", job.bed["LWC_TESTBED_CMS_BASE"], base)
+    client = registry_client(job, tmp_path)
+    pushed = job.bed.docker("push", base, env=client).stdout
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed).group(1)
+    job.bed.docker("rmi", base)  # only the registry has this name now
+    try:
+        result = job.run(FROM=base, LWC_PULL="always")  # the login lets the pull in
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "pull" in result.stages()
+        labels = json.loads(job.bed.docker("image", "inspect", f"{job.repository}:c0ffee12")
+                            .stdout)[0]["Config"]["Labels"]
+        assert labels["org.opencontainers.image.base.digest"] == digest
+        assert labels["org.opencontainers.image.base.name"] == base
+    finally:
+        job.bed.docker("rmi", base, check=False)
+
+
+def test_no_cvmfs_mode_mounts_nothing(job):
+    (job.project / ".gitlab" / "build.sh").write_text(
+        "test -e /cvmfs/cms.cern.ch && exit 9; echo built > $HOME/marker\n")
+    result = job.run(LWC_CVMFS="none", CI_REGISTRY=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cvmfs" in result.stages("skipped") and "automounter" not in result.stages()
+    ran = job.bed.docker("run", "--rm", f"{job.repository}:c0ffee12", "cat", "marker")
+    assert ran.stdout.strip() == "built"
