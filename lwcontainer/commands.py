@@ -30,12 +30,14 @@ PROBE_SCRIPT = (
     ' ls -A "$root/$r" 2>/dev/null | grep -q . || echo "$r"; done; exit 0'
 )
 
-# Loops inside a container of the base image: exits as soon as every repository below "$2" is a
-# readable, non-empty directory, or after "$1" seconds printing the ones still missing.
+READY_MARK = "lwc:ready"  # no repository name has a ':'
+# Loops inside a container of the base image: prints READY_MARK as soon as every repository below
+# "$2" is a readable, non-empty directory, or after "$1" seconds the ones still missing.
 WATCH_SCRIPT = (
     'end=$(( $(date +%s) + $1 )); root=$2; shift 2; while :; do missing=;'
     ' for r in "$@"; do ls -A "$root/$r" 2>/dev/null | grep -q . || missing="$missing $r"; done;'
-    ' [ -z "$missing" ] && exit 0; [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
+    ' [ -z "$missing" ] && { echo ' + READY_MARK + '; exit 0; };'
+    ' [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
     ' sleep 0.05 2>/dev/null || sleep 1; done'
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -85,29 +86,38 @@ class CvmfsSource:
         directory left behind does not count."""
         name = f"lwc-cvmfs-probe-{secrets.token_hex(4)}"
         seconds = max(1, math.ceil(deadline - time.monotonic()))
+        ready = threading.Event()
         results: list = []
+
+        def on_line(line: str) -> None:  # the build may start now, while the probe exits
+            if line.strip() == commands.READY_MARK:
+                ready.set()
+
         watcher = Background(lambda: results.append(self.x.run(Step(
             commands.watch_as_build(self.volume(), image, name, seconds, self.s.cvmfs_repos),
-            check=False, what="CVMFS probe"))), inline=self.x.dry_run)
+            stream=True, on_line=on_line, check=False, what="CVMFS probe",
+            placeholder=commands.READY_MARK))), inline=self.x.dry_run)
         try:
             meanwhile()
             checked = time.monotonic()
-            while not watcher.wait(POLL_S):
+            while not ready.wait(POLL_S) and not watcher.wait(0):
                 poll()
                 if time.monotonic() - checked > 1.0:
                     self.check_alive()
                     checked = time.monotonic()
-            watcher.join()
+            if not ready.is_set():
+                watcher.join()
         except BaseException:
             self.x.run(Step(commands.remove(name), check=False))
             raise
-        done = results[0]
-        self.raise_for_propagation(done.stderr)
-        if not done.ok:
-            raise CvmfsError(self.x.failure_message(Step((), what="CVMFS probe"), done))
-        missing = done.stdout.split()
-        if missing:
-            raise self.timed_out(missing)
+        if not ready.is_set():
+            done = results[0]
+            self.raise_for_propagation(done.stderr)
+            if not done.ok:
+                raise CvmfsError(self.x.failure_message(Step((), what="CVMFS probe"), done))
+            missing = [m for m in done.stdout.split() if m != commands.READY_MARK]
+            if missing or commands.READY_MARK not in done.stdout:
+                raise self.timed_out(missing or list(self.s.cvmfs_repos))
         self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source=self.source)
 
     def check_alive(self) -> None:

@@ -48,6 +48,7 @@ class Step:
     argv: tuple[str, ...]
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
+    on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
     interactive: bool = False  # inherit the terminal: stdin, stdout and stderr are ours
     check: bool = True
     error: type[LwcError] = LwcError
@@ -161,11 +162,15 @@ class Executor:
             _terminate(proc)
 
     def _stream(self, proc: subprocess.Popen, step: Step) -> Completed:
-        """Tee the child's stdout and stderr live, masked; keep stderr's tail for the error."""
+        """Tee the child's stdout and stderr live, masked (or hand stdout lines to
+        ``step.on_line``); keep stdout, and stderr's tail for the error."""
+        out: list[str] = []
         tail: collections.deque[str] = collections.deque(maxlen=40)
-        pumps = [threading.Thread(target=self._pump, args=(proc.stdout, self.out, None),
-                                  daemon=True),
-                 threading.Thread(target=self._pump, args=(proc.stderr, self.err, tail),
+        stdout_sink = None if step.on_line else self.out
+        stderr_sink = None if step.on_line else self.err
+        pumps = [threading.Thread(target=self._pump,
+                                  args=(proc.stdout, stdout_sink, out, step.on_line), daemon=True),
+                 threading.Thread(target=self._pump, args=(proc.stderr, stderr_sink, tail, None),
                                   daemon=True)]
         if step.stdin is not None:
             proc.stdin.write(_encode(step.stdin))
@@ -175,16 +180,19 @@ class Executor:
         returncode = _wait(proc)
         for pump in pumps:
             pump.join(timeout=5)
-        return Completed(returncode, "", "".join(tail))
+        return Completed(returncode, "".join(out) if step.on_line else "", "".join(tail))
 
-    def _pump(self, source: IO[bytes], sink: IO[str], keep) -> None:
+    def _pump(self, source: IO[bytes], sink: IO[str] | None, keep,
+              on_line: Callable[[str], None] | None) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         for raw in iter(source.readline, b""):
             text = self.masker(_decode(raw))
-            if keep is not None:
-                keep.append(text)
-            sink.write(text)
-            sink.flush()
+            keep.append(text)
+            if on_line is not None:
+                on_line(text)
+            if sink is not None:
+                sink.write(text)
+                sink.flush()
         source.close()
 
 
