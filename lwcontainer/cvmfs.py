@@ -39,13 +39,14 @@ def _non_empty(path: Path) -> bool:
         return False
 
 
-def choose_source(s: Settings) -> tuple[str, str]:
+def choose_source(s: Settings, engine_address: str | None) -> tuple[str, str]:
     """The effective LWC_CVMFS and why: ``auto`` takes the host's CVMFS when it has every
-    repository and the engine is local (so it sees the same /cvmfs), else the automounter."""
+    repository and the engine is local (so it sees the same /cvmfs), else the automounter.
+    ``engine_address`` is the engine actually used (a found dind service is remote)."""
     if s.cvmfs != "auto":
         return s.cvmfs, f"LWC_CVMFS={s.cvmfs}"
-    if s.docker_host and not s.docker_host.startswith("unix://"):
-        return "automounter", f"the engine is remote ({s.docker_host})"
+    if engine_address and not engine_address.startswith("unix://"):
+        return "automounter", f"the engine is remote ({engine_address})"
     missing = [r for r in s.cvmfs_repos if not _non_empty(Path(s.cvmfs_host_dir) / r)]
     if missing:
         return "automounter", f"not under {s.cvmfs_host_dir} on this host: {', '.join(missing)}"

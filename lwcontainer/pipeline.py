@@ -42,6 +42,7 @@ class Pipeline:
         self.layer_size: int | None = None
         self.digest = ""
         self.sections = Sections(settings.ci_style, executor.out)
+        self.engine_address = dict(settings.engine_vars).get("DOCKER_HOST")  # until wait_daemon
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -134,7 +135,7 @@ class Pipeline:
     def open_cvmfs(self, cleanup: ExitStack) -> CvmfsSource:
         """Choose where /cvmfs comes from and enter it (starting an automounter if needed);
         ``cleanup`` releases it."""
-        source, reason = choose_source(self.s)
+        source, reason = choose_source(self.s, self.engine_address)
         self.log.info("cvmfs_source", source=source, reason=reason)
         kinds = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
         cvmfs = kinds[source](self.s, self.x)
@@ -171,6 +172,7 @@ class Pipeline:
                                                  self.s.progress_interval):
             found = engine(dict(self.s.engine_vars), local_socket=LOCAL_SOCKET.exists())
             self.x.env.update(found.env)
+            self.engine_address = found.address
             where = found.address or "the default socket (DOCKER_HOST unset)"
             self.log.info("engine_address", address=where, reason=found.reason)
             deadline = time.monotonic() + self.s.docker_timeout

@@ -158,7 +158,6 @@ class Settings:
     job_id: str | None
     project_url: str | None
     commit_sha: str | None
-    docker_host: str | None
     tag_latest: str
     branch: str | None
     default_branch: str | None
@@ -267,7 +266,6 @@ class Settings:
             job_id=get.optional("CI_JOB_ID"),
             project_url=get.optional("CI_PROJECT_URL"),
             commit_sha=get.optional("CI_COMMIT_SHA"),
-            docker_host=get.optional("DOCKER_HOST"),
             tag_latest=get.choice("LWC_TAG_LATEST", ("auto", "always", "never"), "auto"),
             branch=get.optional("CI_COMMIT_BRANCH"),
             default_branch=get.optional("CI_DEFAULT_BRANCH"),
