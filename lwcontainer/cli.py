@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from plumbum import cli
 
-from . import __version__, commands, logs, report, scaffold, signals
-from .automounter import Automounter
-from .buildcontainer import BuildContainer
-from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError, PushError
-from .executor import DryRunExecutor, Executor, Step
-from .dockerconfig import private_config
-from .masking import Masker
-from .pipeline import Pipeline
-from .settings import SECRET_VARIABLES, SPECS, Settings
-from .sources import gather
+from . import __version__, pipeline, signals
+from .ci import scaffold
+from .config.settings import SECRET_VARIABLES, SPECS, Settings
+from .config.sources import gather
+from .engines import make_engine
+from .engines.docker.engine import DockerEngine
+from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
+from .executor import DryRunExecutor, Executor
+from .output import logs, report
+from .output.masking import Masker
+from .stages import Stages, write_report
 
 EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}"
                                        for code, text in EXIT_MEANINGS.items())
@@ -32,7 +32,7 @@ def _switches() -> type:
     attrs = {
         spec.variable: cli.SwitchAttr(
             spec.switch, str, default=None, argname="VALUE", group="Settings",
-            help=f"{spec.help} [{spec.variable}; default: {spec.default or 'unset'}]")
+            help=f"{spec.help} [{spec.variable}; default: {spec.display or 'unset'}]")
         for spec in SPECS if not spec.secret
     }
     attrs["env_file"] = cli.SwitchAttr(
@@ -90,20 +90,44 @@ class Command(cli.Application, SettingsSwitches):
             log.exception("internal_error", exit_code=int(ExitCode.INTERNAL))
             return int(ExitCode.INTERNAL)
 
-    def execute(self, action: Callable[[Pipeline], int | None], require_from: bool = True) -> int:
-        """Gather and validate the settings, then run ``action`` on a Pipeline."""
+    def execute(self, action: Callable[[Run], int | None], require_from: bool = True) -> int:
+        """Gather and validate the settings, then run ``action`` on this run's parts."""
         def body(masker: Masker) -> int | None:
-            raw = gather(dict(os.environ), self.switch_values(), self.option("env_file"))
+            environ = dict(os.environ)
+            raw = gather(environ, self.switch_values(), self.option("env_file"))
             masker.add(*(raw.get(name) for name in SECRET_VARIABLES))
             if raw.get("GITHUB_ACTIONS") == "true":  # before anything else is printed
                 for secret in filter(None, (raw.get(name) for name in SECRET_VARIABLES)):
                     print(f"::add-mask::{secret}", flush=True)
-            logs.configure(raw.get("LWC_LOG_FORMAT", "auto"), "info", masker)
             settings = Settings.from_mapping(raw, require_from=require_from)
             logs.configure(settings.log_format, settings.log_level, masker)
-            executor_class = DryRunExecutor if self.option("dry_run") else Executor
-            return action(Pipeline(settings, executor_class(masker)))
+            executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)
+            stages = Stages(settings, masker, executor.out)
+            engine = make_engine(settings, executor, stages, environ)
+            return action(Run(settings, executor, stages, engine))
         return self.guard(body)
+
+
+class Run:
+    """This run's parts, handed to a subcommand's action."""
+
+    def __init__(self, settings: Settings, executor: Executor, stages: Stages, engine) -> None:
+        self.s = settings
+        self.x = executor
+        self.stages = stages
+        self.engine = engine
+
+    @property
+    def dry_run(self) -> bool:
+        return self.x.dry_run
+
+    def docker(self, command: str) -> DockerEngine:
+        """The docker engine, for the docker-only subcommands."""
+        if not isinstance(self.engine, DockerEngine):
+            raise ConfigError("LWC_ENGINE", f"'lwcontainer {command}' drives a Docker engine; "
+                                            f"with LWC_ENGINE={self.s.engine} run 'lwcontainer' "
+                                            "or 'lwcontainer publish'")
+        return self.engine
 
 
 class Lwcontainer(Command):
@@ -120,7 +144,8 @@ class Lwcontainer(Command):
             return int(ExitCode.CONFIG)
         if self.nested_command:
             return 0
-        return self.execute(lambda p: p.run_all())
+        return self.execute(lambda r: pipeline.whole_job(r.engine, r.stages, r.s, r.dry_run)
+                            and None)
 
 
 @Lwcontainer.subcommand("login")
@@ -128,10 +153,7 @@ class Login(Command):
     """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
 
     def main(self) -> int:
-        def action(p: Pipeline) -> None:
-            p.wait_daemon()
-            p.login()
-        return self.execute(action, require_from=False)
+        return self.execute(lambda r: r.docker("login").login_only(), require_from=False)
 
 
 @Lwcontainer.subcommand("automount")
@@ -139,14 +161,7 @@ class Automount(Command):
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
-        def action(p: Pipeline) -> None:
-            p.wait_daemon()
-            p.pull()
-            automounter = Automounter(p.s, p.x)
-            with p.stage("automounter"):
-                automounter.ensure()
-            p.wait_cvmfs(automounter)
-        return self.execute(action)
+        return self.execute(lambda r: r.docker("automount").automount())
 
 
 @Lwcontainer.subcommand("build")
@@ -154,21 +169,11 @@ class Build(Command):
     """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
 
     def main(self) -> int:
-        def action(p: Pipeline) -> None:
-            p.wait_daemon()
-            p.pull()
-            with ExitStack() as cleanup:
-                cvmfs = p.open_cvmfs(cleanup)
-                container = cleanup.enter_context(
-                    BuildContainer(p.s, p.x, cvmfs.volume(), keep=True))
-                p.wait_cvmfs(cvmfs)
-                p.build(container)
-            _remember_container(p, container)
-        return self.execute(action)
+        return self.execute(lambda r: r.docker("build").build_only() and None)
 
 
 @Lwcontainer.subcommand("run")
-class Run(Command):
+class RunImage(Command):
     """Run a command in a built image with CVMFS mounted exactly as for the build:
     lwcontainer run [IMAGE] [-- CMD ...]. IMAGE defaults to the last one built (the report),
     else TO. Interactive with a TTY on a terminal; the exit code is the command's."""
@@ -178,24 +183,19 @@ class Run(Command):
     def main(self, *args: str) -> int:
         image, command = split_run_args(args, _ARGV)
 
-        def action(p: Pipeline) -> int:
-            p.wait_daemon()
-            target = image or report.read(p.s.report).get("LWC_IMAGE_ID") or str(p.s.to_image)
+        def action(r: Run) -> int:
+            target = image or report.read(r.s.report).get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            with ExitStack() as cleanup:
-                cvmfs = p.open_cvmfs(cleanup)
-                p.wait_cvmfs(cvmfs, image=target)
-                done = p.x.run(Step(commands.run_image(target, cvmfs.volume(), workspace, tty,
-                                                       command),
-                                    interactive=True, check=False, what=f"run {target}"))
-            return done.returncode
+            return r.docker("run").run_image(target, workspace, tty, command)
         return self.execute(action, require_from=False)
 
 
 @Lwcontainer.subcommand("init")
 class Init(Command):
-    """Scaffold this repository: a GitLab CI job running lwcontainer and a CMS .gitlab/build.sh.
+    """Scaffold this repository: GitLab CI job(s) running lwcontainer and a CMS .gitlab/build.sh.
+    --engine inplace (the default here: runners tagged cvmfs, no privileges) writes a capture and
+    a publish job and .gitlab/lwcontainer-capture.sh; --engine docker a privileged dind job.
     Never overwrites a file unless --force."""
 
     cmssw_release = cli.SwitchAttr("--cmssw-release", str, default=scaffold.DEFAULT_RELEASE,
@@ -211,7 +211,7 @@ class Init(Command):
         def body(_masker: Masker) -> None:
             directory = Path(self.option("LWC_PROJECT_DIR") or ".").resolve()
             scaffold.init(directory, self.cmssw_release, self.base_image, self.force,
-                          tuple(self.matrix))
+                          tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace")
         return self.guard(body)
 
 
@@ -232,51 +232,29 @@ class Commit(Command):
     """Commit a build container (default: the one 'build' left) and tag it; then remove it."""
 
     def main(self, container: str = "") -> int:
-        def action(p: Pipeline) -> None:
-            name = container or report.read(p.s.report).get("LWC_BUILD_CONTAINER", "")
+        def action(r: Run) -> None:
+            name = container or report.read(r.s.report).get("LWC_BUILD_CONTAINER", "")
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
-                                               f"in {p.s.report}; run 'lwcontainer build' first")
-            p.wait_daemon()
-            p.base = p.inspect_base() or {}
-            with BuildContainer(p.s, p.x, existing=name):
-                p.commit(name)
-            p.measure_layer()
-            p.tag()
-            p.write_report()
+                                               f"in {r.s.report}; run 'lwcontainer build' first")
+            image = r.docker("commit").commit_existing(name)
+            write_report(r.stages, r.s, image, "", r.dry_run)
         return self.execute(action)
 
 
 @Lwcontainer.subcommand("push")
 class Push(Command):
-    """Log in and push TO and the extra tags of an image already committed; write the report."""
+    """Log in and push TO and the extra tags of an image already built (docker: the engine's;
+    inplace: the captured layer); write the report."""
 
     def main(self) -> int:
-        def action(p: Pipeline) -> None:
-            p.wait_daemon()
-            p.image_id = p.local_image_id()
-            previous = report.read(p.s.report)
-            if previous.get("LWC_IMAGE_ID") == p.image_id and previous.get("LWC_LAYER_SIZE"):
-                p.layer_size = int(previous["LWC_LAYER_SIZE"])
-            try:
-                with private_config(p.s, p.x):
-                    p.login()
-                    p.push()
-            except PushError:
-                p.write_report()  # names the image that stays tagged locally, no digest
-                raise
-            p.write_report()
-        return self.execute(action, require_from=False)
+        return self.execute(lambda r: pipeline.publish_only(r.engine, r.stages, r.s, r.dry_run)
+                            and None, require_from=False)
 
 
-def _remember_container(p: Pipeline, container: str) -> None:
-    if p.x.dry_run:
-        return
-    path = Path(p.s.report)
-    lines = [f"{k}={v}" for k, v in report.read(path).items() if k != "LWC_BUILD_CONTAINER"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join([*lines, f"LWC_BUILD_CONTAINER={container}"]) + "\n")
-    p.log.info("build_container_kept", container=container, report=str(path))
+@Lwcontainer.subcommand("publish")
+class Publish(Push):
+    """The same as 'push': the second job of the in-place engine's pipeline."""
 
 
 _ARGV: list[str] = []

@@ -36,16 +36,13 @@ class LwcError(Exception):
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, message: str, **context: object) -> None:
-        super().__init__(message)
-        self.context = context
 
 
 class ConfigError(LwcError):
     exit_code = ExitCode.CONFIG
 
     def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"{setting}: {message}", setting=setting)
+        super().__init__(f"{setting}: {message}")
         self.setting = setting
 
 

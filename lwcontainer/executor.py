@@ -1,8 +1,10 @@
 """The one place processes run: ``Step`` values go in, ``Completed`` values come out.
 
-Every docker call is a plumbum command run in its own session (so a terminal's Ctrl-C reaches
-lwcontainer, which then stops the child and cleans up), with secrets on stdin only and masked in
-everything that is logged, streamed or raised.
+Every step is a plumbum command (plumbum finds the program and formulates the argv) started with
+the step's own complete environment, never the process's: nothing edits ``local.env``, so threads
+spawn without a lock. Non-interactive steps run in a session of their own (a terminal's Ctrl-C
+reaches lwcontainer, which then stops the child and cleans up); interactive ones (``run``) share
+the terminal. Secrets go on stdin only and are masked in everything logged, streamed or raised.
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from .errors import EngineError, Interrupted, LwcError
-from .logs import get_logger
-from .masking import Masker
-from .settings import SECRET_VARIABLES
+from .output.logs import get_logger
+from .output.masking import Masker
+from .config.settings import SECRET_VARIABLES
 
-_SPAWN_LOCK = threading.Lock()
+MAX_BACKOFF_S = 30.0  # the longest wait between two tries of a step
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
                 "no basic auth credentials", "forbidden")
@@ -41,11 +43,21 @@ def transient(stderr: str) -> bool:
     return not is_auth_error(stderr)
 
 
+def child_environment(environ: Mapping[str, str], extra: Mapping[str, str] = (),
+                      hide: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
+    """A complete environment for children: ``environ`` without the password variables (no
+    child needs them: the password goes on stdin), plus ``extra``."""
+    return {**{k: v for k, v in environ.items() if k not in hide}, **dict(extra)}
+
+
 @dataclass(frozen=True)
 class Step:
-    """One docker invocation, as a value: what to run and what its failure means."""
+    """One invocation, as a value: what to run, in which environment, what its failure means."""
 
     argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    program: str = "docker"
+    cwd: str | None = None
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
     on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
@@ -72,13 +84,11 @@ class Completed:
 class Executor:
     dry_run = False
 
-    def __init__(self, masker: Masker, env: Mapping[str, str] | None = None,
-                 backoff: float = 1.0, out: IO[str] | None = None,
-                 err: IO[str] | None = None, hide: tuple[str, ...] = SECRET_VARIABLES) -> None:
+    def __init__(self, masker: Masker, backoff: float = 1.0, out: IO[str] | None = None,
+                 err: IO[str] | None = None, max_backoff: float = MAX_BACKOFF_S) -> None:
         self.masker = masker
-        self.env = dict(env or {})
-        self.hide = hide
         self.backoff = backoff
+        self.max_backoff = max_backoff
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.log = get_logger()
@@ -86,17 +96,18 @@ class Executor:
         self._running: set[subprocess.Popen] = set()
         self._aborted = False
 
-    def command(self, argv: tuple[str, ...]):
+    @staticmethod
+    def argv(step: Step) -> list[str]:
+        """The full argv, as plumbum formulates it for the program found on PATH."""
         try:
-            docker = local["docker"]
+            program = local[step.program]
         except CommandNotFound:
-            raise EngineError("the docker CLI is not on PATH") from None
-        cmd = docker[argv]
-        return cmd.with_env(**self.env) if self.env else cmd
+            raise EngineError(f"the {step.program} command is not on PATH") from None
+        return [str(program.executable), *program[step.argv].formulate()[1:]]
 
     def line(self, step: Step) -> str:
         """The shell-quoted command line, secrets masked: what logs and dry runs show."""
-        return self.masker(shlex.join(("docker", *step.argv)))
+        return self.masker(shlex.join((step.program, *step.argv)))
 
     def run(self, step: Step) -> Completed:
         attempt = 0
@@ -108,9 +119,9 @@ class Executor:
             if attempt >= step.retries or not step.retry_if(done.stderr):
                 if not step.check:
                     return done
-                raise step.error(self.failure_message(step, done), returncode=done.returncode)
+                raise step.error(self.failure_message(step, done))
             attempt += 1
-            delay = self.backoff * 2 ** (attempt - 1)
+            delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
             self.log.warning("retry", what=step.what, attempt=attempt + 1,
                              attempts=step.retries + 1, delay_s=delay,
                              reason=self.masker(last_line(done.stderr)))
@@ -118,19 +129,16 @@ class Executor:
 
     def failure_message(self, step: Step, done: Completed) -> str:
         return self.masker(f"{step.what} failed (exit {done.returncode}): "
-                           f"{last_line(done.stderr) or 'no message'}")
+                           f"{tail_lines(done.stderr) or 'no message'}")
 
     def _spawn(self, step: Step) -> subprocess.Popen:
-        # Children get no password variables (docker needs none of them). plumbum's local.env
-        # is process-wide, so spawning is serialised for the threads of a parallel stage.
-        with _SPAWN_LOCK, local.env():
-            for name in self.hide:
-                local.env.pop(name, None)
-            if step.interactive:
-                return self.command(step.argv).popen(stdin=None, stdout=None, stderr=None)
-            return self.command(step.argv).popen(
-                stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        env = dict(step.env)  # the step's own, complete environment
+        if step.interactive:
+            return subprocess.Popen(self.argv(step), env=env, cwd=step.cwd)
+        return subprocess.Popen(
+            self.argv(step), env=env, cwd=step.cwd,
+            stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
     def _run_once(self, step: Step) -> Completed:
         with self._lock:
@@ -154,7 +162,7 @@ class Executor:
 
     def abort(self) -> None:
         """Stop every child still running (those of background threads, after a failure or a
-        signal) and refuse to start new ones; cleanup then runs on a fresh executor."""
+        signal) and refuse to start new ones. Call it after cleanup, which needs the executor."""
         with self._lock:
             self._aborted = True
             running = list(self._running)
@@ -211,6 +219,13 @@ class DryRunExecutor(Executor):
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def tail_lines(text: str, limit: int = 600) -> str:
+    """A program's error output kept whole (lines joined by ' | '), trimmed from the front to
+    ``limit`` characters: docker's cause is often before its last line."""
+    joined = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return joined if len(joined) <= limit else "…" + joined[-limit:]
 
 
 # Waits wake up often: a signal that the kernel hands to another thread only runs its Python

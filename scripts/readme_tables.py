@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lwcontainer.errors import EXIT_MEANINGS  # noqa: E402
-from lwcontainer.settings import SPECS  # noqa: E402
+from lwcontainer.config.settings import SPECS  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -25,7 +25,7 @@ def settings_table() -> str:
     rows = ["| variable | switch | default | meaning |", "|---|---|---|---|"]
     for spec in SPECS:
         switch = "—" if spec.secret else f"`{spec.switch}`"
-        rows.append(f"| `{spec.variable}` | {switch} | {_cell(spec.default) or '(unset)'} | "
+        rows.append(f"| `{spec.variable}` | {switch} | {_cell(spec.display) or '(unset)'} | "
                     f"{_cell(spec.help)} |")
     return "\n".join(rows)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real test bed for lwcontainer's end-to-end tests, brought up from nothing:
-#   - a Docker engine of its own (Debian's docker.io) on its own socket, data root and bridge-less
-#     network, so it never meets another engine on the host;
+#   - a Docker engine of its own (Debian's docker.io) on its own socket, data root and bridge
+#     (lwc-br0; never --bridge=none, which makes dockerd delete the host's docker0), so it never
+#     meets another engine on the host;
 #   - a shared mount under which each test gets its own CVMFS mounts directory (rshared needs it);
 #   - Debian's docker-registry with htpasswd auth on loopback (tests that need a registry that
 #     refuses pushes start their own from its config, with storage.maintenance.readonly on);
@@ -19,6 +20,8 @@ RUN=${LWC_TESTBED_RUN:-/run/lwc-testbed}
 PORT=${LWC_TESTBED_PORT:-5055}
 SOCK="unix://$RUN/docker.sock"
 REG_USER=lwc-tester
+BRIDGE=lwc-br0
+BRIDGE_CIDR=${LWC_TESTBED_BRIDGE_CIDR:-10.213.77.1/24}
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
 docker() { command docker --host "$SOCK" "$@"; }
@@ -39,14 +42,23 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+bridge_up() { # name cidr: a bridge only this bed's engines use
+  ip link show "$1" >/dev/null 2>&1 && return
+  ip link add "$1" type bridge
+  ip addr add "$2" dev "$1"
+  ip link set "$1" up
+}
+
 engine_up() {
   mkdir -p "$STATE/docker" "$RUN"
   if docker info >/dev/null 2>&1; then return; fi
   log "starting dockerd on $SOCK"
-  # --bridge=none: no bridge to collide with another engine; builds need no network and the
-  # daemon itself reaches the loopback registry from the host namespace.
+  # A bridge of the bed's own: --bridge=none would make dockerd delete the host's docker0, and the
+  # default bridge would collide with the user's engine. No iptables rules are touched; builds
+  # need no network and the daemon reaches the loopback registry from the host namespace.
+  bridge_up "$BRIDGE" "$BRIDGE_CIDR"
   setsid dockerd --host "$SOCK" --data-root "$STATE/docker" --exec-root "$RUN/exec" \
-    --pidfile "$RUN/dockerd.pid" --bridge=none --iptables=false --ip-masq=false \
+    --pidfile "$RUN/dockerd.pid" --bridge "$BRIDGE" --iptables=false --ip-masq=false \
     >"$STATE/dockerd.log" 2>&1 </dev/null &
   for _ in $(seq 120); do
     docker info >/dev/null 2>&1 && return

@@ -10,11 +10,14 @@ import pytest
 import yaml
 from hypothesis import given, strategies as st
 
-from lwcontainer.ci import Sections, derived_tags, engine, github_defaults, sanitise_tag
+from lwcontainer.ci.dind import engine
+from lwcontainer.ci.github import github_defaults
+from lwcontainer.ci.sections import Sections
+from lwcontainer.ci.tags import derived_tags, sanitise_tag
 from lwcontainer.errors import ConfigError
-from lwcontainer.reference import TAG_RE
-from lwcontainer.scaffold import gitlab_ci
-from lwcontainer.settings import Settings
+from lwcontainer.config.reference import TAG_RE
+from lwcontainer.ci.scaffold import gitlab_ci
+from lwcontainer.config.settings import Settings
 
 
 # -- sections --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lwcontainer.errors import EXIT_MEANINGS
-from lwcontainer.settings import SPECS
+from lwcontainer.config.settings import SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
 

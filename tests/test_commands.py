@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lwcontainer import commands
-from lwcontainer.settings import Settings
+from lwcontainer.engines.docker import commands
+from lwcontainer.config.settings import Settings
 
 
 @pytest.fixture

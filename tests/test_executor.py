@@ -11,8 +11,8 @@ import pytest
 from plumbum import local
 
 from lwcontainer.errors import Interrupted, LoginError, PushError
-from lwcontainer.executor import DryRunExecutor, Executor, Step
-from lwcontainer.masking import MASK, Masker
+from lwcontainer.executor import DryRunExecutor, Executor, Step, child_environment
+from lwcontainer.output.masking import MASK, Masker
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -39,6 +39,11 @@ def fake(tmp_path):
         yield fake
 
 
+def step(*args, **kw):
+    """A step with the environment it would get from the process's own (secrets removed)."""
+    return Step(*args, env=child_environment(local.env.getdict()), **kw)
+
+
 def executor(**kw):
     return Executor(Masker(["hunter2"]), backoff=0.01, **kw)
 
@@ -46,7 +51,7 @@ def executor(**kw):
 def test_runs_argv_and_secret_goes_to_stdin_only(fake):
     fake.answer({"rc": 0, "stdout": "Login Succeeded\n"})
     with local.env(CI_JOB_TOKEN="hunter2", CI_REGISTRY_PASSWORD="hunter2", CI_JOB_ID="7"):
-        done = executor().run(Step(("login", "--username", "u", "--password-stdin", "r.io"),
+        done = executor().run(step(("login", "--username", "u", "--password-stdin", "r.io"),
                                    stdin="hunter2"))
     assert done.ok and done.stdout == "Login Succeeded\n"
     assert fake.calls == [{"argv": ["login", "--username", "u", "--password-stdin", "r.io"],
@@ -56,7 +61,7 @@ def test_runs_argv_and_secret_goes_to_stdin_only(fake):
 def test_auth_failure_is_not_retried_and_is_masked(fake):
     fake.answer({"rc": 1, "stderr": "Error: unauthorized: bad password hunter2\n"})
     with pytest.raises(LoginError) as info:
-        executor().run(Step(("login",), stdin="hunter2", error=LoginError, retries=3,
+        executor().run(step(("login",), stdin="hunter2", error=LoginError, retries=3,
                             what="docker login"))
     assert len(fake.calls) == 1
     assert "hunter2" not in str(info.value) and MASK in str(info.value)
@@ -67,33 +72,33 @@ def test_transient_failure_is_retried_then_succeeds(fake):
     fake.answer({"rc": 1, "stderr": "net/http: TLS handshake timeout\n"},
                 {"rc": 1, "stderr": "connection reset by peer\n"},
                 {"rc": 0, "stdout": "latest: digest: sha256:abc size: 1\n"})
-    done = executor().run(Step(("push", "r/x:1"), retries=3, error=PushError))
+    done = executor().run(step(("push", "r/x:1"), retries=3, error=PushError))
     assert done.ok and len(fake.calls) == 3
 
 
 def test_retries_exhausted_raise_the_steps_error(fake):
     fake.answer({"rc": 1, "stderr": "503 Service Unavailable\n"})
     with pytest.raises(PushError, match="503 Service Unavailable"):
-        executor().run(Step(("push", "r/x:1"), retries=2, error=PushError, what="docker push"))
+        executor().run(step(("push", "r/x:1"), retries=2, error=PushError, what="docker push"))
     assert len(fake.calls) == 3
 
 
 def test_unchecked_step_is_retried_then_its_failure_returned(fake):
     fake.answer({"rc": 1, "stderr": "Method not allowed\n"})
-    done = executor().run(Step(("push", "r/x:1"), retries=2, check=False))
+    done = executor().run(step(("push", "r/x:1"), retries=2, check=False))
     assert done.returncode == 1 and len(fake.calls) == 3
 
 
 def test_unchecked_failure_is_returned(fake):
     fake.answer({"rc": 1, "stderr": "Error: No such image\n"})
-    done = executor().run(Step(("image", "inspect", "x"), check=False))
+    done = executor().run(step(("image", "inspect", "x"), check=False))
     assert done.returncode == 1 and "No such image" in done.stderr
 
 
 def test_stream_tees_lines_live_and_masks(fake):
     fake.answer({"rc": 3, "lines": ["one", "two hunter2"], "stderr": "boom\n"})
     out, err = io.StringIO(), io.StringIO()
-    done = executor(out=out, err=err).run(Step(("run", "x"), stream=True, check=False))
+    done = executor(out=out, err=err).run(step(("run", "x"), stream=True, check=False))
     assert done.returncode == 3
     assert out.getvalue() == f"one\ntwo {MASK}\n"
     assert err.getvalue() == "boom\n" and done.stderr == "boom\n"
@@ -107,7 +112,7 @@ def test_interrupt_kills_the_child_and_propagates(fake):
         started = time.monotonic()
         timer.start()
         with pytest.raises(Interrupted):
-            executor().run(Step(("run", "slow"), stream=True))
+            executor().run(step(("run", "slow"), stream=True))
         assert time.monotonic() - started < 10
     finally:
         timer.cancel()
@@ -117,7 +122,7 @@ def test_interrupt_kills_the_child_and_propagates(fake):
 def test_dry_run_prints_masked_commands_and_runs_nothing(fake):
     out = io.StringIO()
     dry = DryRunExecutor(Masker(["hunter2"]), out=out)
-    done = dry.run(Step(("login", "--username", "hunter2", "--password-stdin", "r.io"),
+    done = dry.run(step(("login", "--username", "hunter2", "--password-stdin", "r.io"),
                         stdin="hunter2", placeholder="x"))
     assert done.ok and done.stdout == "x"
     assert fake.calls == []

@@ -4,8 +4,8 @@ import json
 import structlog
 from structlog.testing import capture_logs
 
-from lwcontainer import logs
-from lwcontainer.masking import MASK, Masker
+from lwcontainer.output import logs
+from lwcontainer.output.masking import MASK, Masker
 
 
 def test_masker_masks_nested_values_longest_first():

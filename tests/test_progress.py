@@ -6,9 +6,9 @@ import time
 import structlog
 from structlog.testing import capture_logs
 
-from lwcontainer import logs
-from lwcontainer.masking import Masker
-from lwcontainer.progress import progress
+from lwcontainer.output import logs
+from lwcontainer.output.masking import Masker
+from lwcontainer.output.progress import progress
 
 
 class Terminal(io.StringIO):

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from lwcontainer.reference import Reference, ReferenceError, extra_target, parse, parse_target
+from lwcontainer.config.reference import Reference, InvalidReference, extra_target, parse, parse_target
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -36,13 +36,13 @@ def test_parse_valid(text, expected):
     ("bad_host.io:x/repo", "registry host"),
 ])
 def test_parse_invalid(text, fragment):
-    with pytest.raises(ReferenceError, match=fragment):
+    with pytest.raises(InvalidReference, match=fragment):
         parse(text)
 
 
 def test_target_defaults_to_latest_and_refuses_digest():
     assert str(parse_target("r.io/a/b")) == "r.io/a/b:latest"
-    with pytest.raises(ReferenceError, match="digest"):
+    with pytest.raises(InvalidReference, match="digest"):
         parse_target("r.io/a/b@sha256:" + "0" * 64)
 
 
@@ -54,10 +54,10 @@ def test_extra_target_bare_tag_uses_primary_repository():
 
 @given(st.text(max_size=80))
 def test_parse_never_crashes_and_round_trips(text):
-    """Any text is either a reference that prints back to itself, or a ReferenceError."""
+    """Any text is either a reference that prints back to itself, or a InvalidReference."""
     try:
         ref = parse(text)
-    except ReferenceError:
+    except InvalidReference:
         return
     assert str(ref) == text
     assert not any(ch.isspace() or ch in ";$`'\"\\()|&<>" for ch in text)

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st, HealthCheck
 
 from lwcontainer.errors import ConfigError
-from lwcontainer.settings import Settings
-from lwcontainer.sources import gather
+from lwcontainer.config.settings import Settings
+from lwcontainer.config.sources import gather
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from lwcontainer.cvmfs import choose_source
-from lwcontainer.settings import Settings
+from lwcontainer.engines.docker.cvmfs import choose_source
+from lwcontainer.config.settings import Settings
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Mapping
 
-from .settings import Settings
+from ...config.settings import Settings
 
 Argv = tuple[str, ...]
 
@@ -85,8 +85,8 @@ def remove(name: str) -> Argv:
     return ("rm", "--force", "--volumes", name)
 
 
-def logs(name: str) -> Argv:
-    return ("logs", name)
+def logs(name: str, tail: int | None = None) -> Argv:
+    return ("logs", *(("--tail", str(tail)) if tail is not None else ()), name)
 
 
 def probe_in_automounter(s: Settings) -> Argv:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import ConfigError
-from .logs import get_logger
-from .reference import Reference, ReferenceError, parse
-from .settings import slug
+from ..errors import ConfigError
+from ..output.logs import get_logger
+from ..config.reference import Reference, InvalidReference, parse
+from ..config.settings import slug
 from .templates import (BUILD_SH, DOCKER_VERSION, GITLAB_CI, MATRIX, MATRIX_ENTRY, MATRIX_IMAGE,
                         SINGLE_IMAGE)
 
@@ -19,7 +19,7 @@ _RELEASE_RE = re.compile(r"CMSSW_[A-Za-z0-9_]+")
 def _image(switch: str, text: str) -> Reference:
     try:
         return parse(text)
-    except ReferenceError as exc:
+    except InvalidReference as exc:
         raise ConfigError(switch, str(exc)) from None
 
 
@@ -55,7 +55,7 @@ def files(release: str, base_image: str,
 
 
 def init(directory: Path, release: str, base_image: str, force: bool,
-         matrix: tuple[str, ...] = ()) -> list[Path]:
+         matrix: tuple[str, ...] = (), engine: str = "docker") -> list[Path]:
     planned = {directory / name: content
                for name, content in files(release, base_image, matrix).items()}
     existing = [path for path in planned if path.exists()]

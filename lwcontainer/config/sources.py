@@ -13,8 +13,8 @@ from dotenv.parser import parse_stream
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
-from .ci import github_defaults
-from .errors import ConfigError
+from ..ci.github import github_defaults
+from ..errors import ConfigError
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -5,20 +5,23 @@ import secrets
 
 from structlog.contextvars import bound_contextvars
 
-from . import commands, signals
-from .errors import BuildError
-from .executor import Executor, Step, last_line
-from .logs import get_logger
-from .settings import Settings, slug
+from . import commands
+from ... import signals
+from ...errors import BuildError
+from ...executor import last_line
+from .client import DockerCli
+from ...output.logs import get_logger
+from ...config.settings import Settings, slug
 
 
 class BuildContainer:
     """The build container: created under a unique name on enter (or an existing one adopted),
     always removed on exit, unless kept after success for a later 'commit'."""
 
-    def __init__(self, settings: Settings, executor: Executor, volume: commands.Argv = (),
+    def __init__(self, settings: Settings, docker: DockerCli, volume: commands.Argv = (),
                  keep: bool = False, existing: str | None = None) -> None:
-        self.x = executor
+        self.docker = docker
+        self.x = docker.executor
         self.settings = settings
         self.volume = volume
         self.keep = keep
@@ -30,8 +33,13 @@ class BuildContainer:
 
     def __enter__(self) -> str:
         if not self.existing:
-            self.x.run(Step(commands.build_create(self.settings, self.name, self.volume),
-                            error=BuildError, what="build container create"))
+            try:
+                self.docker.run(commands.build_create(self.settings, self.name, self.volume),
+                                error=BuildError, what="build container create")
+            except BaseException:  # a signal may land after docker created it: remove by name
+                with signals.deferred():
+                    self.docker.run(commands.remove(self.name), check=False)
+                raise
         return self.name
 
     def __exit__(self, *exc_info: object) -> None:
@@ -39,7 +47,7 @@ class BuildContainer:
             self.log.info("build_container_kept", container=self.name)
             return
         with signals.deferred(), bound_contextvars(stage="cleanup"):
-            removed = self.x.run(Step(commands.remove(self.name), check=False))
+            removed = self.x.run(self.docker.step(commands.remove(self.name), check=False))
             if removed.ok:
                 self.log.info("build_container_removed", container=self.name)
             elif "No such container" not in removed.stderr:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 from structlog.contextvars import bound_contextvars
 
-from . import commands, signals
-from .background import Background
-from .cvmfs import POLL_S, CvmfsSource
-from .errors import CvmfsError
-from .executor import Executor, Step, last_line
-from .settings import Settings
+from . import commands
+from ... import signals
+from .client import DockerCli
+from .cvmfs import POLL_S, CvmfsSource, settled
+from .failures import pull_failure, worth_retrying_pull
+from ...config.settings import Settings
+from ...errors import CvmfsError
+from ...executor import last_line, tail_lines
 
 CLAIM_WAIT_S = 30.0
 
@@ -27,8 +30,8 @@ CLAIM_WAIT_S = 30.0
 class Automounter(CvmfsSource):
     source = "automounter"
 
-    def __init__(self, settings: Settings, executor: Executor) -> None:
-        super().__init__(settings, executor)
+    def __init__(self, settings: Settings, docker: DockerCli) -> None:
+        super().__init__(settings, docker)
         self.started = False
 
     def __enter__(self) -> Automounter:
@@ -41,7 +44,7 @@ class Automounter(CvmfsSource):
 
     # -- state -------------------------------------------------------------------------------
     def status(self) -> str | None:
-        done = self.x.run(Step(commands.container_inspect(self.s.automounter_name), check=False))
+        done = self.x.run(self.docker.step(commands.container_inspect(self.s.automounter_name), check=False))
         if not done.ok or not done.stdout.strip():
             return None
         return json.loads(done.stdout)[0]["State"]["Status"]
@@ -57,18 +60,21 @@ class Automounter(CvmfsSource):
             return False
         if status is not None:
             self.log.info("automounter_replaced", name=name, status=status)
-            self.x.run(Step(commands.remove(name), check=False))
+            self.x.run(self.docker.step(commands.remove(name), check=False))
         return self._start()
 
     def image_command(self) -> tuple[str, ...]:
         """The automounter image's own entrypoint and command (pulled first if missing)."""
         image = str(self.s.automounter_image)
-        inspect = Step(commands.image_inspect(image), check=False,
+        inspect = self.docker.step(commands.image_inspect(image), check=False,
                        placeholder='[{"Config": {"Cmd": ["<the image\'s own command>"]}}]')
         done = self.x.run(inspect)
         if not done.ok:
-            self.x.run(Step(commands.pull(image), retries=2, error=CvmfsError,
-                            what=f"docker pull {image} (LWC_AUTOMOUNTER_IMAGE)"))
+            pulled = self.docker.run(commands.pull(image), retries=2, check=False,
+                                     retry_if=worth_retrying_pull,
+                                     what=f"docker pull {image} (LWC_AUTOMOUNTER_IMAGE)")
+            if not pulled.ok:
+                raise pull_failure("LWC_AUTOMOUNTER_IMAGE", image, pulled, logged_in=False)
             done = self.x.run(inspect)
         config = json.loads(done.stdout)[0].get("Config") or {}
         command = tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
@@ -78,7 +84,7 @@ class Automounter(CvmfsSource):
 
     def _start(self) -> bool:
         name = self.s.automounter_name
-        created = self.x.run(Step(commands.automounter_create(self.s, self.image_command()),
+        created = self.x.run(self.docker.step(commands.automounter_create(self.s, self.image_command()),
                                   check=False, what="automounter create"))
         if not created.ok:
             if "already in use" in created.stderr:
@@ -86,22 +92,24 @@ class Automounter(CvmfsSource):
                 self.log.info("automounter_claimed_elsewhere", name=name)
                 if self._wait_running(name):
                     return False
-            raise CvmfsError(self.x.failure_message(Step((), what="automounter create"), created))
+            raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
+                                                                          "create"), created))
         try:
-            started = self.x.run(Step(commands.start(name), check=False, what="automounter start"))
+            started = self.x.run(self.docker.step(commands.start(name), check=False, what="automounter start"))
             self.raise_for_propagation(started.stderr)
             if not started.ok:
-                raise CvmfsError(self.x.failure_message(Step((), what="automounter start"),
+                raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
+                                                                              "start"),
                                                         started))
         except BaseException:
-            self.x.run(Step(commands.remove(name), check=False))
+            self.x.run(self.docker.step(commands.remove(name), check=False))
             raise
         self.log.info("automounter_started", name=name, image=str(self.s.automounter_image))
         return True
 
     def report_stale_mounts(self) -> None:
         """Log what the entrypoint wrapper of an automounter this run started unmounted."""
-        done = self.x.run(Step(commands.logs(self.s.automounter_name), check=False))
+        done = self.x.run(self.docker.step(commands.logs(self.s.automounter_name), check=False))
         mark = commands.STALE_MARK
         stale = [line.split(mark, 1)[1].strip() for line in (done.stdout + done.stderr).splitlines()
                  if mark in line]
@@ -131,22 +139,20 @@ class Automounter(CvmfsSource):
         """A created, never started container labelled like a build: while the base image is
         still being pulled, it tells other runs that this automounter is in use."""
         name = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
-        self.x.run(Step(commands.lease_create(self.s, name), check=False))
+        self.x.run(self.docker.step(commands.lease_create(self.s, name), check=False))
         try:
             yield
         finally:
-            self.x.run(Step(commands.remove(name), check=False))
+            self.x.run(self.docker.step(commands.remove(name), check=False))
 
-    def wait_mounted(self, deadline: float, poll: Callable[[], None],
-                     until: Background | None = None) -> None:
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
         """Poll inside the automounter (``docker exec``, tens of milliseconds) at a short,
         steady interval while the base image is pulled."""
         missing: list[str] = list(self.s.cvmfs_repos)
         while True:
-            poll()
-            if until is not None and until.wait(0):
+            if settled(pending):
                 return
-            probe = self.x.run(Step(commands.probe_in_automounter(self.s), check=False))
+            probe = self.x.run(self.docker.step(commands.probe_in_automounter(self.s), check=False))
             if probe.ok:
                 missing = probe.stdout.split()
                 if not missing:
@@ -162,9 +168,9 @@ class Automounter(CvmfsSource):
     def _raise_if_stopped(self, stderr: str) -> None:
         status = self.status()
         if status != "running":
-            logs = self.x.run(Step(("logs", "--tail", "5", self.s.automounter_name), check=False))
+            logs = self.docker.run(commands.logs(self.s.automounter_name, tail=5), check=False)
             raise CvmfsError(f"automounter {self.s.automounter_name} is {status or 'gone'}: "
-                             f"{last_line(logs.stdout + logs.stderr) or last_line(stderr)}")
+                             f"{tail_lines(logs.stdout + logs.stderr) or tail_lines(stderr)}")
 
     # -- cleanup -----------------------------------------------------------------------------
     def release(self) -> None:
@@ -175,13 +181,13 @@ class Automounter(CvmfsSource):
         if self.s.keep_automounter:
             self.log.info("automounter_kept", name=name, reason="LWC_KEEP_AUTOMOUNTER is set")
             return
-        others = self.x.run(Step(commands.active_builds(), check=False)).stdout.split()
+        others = self.x.run(self.docker.step(commands.active_builds(), check=False)).stdout.split()
         if others:
             self.log.info("automounter_kept", name=name,
                           reason=f"{len(others)} other build(s) still use it")
             return
-        self.x.run(Step(commands.stop(name), check=False))
-        removed = self.x.run(Step(commands.remove(name), check=False))
+        self.x.run(self.docker.step(commands.stop(name), check=False))
+        removed = self.x.run(self.docker.step(commands.remove(name), check=False))
         if removed.ok:
             self.log.info("automounter_stopped", name=name)
         else:

@@ -16,7 +16,7 @@ _DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)
 MAX_NAME_LENGTH = 255
 
 
-class ReferenceError(ValueError):
+class InvalidReference(ValueError):
     """The text is not a valid image reference; the message says which part is wrong."""
 
 
@@ -46,36 +46,36 @@ class Reference:
 def parse(text: str) -> Reference:
     """Parse ``[domain/]path[:tag][@digest]`` exactly as docker does (no normalisation)."""
     if not text:
-        raise ReferenceError("empty image reference")
+        raise InvalidReference("empty image reference")
     if text != text.strip() or any(ch.isspace() for ch in text):
-        raise ReferenceError(f"{text!r} contains white space")
+        raise InvalidReference(f"{text!r} contains white space")
     if not text.isascii():
-        raise ReferenceError(f"{text!r} contains non-ASCII characters")
+        raise InvalidReference(f"{text!r} contains non-ASCII characters")
     name, _, digest = text.partition("@")
     if digest and not _DIGEST_RE.fullmatch(digest):
-        raise ReferenceError(f"{text!r} has an invalid digest {digest!r}")
+        raise InvalidReference(f"{text!r} has an invalid digest {digest!r}")
     tag = None
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
         name, tag = name[:colon], name[colon + 1:]
         if not TAG_RE.fullmatch(tag):
-            raise ReferenceError(
+            raise InvalidReference(
                 f"{text!r} has an invalid tag {tag!r} (letters, digits, '_', '.', '-', at most 128)"
             )
     domain = None
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
         if not _DOMAIN_RE.fullmatch(first):
-            raise ReferenceError(f"{text!r} has an invalid registry host {first!r}")
+            raise InvalidReference(f"{text!r} has an invalid registry host {first!r}")
         domain, name = first, rest
     if not _PATH_RE.fullmatch(name):
-        raise ReferenceError(
+        raise InvalidReference(
             f"{text!r} has an invalid repository name {name!r} "
             "(lower-case letters, digits and separators '.', '_', '-', '/')"
         )
     if len(name) + (len(domain) + 1 if domain else 0) > MAX_NAME_LENGTH:
-        raise ReferenceError(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
+        raise InvalidReference(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
     return Reference(domain, name, tag, digest or None)
 
 
@@ -83,7 +83,7 @@ def parse_target(text: str) -> Reference:
     """A reference to tag and push: no digest, ``latest`` when no tag is given."""
     ref = parse(text)
     if ref.digest:
-        raise ReferenceError(f"{text!r} names a digest; a target needs a tag")
+        raise InvalidReference(f"{text!r} names a digest; a target needs a tag")
     return ref if ref.tag else ref.with_tag("latest")
 
 

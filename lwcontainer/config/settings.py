@@ -14,15 +14,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
-from . import ci
-from .errors import ConfigError
-from .reference import Reference, ReferenceError, extra_target, parse, parse_target
+from ..ci.sections import ci_style
+from ..ci.tags import derived_tags
+from ..engines import IMPLEMENTATIONS as ENGINES
+from ..errors import ConfigError
+from .reference import Reference, InvalidReference, extra_target, parse, parse_target
 
 DEFAULT_AUTOMOUNTER_IMAGE = "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master"
 PASSWORD_VARIABLES = ("CI_REGISTRY_PASSWORD", "CI_JOB_TOKEN", "CI_BUILD_TOKEN")
 #: Masked everywhere and kept out of every child's environment.
 SECRET_VARIABLES = (*PASSWORD_VARIABLES, "GITHUB_TOKEN")
 PULL_POLICIES = ("missing", "always", "never")
+TAG_RULES = ("auto", "always", "never")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 CVMFS_SOURCES = ("auto", "automounter", "host", "none")
 
@@ -33,15 +37,24 @@ class Spec:
 
     variable: str
     switch: str
-    default: str
+    default: str  # the value used when no source sets it ("" = unset)
     help: str
     secret: bool = False
+    shown: str = ""  # what --help and README show instead, where the default is computed
+
+    @property
+    def display(self) -> str:
+        return self.shown or self.default
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("FROM", "--from", "(required)", "base image the build runs in"),
-    Spec("TO", "--to", "${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
-         "locally lwcontainer/<dir>:<git short sha|latest>", "image reference to tag and push"),
+    Spec("LWC_ENGINE", "--engine", "docker", "docker (a Docker engine: workstation, privileged "
+         "dind runner) | inplace (no engine, no privileges: build inside FROM on the runner, "
+         "publish through the registry API)"),
+    Spec("FROM", "--from", "", "base image the build runs in", shown="(required)"),
+    Spec("TO", "--to", "", "image reference to tag and push",
+         shown="${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
+               "locally lwcontainer/<dir>:<git short sha|latest>"),
     Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
          "bare tags for TO's repository or whole references"),
     Spec("LWC_TAG_LATEST", "--tag-latest", "auto", "auto (latest on the default branch, the git "
@@ -55,10 +68,13 @@ SPECS: tuple[Spec, ...] = (
     Spec("CI_REGISTRY_PASSWORD", "--registry-password", "",
          "registry password, else CI_JOB_TOKEN, else CI_BUILD_TOKEN; sent on stdin only",
          secret=True),
+    Spec("LWC_INSECURE_REGISTRIES", "--insecure-registries", "",
+         "inplace: registries (host[:port]) reached over plain HTTP besides the loopback range, "
+         "comma or space separated"),
     Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never"),
-    Spec("LWC_DIND_HOST", "--dind-host", "docker (localhost on Kubernetes)",
+    Spec("LWC_DIND_HOST", "--dind-host", "",
          "host name of the dind service, used in a CI job when DOCKER_HOST is unset and there "
-         "is no local engine socket"),
+         "is no local engine socket", shown="docker (localhost on Kubernetes)"),
     Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
          "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
     Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine"),
@@ -90,12 +106,14 @@ SPECS: tuple[Spec, ...] = (
          "seconds between 'waiting' log lines during long waits when not on a terminal"),
     Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json"),
     Spec("LWC_LOG_LEVEL", "--log-level", "info", "debug | info | warning | error"),
-    Spec("CI_PROJECT_NAME", "--project-name", "<project directory name>",
-         "names the build container"),
+    Spec("CI_PROJECT_NAME", "--project-name", "", "names the build container",
+         shown="<project directory name>"),
     Spec("CI_JOB_ID", "--job-id", "", "names the build container"),
     Spec("CI_PROJECT_URL", "--project-url", "", "label org.opencontainers.image.source"),
-    Spec("CI_COMMIT_SHA", "--commit-sha", "<git HEAD>", "label org.opencontainers.image.revision"),
-    Spec("CI_COMMIT_SHORT_SHA", "--commit-short-sha", "<git short HEAD>", "default tag of TO"),
+    Spec("CI_COMMIT_SHA", "--commit-sha", "", "label org.opencontainers.image.revision",
+         shown="<git HEAD>"),
+    Spec("CI_COMMIT_SHORT_SHA", "--commit-short-sha", "", "default tag of TO",
+         shown="<git short HEAD>"),
     Spec("CI_REGISTRY_IMAGE", "--registry-image", "", "default repository of TO"),
     Spec("CI_COMMIT_BRANCH", "--branch", "", "branch of the pipeline (LWC_TAG_LATEST=auto)"),
     Spec("CI_DEFAULT_BRANCH", "--default-branch", "", "the project's default branch"),
@@ -105,6 +123,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("CI_COMMIT_TIMESTAMP", "--commit-timestamp", "",
          "the commit's time (ISO 8601): label ...created when SOURCE_DATE_EPOCH is unset"),
 )
+SPEC_BY_NAME = {spec.variable: spec for spec in SPECS}
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_CERTDIR", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
                     "CI", "GITLAB_CI", "KUBERNETES_PORT", "LWC_DIND_HOST")
 
@@ -128,6 +147,7 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    engine: str
     from_image: Reference | None
     to_image: Reference
     extra_tags: tuple[Reference, ...]
@@ -136,6 +156,7 @@ class Settings:
     registry: str | None
     registry_user: str | None
     registry_password: str | None = field(repr=False)
+    insecure_registries: tuple[str, ...]
     pull: str
     docker_timeout: float
     cvmfs: str
@@ -173,7 +194,7 @@ class Settings:
     @property
     def targets(self) -> tuple[Reference, ...]:
         """TO first, then the extra tags, then the derived ones (LWC_TAG_LATEST), no repeats."""
-        derived = ci.derived_tags(self.tag_latest, self.branch, self.default_branch, self.git_tag)
+        derived = derived_tags(self.tag_latest, self.branch, self.default_branch, self.git_tag)
         seen: dict[str, Reference] = {}
         for ref in (self.to_image, *self.extra_tags,
                     *(self.to_image.with_tag(tag) for tag in derived)):
@@ -183,97 +204,105 @@ class Settings:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], cwd: Path | None = None,
                      require_from: bool = True) -> Settings:
-        """Validate ``env`` (variable name -> text) into Settings, or raise ConfigError."""
+        """Validate ``env`` (variable name -> text) into Settings, or raise ConfigError.
+        Defaults come from SPECS; each group of settings is read by a helper below."""
         get = _Getter(env)
         cwd = Path(cwd or Path.cwd())
-        project_dir = (cwd / get.text("LWC_PROJECT_DIR", ".")).resolve()
+        project_dir = (cwd / get.text("LWC_PROJECT_DIR")).resolve()
         if not project_dir.is_dir():
             raise ConfigError("LWC_PROJECT_DIR", f"{project_dir} is not a directory")
-        project_name = get.optional("CI_PROJECT_NAME") or project_dir.name
-
-        from_text = get.optional("FROM")
-        if from_text is None and require_from:
-            raise ConfigError("FROM", "not set: name the base image to build on, e.g. "
-                                      "FROM=gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms")
-        from_image = get.reference("FROM", parse) if from_text is not None else None
-
+        from_image = _from_image(get, require_from)
         to_image = get.reference("TO", parse_target, default=_default_to(get, project_dir))
         extra = tuple(get.convert("LWC_EXTRA_TAGS", tag, lambda t: extra_target(t, to_image))
-                      for tag in split_list(get.text("LWC_EXTRA_TAGS", "")))
-
-        registry = get.optional("CI_REGISTRY")
-        user = get.optional("CI_REGISTRY_USER")
-        password = next((env[name] for name in PASSWORD_VARIABLES if env.get(name)), None)
-        if registry is not None:
-            if not _REGISTRY_RE.fullmatch(registry):
-                raise ConfigError("CI_REGISTRY", f"{registry!r} is not a registry host[:port]")
-            if not user:
-                raise ConfigError("CI_REGISTRY_USER", f"not set, but CI_REGISTRY={registry} "
-                                                      "asks for a login and a push")
-            if not password:
-                raise ConfigError("CI_REGISTRY_PASSWORD", "none of " + ", ".join(PASSWORD_VARIABLES)
-                                  + f" is set, but CI_REGISTRY={registry} asks for a login")
-
-        repos = split_list(get.text("LWC_CVMFS_REPOS", "cms.cern.ch"))
-        for repo in repos:
-            if not _REPO_RE.fullmatch(repo):
-                raise ConfigError("LWC_CVMFS_REPOS", f"{repo!r} is not a repository name")
-        mounts = _absolute(get, "LWC_CVMFS_MOUNTS", "/cvmfsmounts")
-        name = get.text("LWC_AUTOMOUNTER_NAME", "cvmfs")
-        if not _NAME_RE.fullmatch(name):
-            raise ConfigError("LWC_AUTOMOUNTER_NAME", f"{name!r} is not a valid container name")
-        options_text = get.optional("LWC_AUTOMOUNTER_OPTIONS")
-        try:
-            options = (tuple(shlex.split(options_text)) if options_text is not None
-                       else ("--privileged",))
-        except ValueError as exc:
-            raise ConfigError("LWC_AUTOMOUNTER_OPTIONS",
-                              f"cannot be split like a shell: {exc}") from None
-        if any(not opt.isprintable() for opt in options):
-            raise ConfigError("LWC_AUTOMOUNTER_OPTIONS", "contains control characters")
-
+                      for tag in split_list(get.text("LWC_EXTRA_TAGS")))
         return cls(
+            engine=get.choice("LWC_ENGINE", ENGINES),
             from_image=from_image,
             to_image=to_image,
             extra_tags=extra,
             project_dir=project_dir,
-            build_script=_build_script(get.text("LWC_BUILD_SCRIPT", ".gitlab/build.sh"),
-                                       project_dir, check=require_from),
-            registry=registry,
-            registry_user=user,
-            registry_password=password,
-            pull=get.choice("LWC_PULL", PULL_POLICIES, "missing"),
-            docker_timeout=get.number("LWC_DOCKER_TIMEOUT", 60),
-            cvmfs=get.choice("LWC_CVMFS", CVMFS_SOURCES, "auto"),
-            cvmfs_host_dir=_absolute(get, "LWC_CVMFS_HOST_DIR", "/cvmfs"),
-            cvmfs_mounts=mounts.rstrip("/") or "/",
-            cvmfs_repos=repos,
-            cvmfs_timeout=get.number("LWC_CVMFS_TIMEOUT", 300),
-            automounter_image=get.reference("LWC_AUTOMOUNTER_IMAGE", parse,
-                                            default=DEFAULT_AUTOMOUNTER_IMAGE),
-            automounter_name=name,
-            automounter_options=options,
-            keep_automounter=truthy(get.optional("LWC_KEEP_AUTOMOUNTER")),
+            build_script=_build_script(get.text("LWC_BUILD_SCRIPT"), project_dir,
+                                       check=require_from),
+            **_registry(get, env),
+            insecure_registries=split_list(get.text("LWC_INSECURE_REGISTRIES")),
+            pull=get.choice("LWC_PULL", PULL_POLICIES),
+            docker_timeout=get.number("LWC_DOCKER_TIMEOUT"),
+            **_cvmfs(get),
+            **_automounter(get),
             keep_login=truthy(get.optional("LWC_KEEP_LOGIN")),
             docker_config=Path(get.optional("DOCKER_CONFIG")
                                or Path(get.text("HOME", "/root")) / ".docker"),
-            push_retries=int(get.number("LWC_PUSH_RETRIES", 3, integer=True)),
-            report=cwd / get.text("LWC_REPORT", "./lwcontainer.env"),
-            progress_interval=max(get.number("LWC_PROGRESS_INTERVAL", 10), 0.1),
-            log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS, "auto"),
-            log_level=get.choice("LWC_LOG_LEVEL", ("debug", "info", "warning", "error"), "info"),
-            project_name=project_name,
+            push_retries=int(get.number("LWC_PUSH_RETRIES", integer=True)),
+            report=cwd / get.text("LWC_REPORT"),
+            progress_interval=max(get.number("LWC_PROGRESS_INTERVAL"), 0.1),
+            log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS),
+            log_level=get.choice("LWC_LOG_LEVEL", LOG_LEVELS),
+            project_name=get.optional("CI_PROJECT_NAME") or project_dir.name,
             job_id=get.optional("CI_JOB_ID"),
             project_url=get.optional("CI_PROJECT_URL"),
             commit_sha=get.optional("CI_COMMIT_SHA"),
-            tag_latest=get.choice("LWC_TAG_LATEST", ("auto", "always", "never"), "auto"),
+            tag_latest=get.choice("LWC_TAG_LATEST", TAG_RULES),
             branch=get.optional("CI_COMMIT_BRANCH"),
             default_branch=get.optional("CI_DEFAULT_BRANCH"),
             git_tag=get.optional("CI_COMMIT_TAG"),
             created=_created(get),
-            ci_style=ci.ci_style(env),
+            ci_style=ci_style(env),
             engine_vars=tuple((name, env[name]) for name in ENGINE_VARIABLES if env.get(name)),
         )
+
+
+def _from_image(get: _Getter, required: bool) -> Reference | None:
+    if get.optional("FROM") is None:
+        if required:
+            raise ConfigError("FROM", "not set: name the base image to build on, e.g. "
+                                      "FROM=gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms")
+        return None
+    return get.reference("FROM", parse)
+
+
+def _registry(get: _Getter, env: Mapping[str, str]) -> dict:
+    registry = get.optional("CI_REGISTRY")
+    user = get.optional("CI_REGISTRY_USER")
+    password = next((env[name] for name in PASSWORD_VARIABLES if env.get(name)), None)
+    if registry is not None:
+        if not _REGISTRY_RE.fullmatch(registry):
+            raise ConfigError("CI_REGISTRY", f"{registry!r} is not a registry host[:port]")
+        if not user:
+            raise ConfigError("CI_REGISTRY_USER", f"not set, but CI_REGISTRY={registry} "
+                                                  "asks for a login and a push")
+        if not password:
+            raise ConfigError("CI_REGISTRY_PASSWORD", "none of " + ", ".join(PASSWORD_VARIABLES)
+                              + f" is set, but CI_REGISTRY={registry} asks for a login")
+    return dict(registry=registry, registry_user=user, registry_password=password)
+
+
+def _cvmfs(get: _Getter) -> dict:
+    repos = split_list(get.text("LWC_CVMFS_REPOS"))
+    for repo in repos:
+        if not _REPO_RE.fullmatch(repo):
+            raise ConfigError("LWC_CVMFS_REPOS", f"{repo!r} is not a repository name")
+    return dict(cvmfs=get.choice("LWC_CVMFS", CVMFS_SOURCES),
+                cvmfs_host_dir=_absolute(get, "LWC_CVMFS_HOST_DIR"),
+                cvmfs_mounts=_absolute(get, "LWC_CVMFS_MOUNTS").rstrip("/") or "/",
+                cvmfs_repos=repos,
+                cvmfs_timeout=get.number("LWC_CVMFS_TIMEOUT"))
+
+
+def _automounter(get: _Getter) -> dict:
+    name = get.text("LWC_AUTOMOUNTER_NAME")
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError("LWC_AUTOMOUNTER_NAME", f"{name!r} is not a valid container name")
+    try:
+        options = tuple(shlex.split(get.text("LWC_AUTOMOUNTER_OPTIONS")))
+    except ValueError as exc:
+        raise ConfigError("LWC_AUTOMOUNTER_OPTIONS",
+                          f"cannot be split like a shell: {exc}") from None
+    if any(not opt.isprintable() for opt in options):
+        raise ConfigError("LWC_AUTOMOUNTER_OPTIONS", "contains control characters")
+    return dict(automounter_image=get.reference("LWC_AUTOMOUNTER_IMAGE", parse),
+                automounter_name=name,
+                automounter_options=options,
+                keep_automounter=truthy(get.optional("LWC_KEEP_AUTOMOUNTER")))
 
 
 _REGISTRY_RE = re.compile(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", re.ASCII)
@@ -296,9 +325,9 @@ def _created(get: _Getter) -> datetime | None:
     return None
 
 
-def _absolute(get: _Getter, name: str, default: str) -> str:
+def _absolute(get: _Getter, name: str) -> str:
     """A host path that goes into a ``-v`` argument: absolute, without ':' or ','."""
-    path = get.text(name, default)
+    path = get.text(name)
     if not path.startswith("/") or ":" in path or "," in path:
         raise ConfigError(name, f"{path!r} must be an absolute path without ':' or ','")
     return path
@@ -339,32 +368,35 @@ class _Getter:
             raise ConfigError(name, "contains a line break or NUL")
         return value.strip()
 
-    def text(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str | None = None) -> str:
+        """The value, else ``default``, else the table's default."""
         value = self.optional(name)
-        return default if value is None else value
+        if value is not None:
+            return value
+        return SPEC_BY_NAME[name].default if default is None else default
 
     def convert(self, name: str, value: str, parser):
         try:
             return parser(value)
-        except ReferenceError as exc:
+        except InvalidReference as exc:
             raise ConfigError(name, str(exc)) from None
 
     def reference(self, name: str, parser, default: str | None = None) -> Reference:
-        return self.convert(name, self.text(name, default or ""), parser)
+        return self.convert(name, self.text(name, default), parser)
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.text(name, default).lower()
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name).lower()
         if value not in choices:
             raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def number(self, name: str, default: float, integer: bool = False) -> float:
-        text = self.text(name, str(default))
+    def number(self, name: str, integer: bool = False) -> float:
+        text = self.text(name)
         try:
             value = int(text) if integer else float(text)
         except ValueError:
             kind = "a whole number" if integer else "a number of seconds"
             raise ConfigError(name, f"{text!r} is not {kind}") from None
-        if value < 0 or value != value or value == float("inf"):
+        if not 0 <= value < float("inf"):  # also refuses NaN
             raise ConfigError(name, f"{text!r} must be zero or more")
         return value

@@ -1,0 +1,214 @@
+"""Where /cvmfs comes from (automounter, host, or nowhere), and the wait until it is there.
+
+Each source is a context manager with ``volume()`` (how containers mount it), ``wait_mounted``
+(cheap, on the source's side, while a pull is still ``pending``) and ``start_probe(image)`` (as
+the build will see it: a ``Probe`` to wait on). The host's CVMFS and "none" are here; the
+automounter has a module of its own. Waits take futures, never callbacks.
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import Executor as Pool, Future
+from contextlib import nullcontext
+from pathlib import Path
+from typing import ContextManager
+
+from . import commands
+from .client import DockerCli
+from ...config.settings import Settings
+from ...errors import ConfigError, CvmfsError
+from ...executor import Completed, Step
+from ...output.logs import get_logger
+
+POLL_S = 0.1
+
+SHARED_MOUNT_FIX = (
+    "the engine cannot propagate mounts from {mounts}: it is not on a shared mount. On the "
+    "engine's host run 'mount --bind {mounts} {mounts} && mount --make-rshared {mounts}', or set "
+    "LWC_CVMFS_MOUNTS to a directory on a shared mount"
+)
+
+
+def _non_empty(path: Path) -> bool:
+    """A readable directory with something in it (listing it triggers an autofs mount)."""
+    try:
+        return any(os.scandir(path))
+    except OSError:
+        return False
+
+
+def choose_source(s: Settings, engine_address: str | None) -> tuple[str, str]:
+    """The effective LWC_CVMFS and why: ``auto`` takes the host's CVMFS when it has every
+    repository and the engine is local (so it sees the same /cvmfs), else the automounter.
+    ``engine_address`` is the engine actually used (a found dind service is remote)."""
+    if s.cvmfs != "auto":
+        return s.cvmfs, f"LWC_CVMFS={s.cvmfs}"
+    if engine_address and not engine_address.startswith("unix://"):
+        return "automounter", f"the engine is remote ({engine_address})"
+    missing = [r for r in s.cvmfs_repos if not _non_empty(Path(s.cvmfs_host_dir) / r)]
+    if missing:
+        return "automounter", f"not under {s.cvmfs_host_dir} on this host: {', '.join(missing)}"
+    return "host", f"every repository is under {s.cvmfs_host_dir} and the engine is local"
+
+
+def settled(future: Future, timeout: float = 0) -> bool:
+    """True once ``future`` is done; its failure is raised here, in the caller's thread."""
+    try:
+        future.result(timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Probe:
+    """One container of the base image with the build's mount, watching from inside until every
+    repository is there (mounts made later propagate into it): the build may start on its
+    ready line, while the probe itself exits."""
+
+    def __init__(self, source: CvmfsSource, image: str, deadline: float, pool: Pool) -> None:
+        self.source = source
+        self.name = f"lwc-cvmfs-probe-{secrets.token_hex(4)}"
+        self.ready = threading.Event()
+        seconds = max(1, math.ceil(deadline - time.monotonic()))
+        self.step = source.docker.step(
+            commands.watch_as_build(source.volume(), image, self.name, seconds,
+                                    source.s.cvmfs_repos),
+            stream=True, on_line=self._line, check=False, what="CVMFS probe",
+            placeholder=commands.READY_MARK)
+        self.future: Future[Completed] = pool.submit(source.x.run, self.step)
+
+    def _line(self, line: str) -> None:
+        if line.strip() == commands.READY_MARK:
+            self.ready.set()
+
+    def wait(self) -> None:
+        """Until ready; raises what kept the repositories away."""
+        try:
+            checked = time.monotonic()
+            while not self.ready.wait(POLL_S) and not self.future.done():
+                if time.monotonic() - checked > 1.0:
+                    self.source.check_alive()
+                    checked = time.monotonic()
+        except BaseException:
+            self.cancel()
+            raise
+        if not self.ready.is_set():
+            self._raise_for(self.future.result())
+
+    def cancel(self) -> None:
+        self.source.docker.run(commands.remove(self.name), check=False)
+
+    def _raise_for(self, done: Completed) -> None:
+        self.source.raise_for_propagation(done.stderr)
+        if not done.ok:
+            raise CvmfsError(self.source.x.failure_message(self.step, done))
+        missing = [m for m in done.stdout.split() if m != commands.READY_MARK]
+        if missing or commands.READY_MARK not in done.stdout:
+            raise self.source.timed_out(missing or list(self.source.s.cvmfs_repos))
+
+
+class CvmfsSource:
+    source = "none"
+
+    def __init__(self, settings: Settings, docker: DockerCli) -> None:
+        self.s = settings
+        self.docker = docker
+        self.x = docker.executor
+        self.log = get_logger()
+
+    def __enter__(self) -> CvmfsSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def volume(self) -> commands.Argv:
+        return commands.cvmfs_volume(self.source, self.s)
+
+    def lease(self) -> ContextManager[None]:
+        """Marks this source as in use while no build container exists yet."""
+        return nullcontext()
+
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
+        """Phase 1: wait, cheaply, until the source itself has every repository, or until
+        ``pending`` (the pull) is done and the probe can take over; its failure is raised."""
+
+    def start_probe(self, image: str, deadline: float, pool: Pool) -> Probe:
+        """Phase 2: every repository readable and non-empty as the build will see it. An empty
+        directory left behind does not count."""
+        return Probe(self, image, deadline, pool)
+
+    def ready(self) -> None:
+        self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source=self.source)
+
+    def check_alive(self) -> None:
+        """Raise if the source has died while we wait for it."""
+
+    def pause(self, deadline: float, delay: float, missing: list[str]) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self.timed_out(missing)
+        time.sleep(min(delay, remaining))
+
+    def raise_for_propagation(self, stderr: str) -> None:
+        if "not a shared mount" in stderr or "not a shared or slave mount" in stderr:
+            where = self.s.cvmfs_host_dir if self.source == "host" else self.s.cvmfs_mounts
+            raise CvmfsError(SHARED_MOUNT_FIX.format(mounts=where))
+
+    hint = ""
+
+    def timed_out(self, missing: list[str]) -> CvmfsError:
+        return CvmfsError(f"CVMFS repositories not mounted after {self.s.cvmfs_timeout:g}s "
+                          f"(LWC_CVMFS_TIMEOUT): {', '.join(missing)}; {self.hint}")
+
+
+class NoCvmfs(CvmfsSource):
+    """LWC_CVMFS=none: for bases that need no CVMFS."""
+
+
+class HostCvmfs(CvmfsSource):
+    """The host's own /cvmfs (LWC_CVMFS_HOST_DIR), bind-mounted read-only; no automounter."""
+
+    source = "host"
+
+    @property
+    def hint(self) -> str:
+        return f"check {self.s.cvmfs_host_dir} (LWC_CVMFS_HOST_DIR) on this host"
+
+    def __enter__(self) -> HostCvmfs:
+        self.check_layout()
+        return self
+
+    def check_layout(self) -> None:
+        """Said at once, not after LWC_CVMFS_TIMEOUT: a host directory that does not exist, or
+        one that is itself a repository rather than the directory holding them."""
+        host = Path(self.s.cvmfs_host_dir)
+        layout = (f"expected {host}/<repository>/..., e.g. {host}/{self.s.cvmfs_repos[0]}/"
+                  "cmsset_default.sh")
+        if not host.is_dir():
+            raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host} does not exist on this host; "
+                                                    f"{layout}")
+        if host.name in self.s.cvmfs_repos or (host / "cmsset_default.sh").exists():
+            raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host} is a repository itself; give the "
+                                                    f"directory that holds it ({host.parent}); "
+                                                    f"{layout}")
+        if not any(_non_empty(host / repo) for repo in self.s.cvmfs_repos):
+            raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host} holds none of "
+                                                    f"{', '.join(self.s.cvmfs_repos)} "
+                                                    f"(LWC_CVMFS_REPOS); {layout}")
+
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
+        host = Path(self.s.cvmfs_host_dir)
+        delay = POLL_S
+        while True:
+            if settled(pending):
+                return
+            missing = [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
+            if not missing:
+                return
+            self.pause(deadline, delay, missing)
+            delay = min(delay * 2, 1.0)

@@ -1,0 +1,365 @@
+"""The docker engine: the recipe's docker commands, stage by stage, on a Docker engine.
+
+Stages: wait-daemon, login, pull, automounter, cvmfs, build, commit, tag, push. Inside
+``workspace()`` this engine overlaps its own preparation: login and pull run in a background
+thread (a future) while the automounter starts and CVMFS mounts; the build container is created
+on the main thread while one probe container watches for CVMFS from inside.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import Future
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from . import commands
+from .automounter import Automounter
+from .buildcontainer import BuildContainer
+from .client import DockerCli
+from .cvmfs import CvmfsSource, HostCvmfs, NoCvmfs, choose_source, settled
+from .dockerconfig import private_config, private_path
+from .failures import pull_failure, worth_retrying_pull
+from ...ci.dind import EngineAddress, engine as find_engine
+from ...config.settings import Settings
+from ...errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
+from ...executor import Executor, child_environment, last_line
+from ...output import report
+from ...output.logs import get_logger
+from ...output.progress import progress
+from ...pools import pool
+from ...stages import Image, Stages, labels
+
+LOCAL_SOCKET = Path("/var/run/docker.sock")
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
+
+
+class DockerEngine:
+    name = "docker"
+
+    def __init__(self, settings: Settings, executor: Executor, stages: Stages,
+                 environ: Mapping[str, str], local_socket: Path = LOCAL_SOCKET) -> None:
+        self.s = settings
+        self.x = executor
+        self.stages = stages
+        self.log = get_logger()
+        # Everything a step's environment depends on is decided here, before the first step.
+        self.address: EngineAddress = find_engine(dict(settings.engine_vars),
+                                                  local_socket=local_socket.exists())
+        self.config_dir = private_path(settings)
+        extra = {**self.address.env,
+                 **({"DOCKER_CONFIG": str(self.config_dir)} if self.config_dir else {})}
+        self.docker = DockerCli(executor, child_environment(environ, extra))
+        # 'lwcontainer login' logs in to the user's own config, where the login stays.
+        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env))
+        self.base: dict = {}
+        self.container: str | None = None
+        self.image_id = ""
+        self.logged_in = False
+        self.pool = pool(executor.dry_run, "lwc-docker")
+
+    # -- the interface ----------------------------------------------------------------------
+    @contextmanager
+    def connect(self) -> Iterator[None]:
+        try:
+            with private_config(self.s, self.config_dir, self.x.dry_run):
+                self.wait_daemon()
+                yield
+        finally:
+            self.pool.shutdown(wait=False)
+
+    @contextmanager
+    def workspace(self, keep_container: bool = False) -> Iterator[None]:
+        """Log in and pull in the background while CVMFS comes up; the build container is
+        created meanwhile. Everything is released on exit, on every path."""
+        fetch = self.pool.submit(self.login_then_pull)
+        with ExitStack() as cleanup:
+            try:
+                self.container = self.prepare(cleanup, fetch, keep_container)
+            except BaseException:
+                cleanup.close()   # build container, lease, automounter
+                self.x.abort()    # a pull still running in the background
+                raise
+            yield
+
+    def build(self) -> None:
+        with self.stages.stage("build"):
+            step = self.docker.step(commands.build_start(self.container), stream=True,
+                                    check=False, what="build")
+            done = self.x.run(step)
+            if done.ok:
+                return
+            if done.returncode >= 125:  # docker's own (could not start, command not found)
+                raise BuildError(self.x.failure_message(step, done))
+            raise BuildError(f"build script {self.s.build_script} exited with code "
+                             f"{done.returncode}")
+
+    def commit(self) -> Image:
+        with self.stages.stage("commit"):
+            changes = commands.commit_changes(self.base.get("Config"),
+                                              labels(self.s, self.base_digest()))
+            done = self.docker.run(commands.commit(self.container, changes), error=CommitError,
+                                   what="docker commit", placeholder="sha256:<image-id>")
+            self.image_id = done.stdout.strip()
+            self.log.info("image_committed", image_id=self.image_id)
+        self.tag()
+        return Image(self.image_id)
+
+    def measure(self, image: Image) -> Image:
+        """Bytes the commit added to the base image (for the report)."""
+        done = self.docker.run(commands.image_inspect(image.id), check=False)
+        if done.ok and done.stdout.strip() and self.base.get("Size") is not None:
+            return Image(image.id, json.loads(done.stdout)[0]["Size"] - self.base["Size"])
+        return image
+
+    def publish(self, image: Image) -> str:
+        if not self.s.push_enabled:
+            self.stages.skip("push", "no registry configured (CI_REGISTRY unset); the image is "
+                                     "local: " + ", ".join(map(str, self.s.targets)))
+            return ""
+        if not self.logged_in:
+            self.login()
+        return self.push()
+
+    def built(self) -> Image:
+        """TO as the engine has it (for 'lwcontainer push' of an earlier build)."""
+        ref = str(self.s.to_image)
+        done = self.docker.run(commands.image_inspect(ref), check=False,
+                               placeholder='[{"Id": "sha256:<image-id>"}]')
+        if not done.ok:
+            raise ConfigError("TO", f"{ref} is not in the engine: build it first")
+        self.image_id = json.loads(done.stdout)[0]["Id"]
+        previous = report.read(self.s.report)
+        if previous.get("LWC_IMAGE_ID") == self.image_id and previous.get("LWC_LAYER_SIZE"):
+            return Image(self.image_id, int(previous["LWC_LAYER_SIZE"]))
+        return Image(self.image_id)
+
+    # -- compositions of the docker-only subcommands ----------------------------------------
+    def login_only(self) -> None:
+        """'lwcontainer login': into the user's docker config, where it stays."""
+        self.docker = self.user_docker
+        self.wait_daemon()
+        self.login()
+
+    def automount(self) -> None:
+        """'lwcontainer automount': start (or reuse) the automounter, wait for CVMFS, leave it."""
+        self.wait_daemon()
+        self.pull()
+        automounter = Automounter(self.s, self.docker)
+        with self.stages.stage("automounter"):
+            automounter.ensure()
+        self.wait_cvmfs(automounter, str(self.s.from_image))
+
+    def build_only(self) -> str:
+        """'lwcontainer build': keep the stopped build container for 'commit'; returns it."""
+        with self.connect(), self.workspace(keep_container=True):
+            self.build()
+        if not self.x.dry_run:
+            report.remember_container(self.s.report, self.container)
+            self.log.info("build_container_kept", container=self.container,
+                          report=str(self.s.report))
+        return self.container
+
+    def commit_existing(self, name: str) -> Image:
+        """'lwcontainer commit': commit and tag a kept build container, then remove it."""
+        self.wait_daemon()
+        self.base = self.inspect_base() or {}
+        self.container = name
+        with BuildContainer(self.s, self.docker, existing=name):
+            image = self.commit()
+        return self.measure(image)
+
+    def run_image(self, image: str, workspace: str | None, tty: bool,
+                  command: tuple[str, ...]) -> int:
+        """'lwcontainer run': a command in a built image with CVMFS mounted as for the build."""
+        self.wait_daemon()
+        with ExitStack() as cleanup:
+            cvmfs = self.open_cvmfs(cleanup)
+            self.wait_cvmfs(cvmfs, image)
+            done = self.docker.run(commands.run_image(image, cvmfs.volume(), workspace, tty,
+                                                      command),
+                                   interactive=True, check=False, what=f"run {image}")
+        return done.returncode
+
+    # -- preparation ------------------------------------------------------------------------
+    def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
+        """CVMFS up and the build container created; returns its name."""
+        cvmfs = self.open_cvmfs(cleanup)
+        if cvmfs.source == "none":
+            self.await_(fetch)
+            self.stages.skip("cvmfs", "LWC_CVMFS=none")
+            return cleanup.enter_context(self.build_container(cvmfs, keep_container))
+        with self.stages.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
+            deadline = time.monotonic() + self.s.cvmfs_timeout
+            with cvmfs.lease():  # a shared automounter is in use from now on
+                if not fetch.done():
+                    cvmfs.wait_mounted(deadline, fetch)
+                waited = time.monotonic()
+                self.await_(fetch)
+                deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
+                probe = cvmfs.start_probe(str(self.s.from_image), deadline, self.pool)
+                try:
+                    container = cleanup.enter_context(self.build_container(cvmfs, keep_container))
+                except BaseException:
+                    probe.cancel()
+                    raise
+            probe.wait()
+            cvmfs.ready()
+        return container
+
+    def build_container(self, cvmfs: CvmfsSource, keep: bool = False,
+                        existing: str | None = None) -> BuildContainer:
+        return BuildContainer(self.s, self.docker, cvmfs.volume(), keep=keep, existing=existing)
+
+    def await_(self, future: Future) -> None:
+        """Wait in short steps (signals are handled in between); re-raise its failure."""
+        while not settled(future, 0.2):
+            pass
+
+    def open_cvmfs(self, cleanup: ExitStack) -> CvmfsSource:
+        """Choose where /cvmfs comes from and enter it (starting an automounter if needed)."""
+        source, reason = choose_source(self.s, self.address.address)
+        self.log.info("cvmfs_source", source=source, reason=reason)
+        cvmfs = SOURCES[source](self.s, self.docker)
+        if source != "automounter":
+            return cleanup.enter_context(cvmfs)
+        with self.stages.stage("automounter"):
+            return cleanup.enter_context(cvmfs)
+
+    def wait_cvmfs(self, cvmfs: CvmfsSource, image: str) -> None:
+        """CVMFS as a container of ``image`` sees it (for 'automount' and 'run')."""
+        if cvmfs.source == "none":
+            return
+        with self.stages.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
+            deadline = time.monotonic() + self.s.cvmfs_timeout
+            cvmfs.start_probe(image, deadline, self.pool).wait()
+            cvmfs.ready()
+
+    # -- stages -----------------------------------------------------------------------------
+    def wait_daemon(self) -> None:
+        with self.stages.stage("wait-daemon"), progress("waiting for the Docker engine",
+                                                        self.s.progress_interval):
+            where = self.address.address or "the default socket (DOCKER_HOST unset)"
+            self.log.info("engine_address", address=where, reason=self.address.reason)
+            deadline = time.monotonic() + self.s.docker_timeout
+            if self.address.cert_path and not self.x.dry_run:
+                self.wait_for_certificates(Path(self.address.cert_path), deadline)
+            delay = 0.1
+            while True:
+                done = self.docker.run(commands.server_version(), check=False,
+                                       placeholder="(engine version)")
+                if done.ok:
+                    self.log.info("engine_ready", version=done.stdout.strip())
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise EngineError(
+                        f"no Docker engine answered at {where} within {self.s.docker_timeout:g}s "
+                        f"(LWC_DOCKER_TIMEOUT): {self.x.masker(last_line(done.stderr))}")
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
+
+    def wait_for_certificates(self, directory: Path, deadline: float) -> None:
+        """The dind service writes its client certificates after the job has started."""
+        names = ("ca.pem", "cert.pem", "key.pem")
+        while True:
+            missing = [n for n in names if not (directory / n).is_file()]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise EngineError(f"dind TLS certificates {', '.join(missing)} did not appear in "
+                                  f"{directory} within {self.s.docker_timeout:g}s "
+                                  "(DOCKER_TLS_CERTDIR, LWC_DOCKER_TIMEOUT)")
+            time.sleep(0.2)
+
+    def login_then_pull(self) -> None:
+        """The background half of the preparation."""
+        self.login(background=True)
+        self.pull(background=True)
+
+    def login(self, background: bool = False) -> None:
+        if not self.s.registry:
+            self.stages.skip("login", "no registry configured (CI_REGISTRY unset)", background)
+            return
+        with self.stages.stage("login", background):
+            self.docker.run(commands.login(self.s.registry, self.s.registry_user or ""),
+                            stdin=self.s.registry_password, error=LoginError, retries=2,
+                            what=f"docker login {self.s.registry}")
+            self.logged_in = True
+
+    def inspect_base(self) -> dict | None:
+        done = self.docker.run(commands.image_inspect(str(self.s.from_image)), check=False)
+        if not done.ok or not done.stdout.strip():
+            return None
+        return json.loads(done.stdout)[0]
+
+    def check_base(self) -> bool:
+        """Inspect FROM once (its config serves the commit); True when it must be pulled."""
+        if self.s.pull == "always":
+            return True
+        base = self.inspect_base()
+        if base is not None:
+            self.base = base
+            return False
+        if self.s.pull == "never" and not self.x.dry_run:
+            raise ConfigError("LWC_PULL", f"never, but {self.s.from_image} (FROM) is not in the "
+                                          "engine")
+        return True
+
+    def pull(self, background: bool = False) -> None:
+        ref = str(self.s.from_image)
+        if not self.check_base():
+            self.stages.skip("pull", f"{ref} is present and LWC_PULL={self.s.pull}", background)
+            return
+        with self.stages.stage("pull", background), progress(f"pulling {ref}",
+                                                             self.s.progress_interval):
+            done = self.docker.run(commands.pull(ref), retries=3, what=f"docker pull {ref}",
+                                   check=False, retry_if=worth_retrying_pull)
+            if not done.ok:
+                raise pull_failure("FROM", ref, done, logged_in=self.logged_in and
+                                   _registry_of(ref) == self.s.registry)
+            self.base = self.inspect_base() or {}
+
+    def base_digest(self) -> str | None:
+        if self.s.from_image.digest:
+            return self.s.from_image.digest
+        repository = self.s.from_image.repository
+        for repo_digest in self.base.get("RepoDigests") or ():
+            name, _, digest = repo_digest.partition("@")
+            if name == repository or name.endswith("/" + repository):
+                return digest
+        return None
+
+    def tag(self) -> None:
+        with self.stages.stage("tag"):
+            for target in self.s.targets:
+                self.docker.run(commands.tag(self.image_id, str(target)), error=CommitError,
+                                what=f"docker tag {target}")
+
+    def push(self) -> str:
+        digest = ""
+        with self.stages.stage("push"), progress("pushing", self.s.progress_interval):
+            for target in self.s.targets:
+                step = self.docker.step(commands.push(str(target)), retries=self.s.push_retries,
+                                        what=f"docker push {target}", check=False,
+                                        placeholder="digest: sha256:" + "0" * 64)
+                done = self.x.run(step)
+                if not done.ok:
+                    raise PushError(
+                        f"{self.x.failure_message(step, done)}. The image is kept, tagged "
+                        f"locally as {', '.join(map(str, self.s.targets))}; push again with "
+                        f"'lwcontainer push' (same settings) once the registry is back")
+                found = _DIGEST_RE.search(done.stdout)
+                if found and not digest:
+                    digest = f"{self.s.to_image.repository}@{found.group(1)}"
+                self.log.info("pushed", tag=str(target), digest=found and found.group(1))
+        return digest
+
+
+def _registry_of(ref: str) -> str:
+    first = ref.split("/")[0]
+    return first if "/" in ref and ("." in first or ":" in first or first == "localhost") \
+        else "docker.io"

@@ -1,0 +1,99 @@
+"""The in-place engine (LWC_ENGINE=inplace): no Docker engine, no privileges.
+
+The build runs in the CI job's own container, whose image is FROM and which the runner gives
+/cvmfs (the way kaniko runs RUN steps): the capture script records the root filesystem, runs
+the build script and writes the changes as one layer. Publishing needs no engine: FROM's
+manifest and config come from its registry, the layer is appended, and layer, config and
+manifest are pushed through the registry API.
+
+Stages: capture (build), commit (assemble the image), push, report. The capture is either the
+first job of a two-job pipeline (``bash .gitlab/lwcontainer-capture.sh`` in FROM, then
+``lwcontainer publish``), or, where FROM has a Python lwcontainer runs on, part of one job.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import ContextManager, Mapping
+
+from . import capture
+from .image import Layer, assemble
+from .publish import Publisher
+from ...config.settings import Settings
+from ...errors import BuildError, ConfigError
+from ...executor import Executor, Step, child_environment
+from ...output.logs import get_logger
+from ...output.progress import progress
+from ...stages import Image, Stages, labels
+
+
+class InplaceEngine:
+    name = "inplace"
+
+    def __init__(self, settings: Settings, executor: Executor, stages: Stages,
+                 environ: Mapping[str, str]) -> None:
+        self.s = settings
+        self.x = executor
+        self.stages = stages
+        self.log = get_logger()
+        self.env = child_environment(environ, {"LWC_BUILD_SCRIPT": settings.build_script})
+        self.image = None
+        self.layer = None
+
+    @property
+    def publisher(self) -> Publisher:
+        if self.s.from_image is None:
+            raise ConfigError("FROM", "not set: the in-place engine publishes onto FROM's "
+                                      "layers, so it needs FROM in the publish job too")
+        if not hasattr(self, "_publisher"):
+            self._publisher = Publisher(self.s, backoff=self.x.backoff)
+        return self._publisher
+
+    def connect(self) -> ContextManager[None]:
+        return nullcontext()
+
+    def workspace(self) -> ContextManager[None]:
+        return nullcontext()
+
+    def build(self) -> None:
+        """The capture, here and now: this process must be running in FROM."""
+        with self.stages.stage("capture"):
+            step = Step(("-c", capture.render(self.s.build_script), "lwcontainer-capture"),
+                        program="bash", env=self.env, cwd=str(self.s.project_dir), stream=True,
+                        check=False, what="capture")
+            done = self.x.run(step)
+            if not done.ok:
+                raise BuildError(f"the capture of build script {self.s.build_script} exited "
+                                 f"with code {done.returncode}: {self.x.masker(done.stderr[-600:])}"
+                                 .rstrip(": "))
+
+    def commit(self) -> Image:
+        """The new image's config and manifest: FROM's, plus the captured layer."""
+        with self.stages.stage("commit"):
+            if self.x.dry_run:
+                self.log.info("image_planned", layer=str(self.s.project_dir))
+                return Image("sha256:<config-digest>")
+            layer = Layer.read(self.s.project_dir)
+            base = self.publisher.base(layer)
+            self.image = assemble(base, layer, labels(self.s, base.digest))
+            self.layer = layer
+            self.log.info("image_assembled", image_id=self.image.config_digest,
+                          layers=len(self.image.layers), layer=layer.digest)
+            return Image(self.image.config_digest, layer.uncompressed_size)
+
+    def measure(self, image: Image) -> Image:
+        return image  # the capture measured it
+
+    def publish(self, image: Image) -> str:
+        if not self.s.push_enabled:
+            self.stages.skip("push", "no registry configured (CI_REGISTRY unset): the in-place "
+                                     "engine has no local image store; the layer stays in "
+                                     f"{self.s.project_dir}")
+            return ""
+        with self.stages.stage("push"), progress("pushing", self.s.progress_interval):
+            if self.x.dry_run:
+                return ""
+            return self.publisher.push(self.image, self.layer, self.s.push_retries)
+
+    def built(self) -> Image:
+        """'lwcontainer publish': the layer the capture job left in the project directory."""
+        return self.commit()

@@ -1,0 +1,161 @@
+"""The captured layer, the base image as its registry has it, and the new image's config and
+manifest: plain values and pure functions, no requests."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...config.reference import Reference
+from ...errors import ConfigError
+
+LAYER_FILE = "lwcontainer-layer.tar.gz"
+META_FILE = "lwcontainer-layer.json"
+FORMAT = 1
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+#: manifest type -> (config type, gzip layer type): the new layer keeps the base's family.
+FAMILY = {
+    DOCKER_MANIFEST: ("application/vnd.docker.container.image.v1+json",
+                      "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+    OCI_MANIFEST: ("application/vnd.oci.image.config.v1+json",
+                   "application/vnd.oci.image.layer.v1.tar+gzip"),
+}
+ROLE_LABEL = "lwcontainer.role"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What the capture wrote: the layer file and its description."""
+
+    path: Path
+    diff_id: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    os: str
+    architecture: str
+    build_script: str
+    created: int
+
+    @classmethod
+    def read(cls, directory: Path) -> Layer:
+        meta_path, path = directory / META_FILE, directory / LAYER_FILE
+        if not meta_path.is_file() or not path.is_file():
+            raise ConfigError("LWC_ENGINE", f"no captured layer in {directory} ({LAYER_FILE}, "
+                                            f"{META_FILE}): run the capture job first "
+                                            "(bash .gitlab/lwcontainer-capture.sh in FROM)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("format") != FORMAT:
+                raise ConfigError("LWC_ENGINE", f"{meta_path} has format {meta.get('format')!r}; "
+                                                f"this lwcontainer reads {FORMAT}: regenerate the "
+                                                "capture script with 'lwcontainer init --force'")
+            layer = cls(path, meta["diff_id"], meta["digest"], int(meta["size"]),
+                        int(meta["uncompressed_size"]), meta["os"], meta["architecture"],
+                        str(meta["build_script"]), int(meta["created"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("LWC_ENGINE", f"{meta_path} is not a layer description: "
+                                            f"{exc}") from None
+        layer.verify()
+        return layer
+
+    def verify(self) -> None:
+        """The file is the one described (an artifact can be truncated or swapped)."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        found = "sha256:" + digest.hexdigest()
+        if found != self.digest or self.path.stat().st_size != self.size:
+            raise ConfigError("LWC_ENGINE", f"{self.path} is not the layer {META_FILE} describes "
+                                            f"({found}, expected {self.digest}): capture again")
+
+
+@dataclass(frozen=True)
+class Base:
+    """FROM as its registry has it, for one platform."""
+
+    manifest: dict
+    digest: str          # what FROM resolved to (the index's digest for a multi-platform FROM)
+    config: dict
+    config_digest: str
+
+    @property
+    def media_type(self) -> str:
+        return self.manifest.get("mediaType") or OCI_MANIFEST
+
+
+@dataclass(frozen=True)
+class NewImage:
+    config: bytes
+    config_digest: str
+    manifest: bytes
+    media_type: str
+
+    @property
+    def layers(self) -> list[dict]:
+        return json.loads(self.manifest)["layers"]
+
+
+def pick_platform(index: dict, os: str, architecture: str, where: str) -> str:
+    """The digest of the index entry for the platform the capture ran on."""
+    for entry in index.get("manifests") or ():
+        platform = entry.get("platform") or {}
+        if platform.get("os") == os and platform.get("architecture") == architecture:
+            return entry["digest"]
+    offered = sorted(f"{(e.get('platform') or {}).get('os')}/"
+                     f"{(e.get('platform') or {}).get('architecture')}"
+                     for e in index.get("manifests") or ())
+    raise ConfigError("FROM", f"{where} has no image for {os}/{architecture}, where the capture "
+                              f"ran (it has {', '.join(offered) or 'none'})")
+
+
+def assemble(base: Base, layer: Layer, labels: dict[str, str]) -> NewImage:
+    """Base config + one layer: rootfs.diff_ids and history grow by one, the labels are added,
+    and everything else of the base's config (Cmd, Entrypoint, WorkingDir, User, Env) stays."""
+    if base.media_type not in FAMILY:
+        raise ConfigError("FROM", f"its manifest type {base.media_type} is not one lwcontainer "
+                                  "can add a layer to")
+    config_type, layer_type = FAMILY[base.media_type]
+    config = json.loads(json.dumps(base.config))  # a deep copy
+    created = labels.get("org.opencontainers.image.created")
+    inner = config.setdefault("config", {})
+    inner["Labels"] = {**(inner.get("Labels") or {}), ROLE_LABEL: "image", **labels}
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(
+        layer.diff_id)
+    config.setdefault("history", []).append({
+        "created": created,
+        "created_by": f"lwcontainer (inplace): /bin/bash {layer.build_script}",
+        "comment": "the build's changes to the root filesystem, captured in FROM",
+    })
+    if created:
+        config["created"] = created
+    config_bytes = _canonical(config)
+    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": base.media_type,
+        "config": {"mediaType": config_type, "digest": config_digest,
+                   "size": len(config_bytes)},
+        "layers": [*base.manifest["layers"],
+                   {"mediaType": layer_type, "digest": layer.digest, "size": layer.size}],
+    }
+    return NewImage(config_bytes, config_digest, _canonical(manifest), base.media_type)
+
+
+def api_path(ref: Reference) -> str:
+    """The repository as the registry API names it (Docker Hub's official images: library/)."""
+    if ref.domain in (None, "docker.io", "index.docker.io") and "/" not in ref.path:
+        return f"library/{ref.path}"
+    return ref.path
+
+
+def registry_host(ref: Reference) -> str:
+    return "docker.io" if ref.domain in (None, "index.docker.io") else ref.domain
+
+
+def _canonical(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=False).encode()
