@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import time
+from contextlib import contextmanager
 import secrets
 import shutil
 import subprocess
@@ -165,6 +169,41 @@ class Job:
         mine = [i for i in images if i.startswith(self.repository)]
         if mine:
             self.bed.docker("rmi", "-f", *mine, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool,
+                 anonymous_storage: Path | None = None):
+    """A registry of the test's own on ``port``, on the test bed's storage and passwords; or,
+    with ``anonymous_storage``, a registry anyone may read and write, on storage of its own."""
+    config = Path(job.bed["LWC_TESTBED_REGISTRY_CONFIG"]).read_text()
+    if anonymous_storage is not None:
+        config = re.sub(r"rootdirectory: .*}", f"rootdirectory: {anonymous_storage}}}", config)
+        config = re.sub(r"auth:\n(  .*\n)+", "", config + "\n")
+    config = re.sub(r'addr: "127\.0\.0\.1:\d+"', f'addr: "127.0.0.1:{port}"', config)
+    config = config.replace("readonly: {enabled: false}",
+                            f"readonly: {{enabled: {str(readonly).lower()}}}")
+    path = tmp_path / f"registry-{port}-{readonly}.yml"
+    path.write_text(config)
+    proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture

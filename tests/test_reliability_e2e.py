@@ -14,37 +14,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from conftest import STANDIN_OPTIONS, Job
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool):
-    """A registry of the test's own on ``port``, on the test bed's storage and passwords."""
-    config = Path(job.bed["LWC_TESTBED_REGISTRY_CONFIG"]).read_text()
-    config = re.sub(r'addr: "127\.0\.0\.1:\d+"', f'addr: "127.0.0.1:{port}"', config)
-    config = config.replace("readonly: {enabled: false}",
-                            f"readonly: {{enabled: {str(readonly).lower()}}}")
-    path = tmp_path / f"registry-{port}-{readonly}.yml"
-    path.write_text(config)
-    proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+from conftest import STANDIN_OPTIONS, Job, free_port, own_registry
 
 
 def registry_env(registry: str, job: Job) -> dict[str, str]:

@@ -14,10 +14,13 @@ def init(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_init_writes_a_ci_job_and_an_executable_build_script(tmp_path):
-    done = init(tmp_path, "--cmssw-release", "CMSSW_13_0_0", "--base-image", "r.io/cms/el8:1")
+def test_init_docker_writes_a_dind_job_and_an_executable_build_script(tmp_path):
+    done = init(tmp_path, "--engine", "docker", "--cmssw-release", "CMSSW_13_0_0",
+                "--base-image", "r.io/cms/el8:1")
     assert done.returncode == 0, done.stderr
-    job = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())["build_image"]
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    job = ci["build_image"]
+    assert job["tags"] == ["$LWC_RUNNER_TAG"] and "docker-privileged" not in ci["variables"].values()
     assert job["image"].startswith("docker:") and job["image"] != "docker:latest"
     assert job["services"] == [job["image"] + "-dind"]
     assert job["variables"]["DOCKER_TLS_CERTDIR"] == "/certs"
@@ -34,6 +37,42 @@ def test_init_writes_a_ci_job_and_an_executable_build_script(tmp_path):
         assert practice in text
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert done.stderr.count('"event": "wrote"') == 2
+    assert "lwcontainer.env" in (tmp_path / ".gitignore").read_text().splitlines()
+
+
+def test_init_inplace_is_the_default_and_writes_capture_and_publish_jobs(tmp_path):
+    (tmp_path / ".gitignore").write_text("build/\nlwcontainer.env")  # no final newline
+    done = init(tmp_path, "--base-image", "r.io/cms/el8:1")
+    assert done.returncode == 0, done.stderr
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    capture, publish = ci["lwc-capture"], ci["lwc-publish"]
+    assert capture["extends"] == ".lwc-capture" and capture["variables"]["FROM"] == "r.io/cms/el8:1"
+    assert ci[".lwc-capture"]["image"] == "$FROM"
+    assert ci[".lwc-capture"]["tags"] == ["$LWC_RUNNER_TAG"] and ci["variables"]["LWC_RUNNER_TAG"] == "cvmfs"
+    assert ci[".lwc-capture"]["script"] == ["bash .gitlab/lwcontainer-capture.sh"]
+    assert set(ci[".lwc-capture"]["artifacts"]["paths"]) == {"lwcontainer-layer.tar.gz",
+                                                             "lwcontainer-layer.json"}
+    assert publish["needs"] == ["lwc-capture"]
+    assert ci[".lwc-publish"]["variables"]["LWC_ENGINE"] == "inplace"
+    assert "python3 -m lwcontainer publish" in ci[".lwc-publish"]["script"]
+    assert ci[".lwc-publish"]["artifacts"]["reports"]["dotenv"] == "lwcontainer.env"
+    assert "==" in ci["variables"]["LWCONTAINER_PACKAGE"]  # an exact version
+    capture_sh = tmp_path / ".gitlab" / "lwcontainer-capture.sh"
+    assert os.access(capture_sh, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(capture_sh)]).returncode == 0
+    assert (tmp_path / ".gitignore").read_text().splitlines() == [
+        "build/", "lwcontainer.env", "lwcontainer-layer.tar.gz", "lwcontainer-layer.json"]
+
+
+def test_init_inplace_matrix_pairs_each_publish_with_its_own_capture(tmp_path):
+    done = init(tmp_path, "--matrix", "r.io/cms/cc7-cms:latest", "--matrix", "r.io/cms/el8-cms:1")
+    assert done.returncode == 0, done.stderr
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    for name, image in (("cc7-cms", "r.io/cms/cc7-cms:latest"), ("el8-cms-1", "r.io/cms/el8-cms:1")):
+        assert ci[f"lwc-capture-{name}"]["variables"]["FROM"] == image
+        assert ci[f"lwc-publish-{name}"]["needs"] == [f"lwc-capture-{name}"]
+        assert ci[f"lwc-publish-{name}"]["variables"]["TO"] == \
+            f"$CI_REGISTRY_IMAGE/{name}:$CI_COMMIT_SHORT_SHA"
 
 
 def test_init_refuses_to_overwrite_then_force_does(tmp_path):
@@ -43,7 +82,7 @@ def test_init_refuses_to_overwrite_then_force_does(tmp_path):
     assert (tmp_path / ".gitlab-ci.yml").read_text() == "mine: true\n"
     assert not (tmp_path / ".gitlab" / "build.sh").exists()  # nothing written at all
     assert init(tmp_path, "--force").returncode == 0
-    assert "build_image" in (tmp_path / ".gitlab-ci.yml").read_text()
+    assert "lwc-capture" in (tmp_path / ".gitlab-ci.yml").read_text()
 
 
 @pytest.mark.parametrize("args", [("--cmssw-release", "10_6; rm -rf /"),

@@ -8,8 +8,10 @@ from ..errors import ConfigError
 from ..output.logs import get_logger
 from ..config.reference import Reference, InvalidReference, parse
 from ..config.settings import slug
-from .templates import (BUILD_SH, DOCKER_VERSION, GITLAB_CI, MATRIX, MATRIX_ENTRY, MATRIX_IMAGE,
-                        SINGLE_IMAGE)
+from .. import __version__
+from ..engines.inplace import capture
+from .templates import (BUILD_SH, DOCKER_VERSION, GITIGNORE_LINES, GITLAB_CI, INPLACE_CI,
+                        INPLACE_PAIR, MATRIX, MATRIX_ENTRY, MATRIX_IMAGE, SINGLE_IMAGE)
 
 DEFAULT_RELEASE = "CMSSW_10_6_8_patch1"
 DEFAULT_BASE_IMAGE = "gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms:latest"
@@ -23,12 +25,8 @@ def _image(switch: str, text: str) -> Reference:
         raise ConfigError(switch, str(exc)) from None
 
 
-def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
-    """The CI job: one image, or a ``parallel:matrix`` job with one entry per base image."""
-    if not matrix:
-        _image("--base-image", base_image)
-        return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix="",
-                                image_variables=SINGLE_IMAGE.format(base_image=base_image))
+def _names(matrix: tuple[str, ...]) -> dict[str, str]:
+    """Base image -> the short name its image is pushed under."""
     names: dict[str, str] = {}
     for image in matrix:
         ref = _image("--matrix", image)
@@ -37,27 +35,71 @@ def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
         if name in names.values():
             raise ConfigError("--matrix", f"two base images would both be named {name!r}")
         names[image] = name
+    return names
+
+
+def inplace_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
+    """Two jobs (capture in FROM, publish), or one pair per base image: each publish needs
+    its own capture."""
+    if not matrix:
+        _image("--base-image", base_image)
+        jobs = INPLACE_PAIR.format(suffix="", base_image=base_image,
+                                   to="$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA")
+    else:
+        jobs = "".join(INPLACE_PAIR.format(suffix=f"-{name}", base_image=image,
+                                           to=f"$CI_REGISTRY_IMAGE/{name}:$CI_COMMIT_SHORT_SHA")
+                       for image, name in _names(matrix).items())
+    return INPLACE_CI.format(version=__version__, jobs=jobs)
+
+
+def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
+    """The docker engine's CI job: one image, or a ``parallel:matrix`` job with one entry per
+    base image."""
+    if not matrix:
+        _image("--base-image", base_image)
+        return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix="",
+                                image_variables=SINGLE_IMAGE.format(base_image=base_image))
+    names = _names(matrix)
     entries = "".join(MATRIX_ENTRY.format(base_image=image, name=name)
                       for image, name in names.items())
     return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix=MATRIX.format(entries=entries),
                             image_variables=MATRIX_IMAGE)
 
 
-def files(release: str, base_image: str,
-          matrix: tuple[str, ...] = ()) -> dict[str, tuple[str, int]]:
+def files(release: str, base_image: str, matrix: tuple[str, ...] = (),
+          engine: str = "inplace") -> dict[str, tuple[str, int]]:
     """Relative path -> (text, mode) of everything ``init`` writes."""
     if not _RELEASE_RE.fullmatch(release):
         raise ConfigError("--cmssw-release", f"{release!r} is not a CMSSW release name")
-    return {
-        ".gitlab-ci.yml": (gitlab_ci(base_image, matrix), 0o644),
-        ".gitlab/build.sh": (BUILD_SH.format(cmssw_release=release), 0o755),
-    }
+    if engine == "docker":
+        ci = gitlab_ci(base_image, matrix)
+    elif engine == "inplace":
+        ci = inplace_ci(base_image, matrix)
+    else:
+        raise ConfigError("LWC_ENGINE", f"{engine!r}: init writes jobs for docker or inplace")
+    out = {".gitlab-ci.yml": (ci, 0o644),
+           ".gitlab/build.sh": (BUILD_SH.format(cmssw_release=release), 0o755)}
+    if engine == "inplace":
+        out[capture.SCRIPT_PATH] = (capture.render(), 0o755)
+    return out
+
+
+def ignore_outputs(directory: Path) -> bool:
+    """Add lwcontainer's outputs (report, layer) to .gitignore; True if it changed."""
+    path = directory / ".gitignore"
+    text = path.read_text() if path.is_file() else ""
+    missing = [line for line in GITIGNORE_LINES if line not in text.splitlines()]
+    if not missing:
+        return False
+    path.write_text(text + ("" if not text or text.endswith("\n") else "\n")
+                    + "\n".join(missing) + "\n")
+    return True
 
 
 def init(directory: Path, release: str, base_image: str, force: bool,
-         matrix: tuple[str, ...] = (), engine: str = "docker") -> list[Path]:
+         matrix: tuple[str, ...] = (), engine: str = "inplace") -> list[Path]:
     planned = {directory / name: content
-               for name, content in files(release, base_image, matrix).items()}
+               for name, content in files(release, base_image, matrix, engine).items()}
     existing = [path for path in planned if path.exists()]
     if existing and not force:
         raise ConfigError("init", f"{', '.join(map(str, existing))} already exist(s); nothing "
@@ -68,4 +110,6 @@ def init(directory: Path, release: str, base_image: str, force: bool,
         path.write_text(text)
         path.chmod(mode)
         log.info("wrote", path=str(path), overwritten=path in existing)
+    if ignore_outputs(directory):
+        log.info("ignored", path=str(directory / ".gitignore"), entries=list(GITIGNORE_LINES))
     return list(planned)

@@ -1,14 +1,20 @@
-"""What ``lwcontainer init`` writes: a GitLab CI job and a CMS build script."""
+"""What ``lwcontainer init`` writes: GitLab CI job(s) and a CMS build script."""
 from __future__ import annotations
 
 DOCKER_VERSION = "24.0.7"
 
 GITLAB_CI = """\
-# Written by `lwcontainer init`: builds a light-weight image of this analysis with CVMFS mounted
-# while building, and pushes it to this project's container registry.
+# Written by `lwcontainer init --engine docker`: builds a light-weight image of this analysis
+# with CVMFS mounted while building, and pushes it to this project's container registry.
+# It needs a runner that allows privileged docker-in-docker services (the CVMFS automounter is
+# a privileged container): name that runner's tag in LWC_RUNNER_TAG. CERN's shared runners
+# no longer allow this; there, use `lwcontainer init --engine inplace`.
+variables:
+  LWC_RUNNER_TAG: docker-privileged-xl
+
 build_image:
   stage: build
-  tags: [docker-privileged]
+  tags: [$LWC_RUNNER_TAG]
   image: docker:{docker_version}
   services:
     - docker:{docker_version}-dind
@@ -74,3 +80,58 @@ cmsenv
 set -u
 scram b -j "$(nproc)"
 """
+
+# -- the in-place engine: two jobs, no Docker engine, no privileges ---------------------------
+INPLACE_CI = """\
+# Written by `lwcontainer init --engine inplace`: builds a light-weight image of this analysis
+# with no Docker engine and no privileges, on runners that mount CVMFS into the job (CERN's
+# shared runners tagged `cvmfs`).
+#   lwc-capture   runs in FROM itself: the build script runs with /cvmfs mounted, and what it
+#                 changed on the root filesystem is written as one layer (an artifact);
+#   lwc-publish   adds that layer to FROM's layers through the registry API and pushes TO.
+variables:
+  LWC_RUNNER_TAG: cvmfs          # runners that mount /cvmfs into the job
+  # where pip finds lwcontainer: a package index name or "git+https://.../lwcontainer.git@TAG"
+  LWCONTAINER_PACKAGE: lwcontainer=={version}
+
+stages: [build, deploy]
+
+.lwc-capture:
+  stage: build
+  image: $FROM
+  tags: [$LWC_RUNNER_TAG]
+  script:
+    - bash .gitlab/lwcontainer-capture.sh
+  artifacts:
+    paths: [lwcontainer-layer.tar.gz, lwcontainer-layer.json]
+    expire_in: 1 day
+
+.lwc-publish:
+  stage: deploy
+  image: python:3.12-slim
+  variables:
+    LWC_ENGINE: inplace
+  script:
+    - pip install "$LWCONTAINER_PACKAGE"
+    - python3 -m lwcontainer publish
+  artifacts:
+    reports:
+      dotenv: lwcontainer.env
+{jobs}"""
+
+INPLACE_PAIR = """\
+
+lwc-capture{suffix}:
+  extends: .lwc-capture
+  variables:
+    FROM: {base_image}
+
+lwc-publish{suffix}:
+  extends: .lwc-publish
+  needs: [lwc-capture{suffix}]
+  variables:
+    FROM: {base_image}
+    TO: {to}
+"""
+
+GITIGNORE_LINES = ("lwcontainer.env", "lwcontainer-layer.tar.gz", "lwcontainer-layer.json")

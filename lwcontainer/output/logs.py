@@ -26,7 +26,11 @@ def configure(fmt: str = "auto", level: str = "info", masker: Masker | None = No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if use_json(fmt, stream):
-        tail = [structlog.processors.dict_tracebacks, masker.processor,
+        # Tracebacks without local variables: a local may hold a secret in a form no masker
+        # recognises (truncated, escaped, inside a mapping).
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        tail = [tracebacks, masker.processor,
                 structlog.processors.JSONRenderer()]
     else:
         tail = [structlog.processors.format_exc_info, masker.processor,

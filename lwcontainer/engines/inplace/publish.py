@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .image import INDEX_TYPES, Base, Layer, NewImage, api_path, pick_platform, registry_host
-from .registry import Credentials, RegistryClient, RegistryError, is_loopback
+from .image import Base, Layer, NewImage, api_path, pick_platform, registry_host
+from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError, is_loopback
 from ...config.reference import Reference
 from ...config.settings import Settings
 from ...errors import ConfigError, EngineError, LoginError, PushError

@@ -194,6 +194,8 @@ class RegistryClient:
 
     def upload(self, repository: str, digest: str, data: bytes | Iterator[bytes],
                size: int) -> None:
+        if not isinstance(data, bytes):
+            data = _Sized(data, size)  # a length, so the body is not sent chunked
         """Monolithic upload: POST, then PUT with the digest. Raw for a stream from another
         registry (oras' put_upload reads a file)."""
         started = self.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(202,),
@@ -209,6 +211,30 @@ class RegistryClient:
         if not location:
             raise RegistryError(f"{self.host} opened an upload without a Location")
         return location if location.startswith("http") else self._url(location)
+
+
+class _Sized:
+    """A stream of chunks with a known length: requests then sends Content-Length instead of
+    chunked encoding, which registries refuse for a monolithic upload."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+        self.chunks = chunks
+        self.size = size
+        self.buffer = b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, amount: int = -1) -> bytes:
+        while amount < 0 or len(self.buffer) < amount:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.buffer += chunk
+        if amount < 0:
+            amount = len(self.buffer)
+        out, self.buffer = self.buffer[:amount], self.buffer[amount:]
+        return out
 
 
 def _errors(answer: requests.Response) -> str:
