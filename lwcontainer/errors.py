@@ -21,12 +21,13 @@ EXIT_MEANINGS = {
     ExitCode.OK: "done",
     ExitCode.INTERNAL: "internal error (a bug: the log has the traceback, secrets masked)",
     ExitCode.CONFIG: "configuration or usage error",
-    ExitCode.ENGINE: "Docker engine unreachable",
+    ExitCode.ENGINE: "Docker engine unreachable (inplace: FROM's registry unreachable)",
     ExitCode.LOGIN: "registry login refused",
     ExitCode.CVMFS: "CVMFS not available in time",
-    ExitCode.BUILD: "build script failed (its own exit code is logged)",
+    ExitCode.BUILD: "build script (or the capture) failed; its own exit code is logged",
     ExitCode.COMMIT: "commit or tag failed",
-    ExitCode.PUSH: "push failed (the committed image stays tagged locally)",
+    ExitCode.PUSH: "push failed (the committed image stays tagged locally; inplace: the "
+                   "captured layer stays)",
     ExitCode.INTERRUPTED: "interrupted (SIGINT/SIGTERM), after cleanup",
 }
 

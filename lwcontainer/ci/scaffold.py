@@ -57,12 +57,12 @@ def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
     base image."""
     if not matrix:
         _image("--base-image", base_image)
-        return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix="",
+        return GITLAB_CI.format(docker_version=DOCKER_VERSION, version=__version__, matrix="",
                                 image_variables=SINGLE_IMAGE.format(base_image=base_image))
     names = _names(matrix)
     entries = "".join(MATRIX_ENTRY.format(base_image=image, name=name)
                       for image, name in names.items())
-    return GITLAB_CI.format(docker_version=DOCKER_VERSION, matrix=MATRIX.format(entries=entries),
+    return GITLAB_CI.format(docker_version=DOCKER_VERSION, version=__version__, matrix=MATRIX.format(entries=entries),
                             image_variables=MATRIX_IMAGE)
 
 

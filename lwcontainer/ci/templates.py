@@ -21,7 +21,7 @@ build_image:
 {matrix}  variables:
     DOCKER_TLS_CERTDIR: "/certs"
 {image_variables}    # where pip finds lwcontainer: a package index name or "git+https://.../lwcontainer.git"
-    LWCONTAINER_PACKAGE: lwcontainer
+    LWCONTAINER_PACKAGE: lwcontainer=={version}
   before_script:
     - apk add --no-cache python3 py3-pip bash
     - pip install --break-system-packages "$LWCONTAINER_PACKAGE"

@@ -1,0 +1,250 @@
+"""The orchestration and the docker engine's stages, with a recording fake executor that returns
+scripted results: order, overlap, cleanup on each failure path, and the dry-run plan. No
+process runs here; the end-to-end suites prove the same on the real engine."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from lwcontainer import pipeline
+from lwcontainer.config.settings import Settings
+from lwcontainer.engines.docker import commands
+from lwcontainer.engines.docker.engine import DockerEngine
+from lwcontainer.errors import BuildError, LoginError, PushError
+from lwcontainer.executor import Completed, DryRunExecutor, Executor, Step
+from lwcontainer.output.masking import Masker
+from lwcontainer.stages import Image, Stages
+
+BASE = [{"Id": "sha256:base", "Size": 1000, "RepoDigests": ["r.io/cms/base@sha256:" + "b" * 64],
+         "Config": {"Cmd": ["/bin/bash"], "WorkingDir": "/home/cmsusr", "User": "cmsusr"}}]
+
+
+class Recorder(Executor):
+    """Answers each docker argv from a script (first matching prefix wins) and records it,
+    with the thread it ran on."""
+
+    def __init__(self, answers: dict[tuple[str, ...], Completed]) -> None:
+        super().__init__(Masker(["hunter2"]), backoff=0, out=io.StringIO(), err=io.StringIO())
+        self.answers = answers
+        self.calls: list[tuple[tuple[str, ...], str]] = []
+        self.lock = threading.Lock()
+
+    def run(self, step: Step) -> Completed:
+        with self.lock:
+            self.calls.append((step.argv, threading.current_thread().name))
+        for prefix, done in self.answers.items():
+            if step.argv[:len(prefix)] == prefix:
+                if step.on_line:
+                    for line in done.stdout.splitlines():
+                        step.on_line(line)
+                if not done.ok and step.check:
+                    raise step.error(f"{step.what} failed: {done.stderr}")
+                return done
+        return Completed(0, "", "")
+
+    def argvs(self) -> list[str]:
+        return [" ".join(argv[:2]) for argv, _ in self.calls]
+
+    def ran(self, *prefix: str) -> list[tuple[str, ...]]:
+        return [argv for argv, _ in self.calls if argv[:len(prefix)] == prefix]
+
+
+def ok(stdout: str = "") -> Completed:
+    return Completed(0, stdout, "")
+
+
+def failed(stderr: str, rc: int = 1) -> Completed:
+    return Completed(rc, "", stderr)
+
+
+def answers(**changes: Completed) -> dict[tuple[str, ...], Completed]:
+    script = {
+        ("version",): ok("24.0.7\n"),
+        ("image", "inspect", "sha256:new"): ok(json.dumps([{"Id": "sha256:new", "Size": 1500}])),
+        ("image", "inspect"): ok(json.dumps(BASE)),
+        ("container", "inspect"): failed("No such container"),
+        ("run", "--rm", "--name"): ok(commands.READY_MARK + "\n"),
+        ("commit",): ok("sha256:new\n"),
+        ("push",): ok("one: digest: sha256:" + "d" * 64 + " size: 1\n"),
+        ("ps",): ok(""),
+    }
+    for key, value in changes.items():
+        script[tuple(key.split("_"))] = value
+    return dict(sorted(script.items(), key=lambda kv: -len(kv[0])))
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
+
+    def make(**env: str) -> Settings:
+        base = {"FROM": "r.io/cms/base:1", "HOME": str(tmp_path), "LWC_CVMFS": "automounter",
+                "CI_REGISTRY": "r.io", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": "hunter2",
+                "CI_REGISTRY_IMAGE": "r.io/me/ana", "CI_COMMIT_SHORT_SHA": "abc12345"}
+        return Settings.from_mapping({**base, **env}, cwd=tmp_path)
+    return make
+
+
+def engine_for(settings: Settings, executor: Executor) -> tuple[DockerEngine, Stages]:
+    stages = Stages(settings, executor.masker, executor.out)
+    return DockerEngine(settings, executor, stages, {"PATH": "/bin"},
+                        local_socket=Path("/nonexistent")), stages
+
+
+def whole_job(settings: Settings, executor: Executor):
+    engine, stages = engine_for(settings, executor)
+    return pipeline.whole_job(engine, stages, settings, executor.dry_run)
+
+
+def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings):
+    x = Recorder(answers())
+    image = whole_job(settings(), x)
+    assert image == Image("sha256:new", 500)
+    order = x.argvs()
+    assert order.index("version --format") < order.index("login --username")
+    assert order.index("start --attach") < order.index("commit --change")
+    assert order.index("commit --change") < order.index("tag sha256:new") < order.index(
+        "push r.io/me/ana:abc12345")
+    # login and the base inspection ran on the background thread, the build on the main one
+    threads = {argv[0]: thread for argv, thread in x.calls}
+    assert threads["login"].startswith("lwc-docker") and threads["start"] == "MainThread"
+    assert (settings().report).read_text().count("LWC_IMAGE_DIGEST=r.io/me/ana@sha256:") == 1
+
+
+def test_the_build_container_is_created_on_the_main_thread_before_the_probe_ends(settings):
+    x = Recorder(answers())
+    whole_job(settings(), x)
+    created = [t for argv, t in x.calls if argv[:1] == ("create",) and "build" in " ".join(argv)]
+    assert created and all(t == "MainThread" for t in created)
+
+
+@pytest.mark.parametrize("where,error", [
+    ("start_--attach", BuildError), ("login", LoginError)])
+def test_every_failure_removes_the_build_container_and_stops_the_automounter(settings, where,
+                                                                            error):
+    x = Recorder(answers(**{where: failed("unauthorized: no" if where == "login" else "boom",
+                                          rc=3)}))
+    with pytest.raises(error):
+        whole_job(settings(), x)
+    assert x.ran("stop", "--time", "10", "cvmfs"), "the automounter this run started is stopped"
+    removed = {argv[-1] for argv in x.ran("rm", "--force")}
+    builds = [argv for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
+    assert all(argv[2] in removed for argv in builds)
+    assert not x.ran("push")
+
+
+def test_a_failed_push_keeps_the_image_and_still_writes_the_report(settings):
+    x = Recorder(answers(push=failed("503 Service Unavailable")))
+    s = settings(LWC_PUSH_RETRIES="0")
+    with pytest.raises(PushError, match="lwcontainer push"):
+        whole_job(s, x)
+    report = s.report.read_text()
+    assert "LWC_IMAGE_ID=sha256:new" in report and "LWC_IMAGE_DIGEST=\n" in report
+    assert not x.ran("rmi")
+
+
+def test_release_of_the_workspace_overlaps_the_push(settings):
+    """The build container's removal may run on another thread while pushing."""
+    x = Recorder(answers())
+    whole_job(settings(), x)
+    removal = [t for argv, t in x.calls if argv[:2] == ("rm", "--force")
+               and argv[-1].startswith("lwc-")]
+    assert removal and all(t.startswith("lwc-release") for t in removal)
+
+
+def test_dry_run_prints_the_plan_in_order_and_runs_nothing(settings, tmp_path):
+    out = io.StringIO()
+    x = DryRunExecutor(Masker(["hunter2"]), out=out, err=io.StringIO())
+    whole_job(settings(), x)
+    plan = [line.split()[1] for line in out.getvalue().splitlines()]
+    assert plan[:2] == ["version", "login"]
+    for first, then in (("login", "pull"), ("create", "start"), ("commit", "tag"),
+                        ("tag", "push")):
+        assert plan.index(first) < plan.index(then)
+    assert "hunter2" not in out.getvalue()
+    assert not (tmp_path / "lwcontainer.env").exists()
+
+
+# -- the orchestration alone, with an engine that records -----------------------------------
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, fail: str = "") -> None:
+        self.fail = fail
+        self.log: list[str] = []
+
+    def _step(self, name: str) -> None:
+        self.log.append(name)
+        if name == self.fail:
+            raise {"build": BuildError, "publish": PushError}.get(name, RuntimeError)(name)
+
+    @contextmanager
+    def connect(self):
+        self._step("connect")
+        try:
+            yield
+        finally:
+            self.log.append("disconnect")
+
+    @contextmanager
+    def workspace(self):
+        self._step("prepare")
+        try:
+            yield
+        finally:
+            self.log.append("release")
+
+    def build(self):
+        self._step("build")
+
+    def commit(self):
+        self._step("commit")
+        return Image("sha256:x")
+
+    def measure(self, image):
+        self.log.append("measure")
+        return Image(image.id, 7)
+
+    def publish(self, image):
+        self._step("publish")
+        return "r.io/me/ana@sha256:" + "e" * 64
+
+    def built(self):
+        self._step("built")
+        return Image("sha256:old", 3)
+
+
+def run_fake(settings, engine):
+    s = settings()
+    stages = Stages(s, Masker(), io.StringIO())
+    return s, pipeline.whole_job(engine, stages, s, dry_run=True)
+
+
+def test_orchestration_order_for_any_engine(settings):
+    engine = FakeEngine()
+    s, image = run_fake(settings, engine)
+    assert engine.log == ["connect", "prepare", "build", "commit", "release", "measure",
+                          "publish", "disconnect"]
+    assert image == Image("sha256:x", 7)
+
+
+def test_a_failed_build_releases_the_workspace_and_publishes_nothing(settings):
+    engine = FakeEngine(fail="build")
+    with pytest.raises(BuildError):
+        run_fake(settings, engine)
+    assert engine.log == ["connect", "prepare", "build", "release", "disconnect"]
+
+
+def test_publish_only_publishes_the_image_built_before(settings):
+    engine = FakeEngine()
+    s = settings()
+    image = pipeline.publish_only(engine, Stages(s, Masker(), io.StringIO()), s, dry_run=False)
+    assert engine.log == ["connect", "built", "publish", "disconnect"]
+    assert image == Image("sha256:old", 3)
+    assert "LWC_LAYER_SIZE=3" in s.report.read_text()
