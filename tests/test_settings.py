@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st, HealthCheck
 
 from lwcontainer.errors import ConfigError
-from lwcontainer.config.settings import Settings
+from lwcontainer.config.settings import SPECS, Settings
 from lwcontainer.config.sources import gather
 
 
@@ -102,17 +102,52 @@ def test_sources_precedence(project):
     assert environ == {"TO": "to/environ:1", "LWC_PULL": "always"}  # not mutated
 
 
-def test_explicit_env_file_and_interpolation(project):
-    (project / "ci.env").write_text('CI_REGISTRY_IMAGE=r.io/me/ana\nTO="${CI_REGISTRY_IMAGE}:v2"\n')
-    merged = gather({}, {}, env_file="ci.env", cwd=project)
-    assert merged["TO"] == "r.io/me/ana:v2"
+def test_env_files_are_not_interpolated(project):
+    (project / "ci.env").write_text('CI_REGISTRY_IMAGE=r.io/me/ana\nTO="${CI_JOB_TOKEN}:v2"\n')
+    merged = gather({"CI_JOB_TOKEN": "s3cret"}, {}, env_file="ci.env", cwd=project)
+    assert merged["TO"] == "${CI_JOB_TOKEN}:v2"  # no secret can be copied into a tag
+
+
+@pytest.mark.parametrize("line,key", [
+    ("LWC_AUTOMOUNTER_OPTIONS=--privileged -v /:/host", "LWC_AUTOMOUNTER_OPTIONS"),
+    ("LWC_CVMFS_MOUNTS=/", "LWC_CVMFS_MOUNTS"), ("DOCKER_HOST=tcp://elsewhere:2375", "DOCKER_HOST"),
+    ("LWC_CVMFS_HOST_DIR=/", "LWC_CVMFS_HOST_DIR"), ("CI_PROJECT_URL=https://x/y", "CI_PROJECT_URL"),
+    ("LWC_ENGINE=inplace", "LWC_ENGINE"), ("LWC_REPORT=/etc/passwd", "LWC_REPORT"),
+    ("LWC_EXTRA_TAGS=docker.io/someone/app:latest", "LWC_EXTRA_TAGS")])
+def test_the_checkouts_env_cannot_steer_the_engine(project, line, key):
+    (project / ".env").write_text(line + "\n")
+    with pytest.raises(ConfigError, match=f"^{key}:.*(environment or on the command line|bare)"):
+        gather({}, {}, cwd=project)
+
+
+@pytest.mark.parametrize("key,meant", [("FORM", "FROM"), ("LWC_CVMFS_TIMOUT", "LWC_CVMFS_TIMEOUT"),
+                                       ("LWC_CVMFS_HOST_DIRR", "LWC_CVMFS_HOST_DIR")])
+def test_a_typo_in_the_env_file_is_named_with_a_suggestion(project, key, meant):
+    (project / ".env").write_text(f"{key}=x\n")
+    with pytest.raises(ConfigError, match=f"^{key}: .*did you mean {meant}\\?"):
+        gather({}, {}, cwd=project)
+
+
+def test_every_setting_the_env_file_may_set_is_a_build_input():
+    """A walk over the table: nothing that steers the engine, its address, privileges, host
+    paths or where files go may come from the checkout."""
+    from lwcontainer.config.settings import DOTENV_ALLOWED
+    never = {"LWC_ENGINE", "LWC_PROJECT_DIR", "LWC_REPORT", "LWC_CVMFS_HOST_DIR",
+             "LWC_CVMFS_MOUNTS", "LWC_INSECURE_REGISTRIES", "LWC_KEEP_LOGIN",
+             "LWC_KEEP_AUTOMOUNTER", "LWC_DIND_HOST"}
+    for spec in SPECS:
+        if spec.variable in never or spec.variable.startswith(("CI_", "GITHUB_", "DOCKER_")) \
+                or spec.variable.startswith("LWC_AUTOMOUNTER") or spec.secret:
+            assert spec.variable not in DOTENV_ALLOWED, spec.variable
+    assert {"FROM", "TO", "LWC_BUILD_SCRIPT", "LWC_CVMFS_REPOS"} <= DOTENV_ALLOWED
 
 
 @pytest.mark.parametrize("line", ["FROM cms/base", "'unterminated=1", "A=1\nexport B C\n"])
 def test_malformed_env_file_line_is_a_config_error(project, line):
     (project / ".env").write_text(line + "\n")
-    with pytest.raises(ConfigError, match=r"line \d"):
+    with pytest.raises(ConfigError, match=r"line \d") as info:
         gather({}, {}, cwd=project)
+    assert "cms/base" not in str(info.value) and "unterminated" not in str(info.value)
 
 
 def test_missing_env_file_named(project):

@@ -41,6 +41,8 @@ class Spec:
     help: str
     secret: bool = False
     shown: str = ""  # what --help and README show instead, where the default is computed
+    dotenv: bool = False  # may the checkout's .env set it? (build inputs only; never the
+    #                       engine, its address, privileges, host paths or where files go)
 
     @property
     def display(self) -> str:
@@ -51,18 +53,18 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_ENGINE", "--engine", "docker", "docker (a Docker engine: workstation, privileged "
          "dind runner) | inplace (no engine, no privileges: build inside FROM on the runner, "
          "publish through the registry API)"),
-    Spec("FROM", "--from", "", "base image the build runs in", shown="(required)"),
+    Spec("FROM", "--from", "", "base image the build runs in", shown="(required)", dotenv=True),
     Spec("TO", "--to", "", "image reference to tag and push",
          shown="${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
-               "locally lwcontainer/<dir>:<git short sha|latest>"),
+               "locally lwcontainer/<dir>:<git short sha|latest>", dotenv=True),
     Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
-         "bare tags for TO's repository or whole references"),
+         "bare tags for TO's repository or whole references", dotenv=True),
     Spec("LWC_TAG_LATEST", "--tag-latest", "auto", "auto (latest on the default branch, the git "
-         "tag on tag pipelines) | always | never; derived tags are sanitised"),
+         "tag on tag pipelines) | always | never; derived tags are sanitised", dotenv=True),
     Spec("LWC_PROJECT_DIR", "--project-dir", ".", "the analysis checkout; mounted at the same path "
          "and the build's working directory"),
     Spec("LWC_BUILD_SCRIPT", "--build-script", ".gitlab/build.sh",
-         "build script, relative to the project directory, run with /bin/bash"),
+         "build script, relative to the project directory, run with /bin/bash", dotenv=True),
     Spec("CI_REGISTRY", "--registry", "", "registry to log in to; no registry: no login, no push"),
     Spec("CI_REGISTRY_USER", "--registry-user", "", "registry user name"),
     Spec("CI_REGISTRY_PASSWORD", "--registry-password", "",
@@ -71,23 +73,23 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_INSECURE_REGISTRIES", "--insecure-registries", "",
          "inplace: registries (host[:port]) reached over plain HTTP besides the loopback range, "
          "comma or space separated"),
-    Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never"),
+    Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never", dotenv=True),
     Spec("LWC_DIND_HOST", "--dind-host", "",
          "host name of the dind service, used in a CI job when DOCKER_HOST is unset and there "
          "is no local engine socket", shown="docker (localhost on Kubernetes)"),
     Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
          "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
-    Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine"),
+    Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine", dotenv=True),
     Spec("LWC_CVMFS", "--cvmfs", "auto", "where /cvmfs comes from: auto (host when every "
          "repository is under LWC_CVMFS_HOST_DIR and the engine is local, else automounter) | "
-         "automounter | host | none"),
+         "automounter | host | none", dotenv=True),
     Spec("LWC_CVMFS_HOST_DIR", "--cvmfs-host-dir", "/cvmfs",
          "the host's CVMFS, bind-mounted read-only in host mode"),
     Spec("LWC_CVMFS_MOUNTS", "--cvmfs-mounts", "/cvmfsmounts",
          "host directory the automounter shares (must be on a shared mount)"),
     Spec("LWC_CVMFS_REPOS", "--cvmfs-repos", "cms.cern.ch",
-         "CVMFS repositories to wait for, comma or space separated"),
-    Spec("LWC_CVMFS_TIMEOUT", "--cvmfs-timeout", "300", "seconds to wait for CVMFS"),
+         "CVMFS repositories to wait for, comma or space separated", dotenv=True),
+    Spec("LWC_CVMFS_TIMEOUT", "--cvmfs-timeout", "300", "seconds to wait for CVMFS", dotenv=True),
     Spec("LWC_AUTOMOUNTER_IMAGE", "--automounter-image", DEFAULT_AUTOMOUNTER_IMAGE,
          "CVMFS automounter image"),
     Spec("LWC_AUTOMOUNTER_NAME", "--automounter-name", "cvmfs",
@@ -99,13 +101,13 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_KEEP_LOGIN", "--keep-login", "",
          "1/true/yes: log in to the user's docker config and leave the login there; by default "
          "the run logs in to a private config that is deleted at the end"),
-    Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff"),
+    Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff", dotenv=True),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
          "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
     Spec("LWC_PROGRESS_INTERVAL", "--progress-interval", "10",
-         "seconds between 'waiting' log lines during long waits when not on a terminal"),
-    Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json"),
-    Spec("LWC_LOG_LEVEL", "--log-level", "info", "debug | info | warning | error"),
+         "seconds between 'waiting' log lines during long waits when not on a terminal", dotenv=True),
+    Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json", dotenv=True),
+    Spec("LWC_LOG_LEVEL", "--log-level", "info", "debug | info | warning | error", dotenv=True),
     Spec("CI_PROJECT_NAME", "--project-name", "", "names the build container",
          shown="<project directory name>"),
     Spec("CI_JOB_ID", "--job-id", "", "names the build container"),
@@ -119,11 +121,14 @@ SPECS: tuple[Spec, ...] = (
     Spec("CI_DEFAULT_BRANCH", "--default-branch", "", "the project's default branch"),
     Spec("CI_COMMIT_TAG", "--git-tag", "", "git tag of a tag pipeline: pushed as a tag too"),
     Spec("SOURCE_DATE_EPOCH", "--source-date-epoch", "",
-         "label org.opencontainers.image.created (seconds since 1970), for reproducibility"),
+         "label org.opencontainers.image.created (seconds since 1970), for reproducibility",
+         dotenv=True),
     Spec("CI_COMMIT_TIMESTAMP", "--commit-timestamp", "",
          "the commit's time (ISO 8601): label ...created when SOURCE_DATE_EPOCH is unset"),
 )
 SPEC_BY_NAME = {spec.variable: spec for spec in SPECS}
+#: What the checkout's .env may set; everything else there is refused (config/sources.py).
+DOTENV_ALLOWED = frozenset(spec.variable for spec in SPECS if spec.dotenv)
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_CERTDIR", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
                     "CI", "GITLAB_CI", "KUBERNETES_PORT", "LWC_DIND_HOST")
 
