@@ -10,6 +10,7 @@ from plumbum import cli
 
 from . import __version__, pipeline, signals
 from .ci import scaffold
+from .ci.github import add_mask_commands
 from .config.settings import SECRET_VARIABLES, SPECS, Settings
 from .config.sources import gather
 from .engines import make_engine
@@ -95,10 +96,13 @@ class Command(cli.Application, SettingsSwitches):
         def body(masker: Masker) -> int | None:
             environ = dict(os.environ)
             raw = gather(environ, self.switch_values(), self.option("env_file"))
-            masker.add(*(raw.get(name) for name in SECRET_VARIABLES))
+            secrets = [raw[name] for name in SECRET_VARIABLES if raw.get(name)]
+            masker.add(*secrets)
+            for secret in secrets:
+                masker.add_credentials(raw.get("CI_REGISTRY_USER"), secret)
             if raw.get("GITHUB_ACTIONS") == "true":  # before anything else is printed
-                for secret in filter(None, (raw.get(name) for name in SECRET_VARIABLES)):
-                    print(f"::add-mask::{secret}", flush=True)
+                for secret in secrets:
+                    print("\n".join(add_mask_commands(secret)), flush=True)
             settings = Settings.from_mapping(raw, require_from=require_from)
             logs.configure(settings.log_format, settings.log_level, masker)
             executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)

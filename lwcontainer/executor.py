@@ -9,6 +9,7 @@ the terminal. Secrets go on stdin only and are masked in everything logged, stre
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import shlex
 import signal
@@ -28,6 +29,7 @@ from .output.masking import Masker
 from .config.settings import SECRET_VARIABLES
 
 MAX_BACKOFF_S = 30.0  # the longest wait between two tries of a step
+TIMED_OUT = 124  # the exit code a step that ran out of time gets (as timeout(1) gives)
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
                 "no basic auth credentials", "forbidden")
@@ -58,6 +60,8 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     program: str = "docker"
     cwd: str | None = None
+    timeout: float | None = None  # wall-clock limit in seconds; None: none (the build)
+    timeout_setting: str = ""  # the setting that sets it, named when it fires
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
     on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
@@ -98,16 +102,21 @@ class Executor:
 
     @staticmethod
     def argv(step: Step) -> list[str]:
-        """The full argv, as plumbum formulates it for the program found on PATH."""
+        """The full argv, as plumbum formulates it for the program found on PATH; behind
+        ``setpriv --pdeathsig KILL`` where there is one, so that no child outlives a
+        lwcontainer that was killed (the signal fires when the spawning thread ends, and every
+        step is waited for by the thread that spawned it)."""
         try:
             program = local[step.program]
         except CommandNotFound:
             raise EngineError(f"the {step.program} command is not on PATH") from None
-        return [str(program.executable), *program[step.argv].formulate()[1:]]
+        argv = [str(program.executable), *program[step.argv].formulate()[1:]]
+        return [*_guard(), *argv] if not step.interactive else argv
 
     def line(self, step: Step) -> str:
-        """The shell-quoted command line, secrets masked: what logs and dry runs show."""
-        return self.masker(shlex.join((step.program, *step.argv)))
+        """The shell-quoted command line, secrets masked, control characters escaped: what
+        logs and dry runs show."""
+        return printable(self.masker(shlex.join((step.program, *step.argv))))
 
     def run(self, step: Step) -> Completed:
         attempt = 0
@@ -149,9 +158,12 @@ class Executor:
         try:
             if step.interactive:
                 return Completed(_wait(proc), "", "")
+            deadline = None if step.timeout is None else time.monotonic() + step.timeout
             if step.stream:
-                return self._stream(proc, step)
-            out, err = _communicate(proc, _encode(step.stdin))
+                return self._stream(proc, step, deadline)
+            out, err = _communicate(proc, _encode(step.stdin), deadline)
+            if out is None:
+                return self._timed_out(proc, step)
             return Completed(proc.returncode, _decode(out), _decode(err))
         except BaseException:
             _terminate(proc, group=not step.interactive)
@@ -169,7 +181,14 @@ class Executor:
         for proc in running:
             _terminate(proc)
 
-    def _stream(self, proc: subprocess.Popen, step: Step) -> Completed:
+    def _timed_out(self, proc: subprocess.Popen, step: Step) -> Completed:
+        _terminate(proc)
+        where = f" ({step.timeout_setting})" if step.timeout_setting else ""
+        return Completed(TIMED_OUT, "", f"lwcontainer: {step.what} did not finish within "
+                                        f"{step.timeout:g}s{where}; stopped")
+
+    def _stream(self, proc: subprocess.Popen, step: Step,
+                deadline: float | None = None) -> Completed:
         """Tee the child's stdout and stderr live, masked (or hand stdout lines to
         ``step.on_line``); keep stdout, and stderr's tail for the error."""
         out: list[str] = []
@@ -185,7 +204,9 @@ class Executor:
             proc.stdin.close()
         for pump in pumps:
             pump.start()
-        returncode = _wait(proc)
+        returncode = _wait(proc, deadline)
+        if returncode is None:
+            return self._timed_out(proc, step)
         for pump in pumps:
             pump.join(timeout=5)
         return Completed(returncode, "".join(out) if step.on_line else "", "".join(tail))
@@ -216,6 +237,19 @@ class DryRunExecutor(Executor):
         return Completed(0, step.placeholder, "")
 
 
+@functools.cache
+def _guard() -> tuple[str, ...]:
+    try:
+        return (str(local["setpriv"].executable), "--pdeathsig", "KILL", "--")
+    except CommandNotFound:
+        return ()
+
+
+def printable(text: str) -> str:
+    """Control characters as escapes, so a value cannot move the cursor or fake a line."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -233,20 +267,26 @@ def tail_lines(text: str, limit: int = 600) -> str:
 _POLL_S = 0.2
 
 
-def _wait(proc: subprocess.Popen) -> int:
+def _wait(proc: subprocess.Popen, deadline: float | None = None) -> int | None:
+    """The exit code, or None once ``deadline`` (monotonic) has passed."""
     while True:
         try:
             return proc.wait(timeout=_POLL_S)
         except subprocess.TimeoutExpired:
-            continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
 
-def _communicate(proc: subprocess.Popen, data: bytes | None) -> tuple[bytes, bytes]:
+def _communicate(proc: subprocess.Popen, data: bytes | None,
+                 deadline: float | None = None) -> tuple[bytes | None, bytes | None]:
+    """(stdout, stderr), or (None, None) once ``deadline`` has passed."""
     while True:
         try:
             return proc.communicate(data, timeout=_POLL_S)
         except subprocess.TimeoutExpired:
             data = None  # already sent; communicate() keeps what it has read so far
+            if deadline is not None and time.monotonic() >= deadline:
+                return None, None
 
 
 def _terminate(proc: subprocess.Popen, group: bool = True) -> None:

@@ -116,8 +116,9 @@ def reset(mode: str, ctx: dict[str, str], mounts: Path, automounter: str) -> Non
     outputs = [i for i in images if i.startswith(f"{ctx['registry']}/bench/ana")]
     if outputs:
         docker("rmi", "-f", *outputs, check=False)
-    if mode == "cold":
-        docker("rmi", "-f", ctx["base"], check=False)
+    if mode == "cold":  # the base and every image that shares its layers
+        derived = [i for i in images if "/bench/cms-base" in i or "/bench/inplace" in i]
+        docker("rmi", "-f", ctx["base"], *derived, check=False)
         docker("image", "prune", "-f", check=False)
     elif docker("image", "inspect", ctx["base"], check=False).returncode != 0:
         docker("pull", ctx["base"], env={**os.environ,
@@ -193,7 +194,7 @@ def startup(runs: int) -> dict[str, float]:
 # -- the in-place engine ----------------------------------------------------------------------
 def bulk_base(ctx: dict[str, str]) -> str:
     """The base with 40,000 more small files (the capture walks every path), in the registry."""
-    ref = ctx["base"].replace("/bench/cms-base:", "/bench/cms-base-bulk:")
+    ref = ctx["base"].replace("/bench/cms-base:", "/bench/cms-base-40k:")
     env = {**os.environ, "DOCKER_CONFIG": str(SCRATCH / "docker-config")}
     if docker("pull", "-q", ref, check=False, env=env).returncode == 0:
         return ref
@@ -201,7 +202,7 @@ def bulk_base(ctx: dict[str, str]) -> str:
     docker("run", "--name", name, "--user", "0", ctx["base"], "bash", "-c",
            "mkdir -p /opt/bulk && cd /opt/bulk && for d in $(seq 200); do mkdir $d; "
            "for f in $(seq 200); do echo $d.$f > $d/$f; done; done")
-    docker("commit", name, ref)
+    docker("commit", "--change", "USER cmsusr", "--change", 'CMD ["/bin/bash"]', name, ref)
     docker("rm", "-f", name)
     docker("push", "-q", ref, env=env)
     return ref

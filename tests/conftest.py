@@ -218,3 +218,11 @@ def pytest_collection_modifyitems(items):
         fixtures = getattr(item, "fixturenames", ())
         if "testbed" in fixtures or "job" in fixtures:
             item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """A test that runs the CLI in-process configures structlog for its captured streams."""
+    yield
+    import structlog
+    structlog.reset_defaults()

@@ -28,3 +28,16 @@ def github_defaults(env: Mapping[str, str]) -> dict[str, str]:
                    CI_REGISTRY_IMAGE=f"ghcr.io/{repository.lower()}",
                    CI_REGISTRY_PASSWORD=token)
     return out
+
+
+def escape_data(text: str) -> str:
+    """As GitHub's toolkit escapes a workflow command's data."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def add_mask_commands(secret: str) -> list[str]:
+    """``::add-mask::`` lines for a secret: GitHub masks line by line, so a multi-line secret
+    gets one command per line, and the whole of it once more."""
+    lines = [line for line in secret.replace("\r", "").split("\n") if line]
+    parts = lines if len(lines) > 1 else []
+    return [f"::add-mask::{escape_data(part)}" for part in [secret, *parts]]

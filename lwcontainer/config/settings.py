@@ -79,7 +79,13 @@ SPECS: tuple[Spec, ...] = (
          "is no local engine socket", shown="docker (localhost on Kubernetes)"),
     Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
          "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
-    Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine", dotenv=True),
+    Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine, and "
+         "that any other docker call may take", dotenv=True),
+    Spec("LWC_TRANSFER_TIMEOUT", "--transfer-timeout", "1800",
+         "seconds one pull, push or commit may take before it is stopped (and retried)",
+         dotenv=True),
+    Spec("LWC_BUILD_TIMEOUT", "--build-timeout", "", "seconds the build may take; unset: no "
+         "limit", dotenv=True),
     Spec("LWC_CVMFS", "--cvmfs", "auto", "where /cvmfs comes from: auto (host when every "
          "repository is under LWC_CVMFS_HOST_DIR and the engine is local, else automounter) | "
          "automounter | host | none", dotenv=True),
@@ -164,6 +170,8 @@ class Settings:
     insecure_registries: tuple[str, ...]
     pull: str
     docker_timeout: float
+    transfer_timeout: float
+    build_timeout: float | None
     cvmfs: str
     cvmfs_host_dir: str
     cvmfs_mounts: str
@@ -216,11 +224,15 @@ class Settings:
         project_dir = (cwd / get.text("LWC_PROJECT_DIR")).resolve()
         if not project_dir.is_dir():
             raise ConfigError("LWC_PROJECT_DIR", f"{project_dir} is not a directory")
+        if ":" in str(project_dir) or "," in str(project_dir):
+            raise ConfigError("LWC_PROJECT_DIR", f"{project_dir} contains ':' or ',', which a "
+                                                 "docker volume cannot mount; move or link the "
+                                                 "checkout to a plain path")
         from_image = _from_image(get, require_from)
         to_image = get.reference("TO", parse_target, default=_default_to(get, project_dir))
         extra = tuple(get.convert("LWC_EXTRA_TAGS", tag, lambda t: extra_target(t, to_image))
                       for tag in split_list(get.text("LWC_EXTRA_TAGS")))
-        return cls(
+        settings = cls(
             engine=get.choice("LWC_ENGINE", ENGINES),
             from_image=from_image,
             to_image=to_image,
@@ -232,6 +244,9 @@ class Settings:
             insecure_registries=split_list(get.text("LWC_INSECURE_REGISTRIES")),
             pull=get.choice("LWC_PULL", PULL_POLICIES),
             docker_timeout=get.number("LWC_DOCKER_TIMEOUT"),
+            transfer_timeout=get.number("LWC_TRANSFER_TIMEOUT"),
+            build_timeout=(get.number("LWC_BUILD_TIMEOUT")
+                           if get.optional("LWC_BUILD_TIMEOUT") is not None else None),
             **_cvmfs(get),
             **_automounter(get),
             keep_login=truthy(get.optional("LWC_KEEP_LOGIN")),
@@ -254,6 +269,28 @@ class Settings:
             ci_style=ci_style(env),
             engine_vars=tuple((name, env[name]) for name in ENGINE_VARIABLES if env.get(name)),
         )
+        _refuse_secrets_in_public_values(settings, env)
+        return settings
+
+
+#: Settings whose values end up in a pushed tag, an image label or the report: public.
+PUBLIC_FIELDS = {"to_image": "TO", "extra_tags": "LWC_EXTRA_TAGS", "from_image": "FROM",
+                 "project_url": "CI_PROJECT_URL", "commit_sha": "CI_COMMIT_SHA",
+                 "project_name": "CI_PROJECT_NAME", "job_id": "CI_JOB_ID",
+                 "branch": "CI_COMMIT_BRANCH", "git_tag": "CI_COMMIT_TAG",
+                 "default_branch": "CI_DEFAULT_BRANCH"}
+
+
+def _refuse_secrets_in_public_values(settings: Settings, env: Mapping[str, str]) -> None:
+    """A secret's value never goes into a tag, a label or the report."""
+    secrets = [env[name] for name in SECRET_VARIABLES if len(env.get(name) or "") >= 4]
+    for field_name, variable in PUBLIC_FIELDS.items():
+        value = getattr(settings, field_name)
+        text = " ".join(map(str, value)) if isinstance(value, tuple) else str(value or "")
+        if any(secret in text for secret in secrets):
+            raise ConfigError(variable, "contains the value of a secret variable "
+                                        f"({', '.join(SECRET_VARIABLES)}); it would be pushed "
+                                        "as a tag or written into a label and the report")
 
 
 def _from_image(get: _Getter, required: bool) -> Reference | None:
@@ -287,8 +324,8 @@ def _cvmfs(get: _Getter) -> dict:
         if not _REPO_RE.fullmatch(repo):
             raise ConfigError("LWC_CVMFS_REPOS", f"{repo!r} is not a repository name")
     return dict(cvmfs=get.choice("LWC_CVMFS", CVMFS_SOURCES),
-                cvmfs_host_dir=_absolute(get, "LWC_CVMFS_HOST_DIR"),
-                cvmfs_mounts=_absolute(get, "LWC_CVMFS_MOUNTS").rstrip("/") or "/",
+                cvmfs_host_dir=_host_directory(get, "LWC_CVMFS_HOST_DIR"),
+                cvmfs_mounts=_host_directory(get, "LWC_CVMFS_MOUNTS"),
                 cvmfs_repos=repos,
                 cvmfs_timeout=get.number("LWC_CVMFS_TIMEOUT"))
 
@@ -311,6 +348,20 @@ def _automounter(get: _Getter) -> dict:
 
 
 _REGISTRY_RE = re.compile(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", re.ASCII)
+
+
+#: Directories a CVMFS setting must never name: bind-mounting or purging them harms the host.
+SYSTEM_DIRECTORIES = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32",
+                                "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin", "/sys",
+                                "/usr", "/var", "/tmp", "/opt", "/srv", "/mnt", "/media"})
+
+
+def _host_directory(get: _Getter, name: str) -> str:
+    path = os.path.normpath(_absolute(get, name))
+    if path in SYSTEM_DIRECTORIES:
+        raise ConfigError(name, f"{path!r} is a system directory; name a directory of its own, "
+                                "e.g. /cvmfs or /cvmfsmounts")
+    return path
 
 
 def _created(get: _Getter) -> datetime | None:

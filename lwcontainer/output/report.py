@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from .logs import get_logger
 
 
 @dataclass(frozen=True)
@@ -35,18 +37,23 @@ def write_safely(path: Path, text: str) -> None:
     """The one writer of the report: the build can write to its directory, so write a random
     temporary name there (``mkstemp``, never following a planted link) and rename it into
     place; a symlink at the report's own path is refused."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        raise ConfigError("LWC_REPORT", f"{path} is a symbolic link; refusing to write through "
-                                        "it (the build may have planted it)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():  # replaced by the rename below, never written through
+            get_logger().warning("report_link_replaced", path=str(path),
+                                 reason="a symbolic link stood at the report's path")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError("LWC_REPORT", f"cannot write {path}: {exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ConfigError("LWC_REPORT", f"cannot write {path}: {exc}") from None
         raise
 
 
@@ -56,13 +63,26 @@ def remember_container(path: Path, container: str) -> None:
     write_safely(path, "\n".join([*lines, f"LWC_BUILD_CONTAINER={container}"]) + "\n")
 
 
+#: What a value read back from a report must look like before it goes into a docker argv.
+_READ_BACK = {
+    "LWC_IMAGE_ID": re.compile(r"sha256:[0-9a-f]{64}"),
+    "LWC_BUILD_CONTAINER": re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}"),
+    "LWC_LAYER_SIZE": re.compile(r"[0-9]{0,20}"),
+}
+
+
 def read(path: Path) -> dict[str, str]:
-    """A previous report's values (for ``lwcontainer push`` and ``commit``), empty if none."""
+    """A previous report's values (for ``lwcontainer push``, ``commit`` and ``run``), empty if
+    none. The build could have rewritten it: a value that goes into a docker argv is refused
+    unless it has its expected form."""
     if not path.is_file() or path.is_symlink():
         return {}
     values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             values[key.strip()] = value.strip()
+    for key, form in _READ_BACK.items():
+        if key in values and not form.fullmatch(values[key]):
+            raise ConfigError(key, f"{values[key]!r} read from {path} is not a valid value")
     return values

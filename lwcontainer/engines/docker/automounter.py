@@ -33,6 +33,7 @@ class Automounter(CvmfsSource):
     def __init__(self, settings: Settings, docker: DockerCli) -> None:
         super().__init__(settings, docker)
         self.started = False
+        self.id: str | None = None  # the container this run started: stopped by id, not name
 
     def __enter__(self) -> Automounter:
         self.started = self.ensure()
@@ -43,24 +44,30 @@ class Automounter(CvmfsSource):
             self.release()
 
     # -- state -------------------------------------------------------------------------------
-    def status(self) -> str | None:
-        done = self.x.run(self.docker.step(commands.container_inspect(self.s.automounter_name), check=False))
+    def inspect(self) -> tuple[str | None, str | None]:
+        """(container id, status) of the automounter's name, or (None, None)."""
+        done = self.docker.run(commands.container_inspect(self.s.automounter_name), check=False)
         if not done.ok or not done.stdout.strip():
-            return None
-        return json.loads(done.stdout)[0]["State"]["Status"]
+            return None, None
+        found = json.loads(done.stdout)[0]
+        return found.get("Id"), found["State"]["Status"]
+
+    def status(self) -> str | None:
+        return self.inspect()[1]
 
     def ensure(self) -> bool:
-        """Make sure the automounter runs; True if this call started it."""
+        """Make sure the automounter runs; True if this call started it. A stopped one is
+        replaced by the id the inspect saw: never a newer one another run just started."""
         name = self.s.automounter_name
-        status = self.status()
+        seen, status = self.inspect()
         if status == "running":
             self.log.info("automounter_reused", name=name)
             return False
         if status == "created" and self._wait_running(name):
             return False
-        if status is not None:
-            self.log.info("automounter_replaced", name=name, status=status)
-            self.x.run(self.docker.step(commands.remove(name), check=False))
+        if status is not None and seen:
+            self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
+            self.docker.run(commands.remove(seen), check=False)
         return self._start()
 
     def image_command(self) -> tuple[str, ...]:
@@ -84,8 +91,13 @@ class Automounter(CvmfsSource):
 
     def _start(self) -> bool:
         name = self.s.automounter_name
-        created = self.x.run(self.docker.step(commands.automounter_create(self.s, self.image_command()),
-                                  check=False, what="automounter create"))
+        try:
+            created = self.docker.run(commands.automounter_create(self.s, self.image_command()),
+                                      check=False, what="automounter create")
+        except BaseException:  # a signal after docker created it: the name may be ours
+            with signals.deferred():
+                self._remove_if_never_started(name)
+            raise
         if not created.ok:
             if "already in use" in created.stderr:
                 # Another run claimed the name a moment ago: use its automounter.
@@ -94,22 +106,31 @@ class Automounter(CvmfsSource):
                     return False
             raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
                                                                           "create"), created))
+        self.id = created.stdout.strip() or name
         try:
-            started = self.x.run(self.docker.step(commands.start(name), check=False, what="automounter start"))
+            started = self.docker.run(commands.start(self.id), check=False,
+                                      what="automounter start")
             self.raise_for_propagation(started.stderr)
             if not started.ok:
                 raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
                                                                               "start"),
                                                         started))
         except BaseException:
-            self.x.run(self.docker.step(commands.remove(name), check=False))
+            self.docker.run(commands.remove(self.id), check=False)
             raise
-        self.log.info("automounter_started", name=name, image=str(self.s.automounter_image))
+        self.log.info("automounter_started", name=name, id=self.id[:12],
+                      image=str(self.s.automounter_image))
         return True
+
+    def _remove_if_never_started(self, name: str) -> None:
+        """Only a container of our name that is still 'created' can be the one we were making."""
+        seen, status = self.inspect()
+        if seen and status == "created":
+            self.docker.run(commands.remove(seen), check=False)
 
     def report_stale_mounts(self) -> None:
         """Log what the entrypoint wrapper of an automounter this run started unmounted."""
-        done = self.x.run(self.docker.step(commands.logs(self.s.automounter_name), check=False))
+        done = self.docker.run(commands.logs(self.id or self.s.automounter_name), check=False)
         mark = commands.STALE_MARK
         stale = [line.split(mark, 1)[1].strip() for line in (done.stdout + done.stderr).splitlines()
                  if mark in line]
@@ -139,11 +160,12 @@ class Automounter(CvmfsSource):
         """A created, never started container labelled like a build: while the base image is
         still being pulled, it tells other runs that this automounter is in use."""
         name = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
-        self.x.run(self.docker.step(commands.lease_create(self.s, name), check=False))
-        try:
+        try:  # created, then recorded: a signal in between still removes it by its name
+            self.docker.run(commands.lease_create(self.s, name), check=False)
             yield
         finally:
-            self.x.run(self.docker.step(commands.remove(name), check=False))
+            with signals.deferred():
+                self.docker.run(commands.remove(name), check=False)
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:
         """Poll inside the automounter (``docker exec``, tens of milliseconds) at a short,
@@ -152,7 +174,7 @@ class Automounter(CvmfsSource):
         while True:
             if settled(pending):
                 return
-            probe = self.x.run(self.docker.step(commands.probe_in_automounter(self.s), check=False))
+            probe = self.docker.run(commands.probe_in_automounter(self.s), check=False)
             if probe.ok:
                 missing = probe.stdout.split()
                 if not missing:
@@ -181,13 +203,14 @@ class Automounter(CvmfsSource):
         if self.s.keep_automounter:
             self.log.info("automounter_kept", name=name, reason="LWC_KEEP_AUTOMOUNTER is set")
             return
-        others = self.x.run(self.docker.step(commands.active_builds(), check=False)).stdout.split()
+        others = self.docker.run(commands.active_builds(), check=False).stdout.split()
         if others:
             self.log.info("automounter_kept", name=name,
                           reason=f"{len(others)} other build(s) still use it")
             return
-        self.x.run(self.docker.step(commands.stop(name), check=False))
-        removed = self.x.run(self.docker.step(commands.remove(name), check=False))
+        target = self.id or name
+        self.docker.run(commands.stop(target), check=False)
+        removed = self.docker.run(commands.remove(target), check=False)
         if removed.ok:
             self.log.info("automounter_stopped", name=name)
         else:

@@ -47,7 +47,7 @@ class BuildContainer:
             self.log.info("build_container_kept", container=self.name)
             return
         with signals.deferred(), bound_contextvars(stage="cleanup"):
-            removed = self.x.run(self.docker.step(commands.remove(self.name), check=False))
+            removed = self.docker.run(commands.remove(self.name), check=False)
             if removed.ok:
                 self.log.info("build_container_removed", container=self.name)
             elif "No such container" not in removed.stderr:

@@ -2,18 +2,29 @@
 engine's address and TLS variables, the run's private docker config, no password variables)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
+from . import commands
 from ...executor import Completed, Executor, Step
+
+#: kind of call -> the setting that limits it
+TIMEOUT_SETTINGS = {"engine": "LWC_DOCKER_TIMEOUT", "transfer": "LWC_TRANSFER_TIMEOUT",
+                    "build": "LWC_BUILD_TIMEOUT", "probe": "LWC_CVMFS_TIMEOUT"}
 
 
 @dataclass(frozen=True)
 class DockerCli:
     executor: Executor
     env: Mapping[str, str]
+    #: kind of call (commands.timeout_kind) -> seconds, or None for no limit
+    timeouts: Mapping[str, float | None] = field(default_factory=dict)
 
     def step(self, argv: tuple[str, ...], **options: object) -> Step:
+        if "timeout" not in options:
+            kind = commands.timeout_kind(argv)
+            options["timeout"] = self.timeouts.get(kind)
+            options.setdefault("timeout_setting", TIMEOUT_SETTINGS.get(kind, ""))
         return Step(argv, env=self.env, **options)
 
     def run(self, argv: tuple[str, ...], **options: object) -> Completed:

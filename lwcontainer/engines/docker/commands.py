@@ -16,8 +16,9 @@ AUTOMOUNTER_MOUNTS = "/cvmfsmounts"
 BUILD_ROLE_LABEL = "lwcontainer.role"
 
 STALE_MARK = "lwcontainer: unmounted stale mount "
-# The automounter's entrypoint, wrapped: first unmount whatever a dead automounter left below the
-# shared directory "$1" (deepest first), then exec the image's own command ("$@" after "$1"), so
+# The automounter's entrypoint, wrapped: first unmount whatever a dead automounter left below
+# "$1", the directory it mounts repositories in (/cvmfsmounts/cvmfs; nothing else of the shared
+# directory, whatever its type), deepest first, then exec the image's own command ("$@" after "$1"), so
 # the automounter itself stays PID 1. Runs again on every restart (--restart always).
 PURGE_THEN_EXEC = (
     'root=$1; shift; for m in $(awk -v p="$root/" \'index($5, p) == 1 {print $5}\''
@@ -40,6 +41,20 @@ WATCH_SCRIPT = (
     ' [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
     ' sleep 0.05 2>/dev/null || sleep 1; done'
 )
+
+
+def timeout_kind(argv: Argv) -> str:
+    """Which wall-clock limit a docker call gets: the build's (attached start), a transfer's
+    (pull, push, commit), none (an interactive run), or the engine's (everything else)."""
+    if argv[:2] == ("start", "--attach"):
+        return "build"
+    if argv[:1] in (("pull",), ("push",), ("commit",)):
+        return "transfer"
+    if argv[:1] == ("run",) and "--name" not in argv:
+        return "interactive"
+    if argv[:1] == ("run",):
+        return "probe"
+    return "engine"
 
 
 def server_version() -> Argv:
@@ -70,7 +85,7 @@ def automounter_create(s: Settings, command: tuple[str, ...]) -> Argv:
             "--label", f"{BUILD_ROLE_LABEL}=automounter",
             "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared",
             "--entrypoint", "/bin/sh", str(s.automounter_image),
-            "-c", PURGE_THEN_EXEC, "automounter", AUTOMOUNTER_MOUNTS, *command)
+            "-c", PURGE_THEN_EXEC, "automounter", f"{AUTOMOUNTER_MOUNTS}/cvmfs", *command)
 
 
 def start(name: str) -> Argv:

@@ -21,11 +21,11 @@ from .buildcontainer import BuildContainer
 from .client import DockerCli
 from .cvmfs import CvmfsSource, HostCvmfs, NoCvmfs, choose_source, settled
 from .dockerconfig import private_config, private_path
-from .failures import pull_failure, worth_retrying_pull
+from .failures import login_failure, pull_failure, worth_retrying_pull
 from ...ci.dind import EngineAddress, engine as find_engine
 from ...config.settings import Settings
 from ...errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
-from ...executor import Executor, child_environment, last_line
+from ...executor import TIMED_OUT, Executor, child_environment, last_line
 from ...output import report
 from ...output.logs import get_logger
 from ...output.progress import progress
@@ -52,9 +52,14 @@ class DockerEngine:
         self.config_dir = private_path(settings)
         extra = {**self.address.env,
                  **({"DOCKER_CONFIG": str(self.config_dir)} if self.config_dir else {})}
-        self.docker = DockerCli(executor, child_environment(environ, extra))
+        timeouts = {"engine": settings.docker_timeout, "transfer": settings.transfer_timeout,
+                    "build": settings.build_timeout,
+                    # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
+                    "probe": settings.cvmfs_timeout + settings.transfer_timeout}
+        self.docker = DockerCli(executor, child_environment(environ, extra), timeouts)
         # 'lwcontainer login' logs in to the user's own config, where the login stays.
-        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env))
+        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env),
+                                     timeouts)
         self.base: dict = {}
         self.container: str | None = None
         self.image_id = ""
@@ -92,7 +97,8 @@ class DockerEngine:
             done = self.x.run(step)
             if done.ok:
                 return
-            if done.returncode >= 125:  # docker's own (could not start, command not found)
+            if done.returncode >= 125 or done.returncode == TIMED_OUT and self.s.build_timeout:
+                # docker's own (could not start, command not found), or out of time
                 raise BuildError(self.x.failure_message(step, done))
             raise BuildError(f"build script {self.s.build_script} exited with code "
                              f"{done.returncode}")
@@ -250,7 +256,9 @@ class DockerEngine:
             delay = 0.1
             while True:
                 done = self.docker.run(commands.server_version(), check=False,
-                                       placeholder="(engine version)")
+                                       placeholder="(engine version)",
+                                       timeout=max(deadline - time.monotonic(), 1.0),
+                                       timeout_setting="LWC_DOCKER_TIMEOUT")
                 if done.ok:
                     self.log.info("engine_ready", version=done.stdout.strip())
                     return
@@ -285,9 +293,12 @@ class DockerEngine:
             self.stages.skip("login", "no registry configured (CI_REGISTRY unset)", background)
             return
         with self.stages.stage("login", background):
-            self.docker.run(commands.login(self.s.registry, self.s.registry_user or ""),
-                            stdin=self.s.registry_password, error=LoginError, retries=2,
-                            what=f"docker login {self.s.registry}")
+            step = self.docker.step(commands.login(self.s.registry, self.s.registry_user or ""),
+                                    stdin=self.s.registry_password, retries=2, check=False,
+                                    what=f"docker login {self.s.registry}")
+            done = self.x.run(step)
+            if not done.ok:
+                raise login_failure(self.s.registry, self.x.failure_message(step, done), done)
             self.logged_in = True
 
     def inspect_base(self) -> dict | None:

@@ -39,3 +39,12 @@ def worth_retrying_pull(stderr: str) -> bool:
     """A pull is tried again only for what may pass: not a refusal, not a missing image."""
     text = stderr.lower()
     return not is_auth_error(text) and not any(m in text for m in NOT_FOUND_MARKERS)
+
+
+def login_failure(registry: str, message: str, done: Completed) -> LwcError:
+    """A refused login is the credentials' fault (exit 4); a registry that cannot be reached
+    (DNS, refused connection, timeout) is not a refusal (exit 3)."""
+    text = done.stderr.lower()
+    if not is_auth_error(text) and any(marker in text for marker in NETWORK_MARKERS):
+        return EngineError(f"registry {registry} (CI_REGISTRY) could not be reached: {message}")
+    return LoginError(message)
