@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -11,7 +12,7 @@ from plumbum import cli
 from . import __version__, pipeline, signals
 from .ci import scaffold
 from .ci.github import add_mask_commands
-from .config.settings import SECRET_VARIABLES, SPECS, Settings
+from .config.settings import SECRET_VARIABLES, SPECS, SYSTEM_DIRECTORIES, Settings
 from .config.sources import gather
 from .engines import make_engine
 from .engines.docker.engine import DockerEngine
@@ -108,18 +109,20 @@ class Command(cli.Application, SettingsSwitches):
             executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)
             stages = Stages(settings, masker, executor.out)
             engine = make_engine(settings, executor, stages, environ)
-            return action(Run(settings, executor, stages, engine))
+            return action(Run(settings, executor, stages, engine, environ))
         return self.guard(body)
 
 
 class Run:
     """This run's parts, handed to a subcommand's action."""
 
-    def __init__(self, settings: Settings, executor: Executor, stages: Stages, engine) -> None:
+    def __init__(self, settings: Settings, executor: Executor, stages: Stages, engine,
+                 environ: dict[str, str]) -> None:
         self.s = settings
         self.x = executor
         self.stages = stages
         self.engine = engine
+        self.environ = environ
 
     @property
     def dry_run(self) -> bool:
@@ -188,10 +191,15 @@ class RunImage(Command):
         image, command = split_run_args(args, _ARGV)
 
         def action(r: Run) -> int:
-            target = image or report.read(r.s.report).get("LWC_IMAGE_ID") or str(r.s.to_image)
+            previous = report.read(r.s.report)
+            target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            return r.docker("run").run_image(target, workspace, tty, command)
+            engine = r.docker("run")
+            remembered = cvmfs_as_built(r.s, previous, {**r.environ, **self.switch_values()})
+            if remembered != r.s:  # CVMFS mounted the way the build had it
+                engine = DockerEngine(remembered, r.x, r.stages, r.environ)
+            return engine.run_image(target, workspace, tty, command)
         return self.execute(action, require_from=False)
 
 
@@ -217,6 +225,24 @@ class Init(Command):
             scaffold.init(directory, self.cmssw_release, self.base_image, self.force,
                           tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace")
         return self.guard(body)
+
+
+def cvmfs_as_built(s: Settings, previous: dict[str, str], given: dict) -> Settings:
+    """The CVMFS source and host directory the build used (from its report), unless given
+    now. The report lies in the checkout, which the build can write: a host directory is taken
+    only if it is no system directory and holds one of the repositories."""
+    changes = {}
+    if not given.get("LWC_CVMFS") and previous.get("LWC_CVMFS_SOURCE"):
+        changes["cvmfs"] = previous["LWC_CVMFS_SOURCE"]
+    host = previous.get("LWC_CVMFS_HOST_DIR")
+    if not given.get("LWC_CVMFS_HOST_DIR") and host:
+        if host in SYSTEM_DIRECTORIES or not any((Path(host) / r).is_dir()
+                                                 for r in s.cvmfs_repos):
+            raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host!r} from {s.report} holds none of "
+                                                    f"{', '.join(s.cvmfs_repos)}; give "
+                                                    "LWC_CVMFS_HOST_DIR")
+        changes["cvmfs_host_dir"] = host
+    return replace(s, **changes) if changes else s
 
 
 def split_run_args(args: tuple[str, ...], argv: list[str]) -> tuple[str | None, tuple[str, ...]]:

@@ -7,8 +7,10 @@ publish:    connect > the image built earlier > publish > report
 """
 from __future__ import annotations
 
+import sys
 from concurrent.futures import Future, wait
 from contextlib import ExitStack
+from typing import TextIO
 
 from . import signals
 from .config.settings import Settings
@@ -74,8 +76,16 @@ def _settle(released: Future, measured: Future, image: Image) -> Image:
     return measured.result() if measured.exception() is None else image
 
 
-def _built(settings: Settings, image: Image, digest: str) -> None:
+def _built(settings: Settings, image: Image, digest: str, stream: TextIO | None = None) -> None:
+    """The last word: a ``built`` record, and on a terminal one plain line."""
+    tags = [str(t) for t in settings.targets] if digest else "local only"
     get_logger().info("built", image=str(settings.to_image), image_id=image.id,
-                      layer_size=image.layer_size, digest=digest or None,
-                      tags=[str(t) for t in settings.targets] if digest else "local only",
+                      layer_size=image.layer_size, digest=digest or None, tags=tags,
                       report=str(settings.report))
+    stream = stream or sys.stderr
+    if stream.isatty():
+        size = "" if image.layer_size is None else f", layer {image.layer_size:,} bytes"
+        where = f"pushed {', '.join(tags)}" if digest else "local only (not pushed)"
+        stream.write(f"built {settings.to_image} ({image.id[:19]}{size}): {where}; "
+                     f"report {settings.report}\n")
+        stream.flush()

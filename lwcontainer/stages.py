@@ -24,6 +24,7 @@ class Image:
 
     id: str
     layer_size: int | None = None
+    details: tuple[tuple[str, str], ...] = ()  # more report keys, the engine's own
 
 
 class Stages:
@@ -99,7 +100,8 @@ def write_report(stages: Stages, s: Settings, image: Image, digest: str,
     log = get_logger()
     with stages.stage("report"):
         result = report.Report(image=str(s.to_image), image_id=image.id, digest=digest,
-                               tags=tuple(map(str, s.targets)), layer_size=image.layer_size)
+                               tags=tuple(map(str, s.targets)), layer_size=image.layer_size,
+                               details=image.details)
         if dry_run:
             log.info("report_planned", path=str(s.report))
             return

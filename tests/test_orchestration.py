@@ -105,7 +105,9 @@ def whole_job(settings: Settings, executor: Executor):
 def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings):
     x = Recorder(answers())
     image = whole_job(settings(), x)
-    assert image == Image("sha256:new", 500)
+    assert (image.id, image.layer_size) == ("sha256:new", 500)
+    assert dict(image.details) == {"LWC_CVMFS_SOURCE": "automounter",
+                                   "LWC_CVMFS_HOST_DIR": "/cvmfs"}
     order = x.argvs()
     assert order.index("version --format") < order.index("login --username")
     assert order.index("start --attach") < order.index("commit --change")
@@ -248,3 +250,36 @@ def test_publish_only_publishes_the_image_built_before(settings):
     assert engine.log == ["connect", "built", "publish", "disconnect"]
     assert image == Image("sha256:old", 3)
     assert "LWC_LAYER_SIZE=3" in s.report.read_text()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_run_ends_with_one_plain_line_on_a_terminal(settings):
+    s = settings()
+    out = Terminal()
+    pipeline._built(s, Image("sha256:" + "a" * 64, 1234), "r.io/me/ana@sha256:" + "e" * 64, out)
+    assert out.getvalue() == (f"built r.io/me/ana:abc12345 (sha256:aaaaaaaaaaaa, layer 1,234 "
+                              f"bytes): pushed r.io/me/ana:abc12345; report {s.report}\n")
+    local = Terminal()
+    pipeline._built(s, Image("sha256:" + "a" * 64), "", local)
+    assert "local only (not pushed)" in local.getvalue()
+    quiet = io.StringIO()
+    pipeline._built(s, Image("sha256:" + "a" * 64), "", quiet)
+    assert quiet.getvalue() == ""
+
+
+def test_run_mounts_cvmfs_the_way_the_build_did_unless_told_otherwise(settings, tmp_path):
+    from lwcontainer.cli import cvmfs_as_built
+    from lwcontainer.errors import ConfigError
+    host = tmp_path / "cvmfs"
+    (host / "cms.cern.ch").mkdir(parents=True)
+    s = settings()
+    previous = {"LWC_CVMFS_SOURCE": "host", "LWC_CVMFS_HOST_DIR": str(host)}
+    remembered = cvmfs_as_built(s, previous, {})
+    assert (remembered.cvmfs, remembered.cvmfs_host_dir) == ("host", str(host))
+    assert cvmfs_as_built(s, previous, {"LWC_CVMFS": "none", "LWC_CVMFS_HOST_DIR": "/x"}) == s
+    with pytest.raises(ConfigError, match="LWC_CVMFS_HOST_DIR"):
+        cvmfs_as_built(s, {"LWC_CVMFS_HOST_DIR": str(tmp_path)}, {})  # holds no repository

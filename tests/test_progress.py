@@ -45,3 +45,30 @@ def test_a_short_wait_on_a_terminal_writes_nothing():
     with progress("waiting", interval=10, stream=stream):
         pass
     assert stream.getvalue() == ""
+
+
+def test_overlapping_waits_draw_one_live_line_the_newest():
+    stream = Terminal()
+    with progress("pulling base", interval=10, stream=stream):
+        time.sleep(0.4)
+        with progress("waiting for CVMFS", interval=10, stream=stream):
+            drawn_before = stream.getvalue().count("pulling base")
+            time.sleep(0.6)
+            inner = stream.getvalue()
+    assert inner.count("pulling base") == drawn_before  # the older wait stopped drawing
+    assert "waiting for CVMFS" in inner
+
+
+def test_a_log_record_never_lands_on_the_live_line():
+    stream = Terminal()
+    logs.configure("console", "info", Masker(), stream=stream)
+    with progress("pushing", interval=10, stream=stream):
+        time.sleep(0.4)
+        logs.get_logger().info("pushed", tag="r/x:1")
+        time.sleep(0.1)
+    text = stream.getvalue()
+    record = text.index("pushed")
+    line_start = text.rfind("\n", 0, record) + 1
+    before = text[max(text.rfind("\r", 0, record), line_start - 1) + 1:record]
+    assert "pushing …" not in before  # the record starts on a cleared line
+    assert text[:record].endswith("\r\x1b[2K") or "\r\x1b[2K" in text[line_start:record]

@@ -107,10 +107,15 @@ def warn_unknown(environ: Mapping[str, str]) -> None:
 
 
 def git_defaults(project_dir: Path) -> dict[str, str]:
-    """CI_COMMIT_SHA / CI_COMMIT_SHORT_SHA from the checkout's git HEAD, when there is one."""
+    """CI_COMMIT_SHA / CI_COMMIT_SHORT_SHA from the project's own git HEAD: only when the
+    project directory is the top of a git work tree, never a repository it merely lies in
+    (a scratch copy inside lwcontainer's own checkout is not lwcontainer's commit)."""
     try:
         git = local["git"]
     except CommandNotFound:
+        return {}
+    rc, top, _ = git["-C", str(project_dir), "rev-parse", "--show-toplevel"].run(retcode=None)
+    if rc != 0 or Path(top.strip()).resolve() != project_dir.resolve():
         return {}
     rc, out, _ = git["-C", str(project_dir), "rev-parse", "HEAD"].run(retcode=None)
     sha = out.strip()

@@ -39,9 +39,20 @@ def configure(fmt: str = "auto", level: str = "info", masker: Masker | None = No
     structlog.configure(
         processors=[*shared, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *_: _LineSafeLogger(stream),
         cache_logger_on_first_use=False,
     )
+
+
+class _LineSafeLogger(structlog.PrintLogger):
+    """Erases a live progress line before a record is written, so they never share a line."""
+
+    def msg(self, message: str) -> None:
+        from .progress import clear_live_line  # progress logs through this module
+        clear_live_line()
+        super().msg(message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:

@@ -1,4 +1,9 @@
-"""Long waits are never silent: a live single line on a terminal, a periodic log line in CI."""
+"""Long waits are never silent: a live single line on a terminal, a periodic log line in CI.
+
+One live line at a time: when waits overlap (a pull in the background while CVMFS is awaited),
+the newest draws and the others only count. A log record never lands on the live line: the log
+writer erases it first (``clear_live_line``), and the next tick draws it again.
+"""
 from __future__ import annotations
 
 import sys
@@ -12,6 +17,18 @@ import structlog
 from .logs import get_logger
 
 _SPINNER = "|/-\\"
+_LOCK = threading.RLock()  # guards the terminal line: the only lock of this kind
+_waits: list[object] = []  # active waits, newest last; only the newest draws
+_drawn: list[TextIO] = []  # the stream a live line is on, if one is
+
+
+def clear_live_line() -> None:
+    """Erase the live line, if one is drawn (called before every log record is written)."""
+    with _LOCK:
+        if _drawn:
+            stream = _drawn.pop()
+            stream.write("\r\x1b[2K")
+            stream.flush()
 
 
 @contextmanager
@@ -21,20 +38,26 @@ def progress(what: str, interval: float, stream: TextIO | None = None) -> Iterat
     context = structlog.contextvars.get_contextvars()
     started = time.monotonic()
     done = threading.Event()
-    drawn = threading.Event()
+    token = object()
+    with _LOCK:
+        _waits.append(token)
 
     def tick() -> None:
         structlog.contextvars.bind_contextvars(**context)
         turn = 0
         while not done.wait(0.25 if live else interval):
             elapsed = time.monotonic() - started
-            if live:
+            if not live:
+                get_logger().info("waiting", what=what, elapsed_s=round(elapsed, 1))
+                continue
+            with _LOCK:
+                if done.is_set() or not _waits or _waits[-1] is not token:
+                    continue
                 stream.write(f"\r\x1b[2K{_SPINNER[turn % 4]} {what} … {elapsed:.0f}s")
                 stream.flush()
-                drawn.set()
-                turn += 1
-            else:
-                get_logger().info("waiting", what=what, elapsed_s=round(elapsed, 1))
+                if not _drawn:
+                    _drawn.append(stream)
+            turn += 1
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
@@ -43,6 +66,6 @@ def progress(what: str, interval: float, stream: TextIO | None = None) -> Iterat
     finally:
         done.set()
         ticker.join()
-        if drawn.is_set():  # erase the line we drew, so the next log line starts clean
-            stream.write("\r\x1b[2K")
-            stream.flush()
+        with _LOCK:
+            _waits.remove(token)
+        clear_live_line()

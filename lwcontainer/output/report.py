@@ -19,6 +19,7 @@ class Report:
     digest: str
     tags: tuple[str, ...]
     layer_size: int | None
+    details: tuple[tuple[str, str], ...] = ()  # the engine's own keys (how CVMFS was mounted)
 
     def lines(self) -> list[str]:
         return [
@@ -27,6 +28,7 @@ class Report:
             f"LWC_IMAGE_DIGEST={self.digest}",
             f"LWC_TAGS={','.join(self.tags)}",
             f"LWC_LAYER_SIZE={'' if self.layer_size is None else self.layer_size}",
+            *(f"{key}={value}" for key, value in self.details),
         ]
 
     def write(self, path: Path) -> None:
@@ -68,6 +70,8 @@ _READ_BACK = {
     "LWC_IMAGE_ID": re.compile(r"sha256:[0-9a-f]{64}"),
     "LWC_BUILD_CONTAINER": re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}"),
     "LWC_LAYER_SIZE": re.compile(r"[0-9]{0,20}"),
+    "LWC_CVMFS_SOURCE": re.compile(r"automounter|host|none"),
+    "LWC_CVMFS_HOST_DIR": re.compile(r"/[^:,\s]*"),
 }
 
 

@@ -181,7 +181,12 @@ def commit_changes(base_config: Mapping | None, labels: Mapping[str, str]) -> tu
     base image's CMD, ENTRYPOINT, WORKDIR and USER. docker commit cannot clear a CMD or
     ENTRYPOINT (an empty list keeps the container's), so a base without CMD gets ``/bin/sh``.
     """
-    config = base_config or {}
+    if base_config is None:  # a dry run that cannot know the base's config
+        unknown = "(from the base image)"
+        return (f"CMD {unknown}", f"ENTRYPOINT {unknown}", f"WORKDIR {unknown}",
+                f"USER {unknown}", f'LABEL {json.dumps(BUILD_ROLE_LABEL)}="image"',
+                *(f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()))
+    config = base_config
     changes = []
     cmd = config.get("Cmd") or ["/bin/sh"]
     changes.append(f"CMD {json.dumps(cmd)}")

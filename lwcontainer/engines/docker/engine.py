@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -64,6 +65,7 @@ class DockerEngine:
         self.container: str | None = None
         self.image_id = ""
         self.logged_in = False
+        self.cvmfs_source = ""
         self.pool = pool(executor.dry_run, "lwc-docker")
 
     # -- the interface ----------------------------------------------------------------------
@@ -105,20 +107,28 @@ class DockerEngine:
 
     def commit(self) -> Image:
         with self.stages.stage("commit"):
-            changes = commands.commit_changes(self.base.get("Config"),
-                                              labels(self.s, self.base_digest()))
+            known = self.base.get("Config") or ({} if not self.x.dry_run else None)
+            changes = commands.commit_changes(known, labels(self.s, self.base_digest()))
             done = self.docker.run(commands.commit(self.container, changes), error=CommitError,
                                    what="docker commit", placeholder="sha256:<image-id>")
             self.image_id = done.stdout.strip()
             self.log.info("image_committed", image_id=self.image_id)
         self.tag()
-        return Image(self.image_id)
+        return Image(self.image_id, details=self.details())
+
+    def details(self) -> tuple[tuple[str, str], ...]:
+        """How CVMFS was mounted, so that 'lwcontainer run' mounts it the same way."""
+        if not self.cvmfs_source:
+            return ()
+        return (("LWC_CVMFS_SOURCE", self.cvmfs_source),
+                ("LWC_CVMFS_HOST_DIR", self.s.cvmfs_host_dir))
 
     def measure(self, image: Image) -> Image:
         """Bytes the commit added to the base image (for the report)."""
         done = self.docker.run(commands.image_inspect(image.id), check=False)
         if done.ok and done.stdout.strip() and self.base.get("Size") is not None:
-            return Image(image.id, json.loads(done.stdout)[0]["Size"] - self.base["Size"])
+            return replace(image, layer_size=json.loads(done.stdout)[0]["Size"]
+                           - self.base["Size"])
         return image
 
     def publish(self, image: Image) -> str:
@@ -229,6 +239,7 @@ class DockerEngine:
         """Choose where /cvmfs comes from and enter it (starting an automounter if needed)."""
         source, reason = choose_source(self.s, self.address.address)
         self.log.info("cvmfs_source", source=source, reason=reason)
+        self.cvmfs_source = source
         cvmfs = SOURCES[source](self.s, self.docker)
         if source != "automounter":
             return cleanup.enter_context(cvmfs)
