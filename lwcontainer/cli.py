@@ -12,7 +12,8 @@ from plumbum import cli
 from . import __version__, pipeline, signals
 from .ci import scaffold
 from .ci.github import add_mask_commands
-from .config.settings import SECRET_VARIABLES, SPECS, SYSTEM_DIRECTORIES, Settings
+from .config.settings import (GROUPS, SECRET_VARIABLES, SPEC_BY_NAME, SPECS,
+                              SYSTEM_DIRECTORIES, Settings)
 from .config.sources import gather
 from .engines import make_engine
 from .engines.docker.engine import DockerEngine
@@ -25,32 +26,40 @@ from .stages import Stages, write_report
 EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}"
                                        for code, text in EXIT_MEANINGS.items())
 SECRET_TEXT = " ".join(
-    f"{spec.variable}: {spec.help} (environment or .env only, never a switch)."
+    f"{spec.variable}: {spec.help} (environment only, never a switch)."
     for spec in SPECS if spec.secret)
 
 
-def _switches() -> type:
-    """One switch per setting (the password excepted: a secret never goes into argv)."""
+def short_help(spec) -> str:
+    """One line of --help: the variable and its default; 'lwcontainer help settings' says what
+    each means."""
+    default = spec.display if len(spec.display) <= 20 else "see help settings"
+    return f"{spec.variable}" + (f" ({default})" if default else "")
+
+
+def switches(*groups: str) -> type:
+    """A mixin with one switch per setting of ``groups`` (a secret never gets one: it would go
+    into argv), each with a one-line help; 'lwcontainer help settings' has the whole table."""
     attrs = {
-        spec.variable: cli.SwitchAttr(
-            spec.switch, str, default=None, argname="VALUE", group="Settings",
-            help=f"{spec.help} [{spec.variable}; default: {spec.display or 'unset'}]")
-        for spec in SPECS if not spec.secret
+        name: cli.SwitchAttr(SPEC_BY_NAME[name].switch, str, default=None, argname="VALUE",
+                             group=group, help=short_help(SPEC_BY_NAME[name]))
+        for group in groups for name in GROUPS[group] if not SPEC_BY_NAME[name].secret
     }
     attrs["env_file"] = cli.SwitchAttr(
-        "--env-file", str, default=None, argname="PATH",
-        help="dotenv file with settings (default: ./.env if present); never overrides the "
-             "environment")
-    attrs["dry_run"] = cli.Flag("--dry-run", help="print every command of the plan, secrets "
-                                                 "masked, and touch no engine")
-    return type("SettingsSwitches", (), attrs)
+        "--env-file", str, default=None, argname="PATH", group="Run",
+        help="settings file (default ./.env)")
+    attrs["dry_run"] = cli.Flag("--dry-run", group="Run",
+                                help="print the plan's commands; touch no engine")
+    return type("Switches", (), attrs)
 
 
-SettingsSwitches = _switches()
+ALL_GROUPS = tuple(GROUPS)
 
 
-class Command(cli.Application, SettingsSwitches):
+class Command(cli.Application):
     """Shared by the root and every subcommand: gather settings, run an action, map errors."""
+
+    DESCRIPTION_MORE = "What each setting means, and its default: lwcontainer help settings"
 
     def switch_values(self) -> dict[str, str | None]:
         chain = []
@@ -61,7 +70,7 @@ class Command(cli.Application, SettingsSwitches):
         values: dict[str, str | None] = {}
         for app in reversed(chain):  # root first; a subcommand's own switches win
             values.update({spec.variable: getattr(app, spec.variable) for spec in SPECS
-                           if not spec.secret and getattr(app, spec.variable) is not None})
+                           if getattr(app, spec.variable, None) is not None})
         return values
 
     def option(self, name: str):
@@ -137,14 +146,19 @@ class Run:
         return self.engine
 
 
-class Lwcontainer(Command):
+class Lwcontainer(Command, switches(*ALL_GROUPS)):
     """Build a light-weight CMS image: run the build script in FROM with CVMFS mounted,
     commit, tag and push. Without a subcommand every stage runs in the project directory."""
 
     PROGNAME = "lwcontainer"
     VERSION = __version__
-    DESCRIPTION_MORE = f"{SECRET_TEXT}\n\n{EXIT_TEXT}"
 
+    @cli.switch(["-h", "--help"], overridable=True, group="Meta-switches")
+    def help(self) -> None:  # noqa: A003 - plumbum's name
+        """Prints this help message and quits"""
+        if self.nested_command or len(_ARGV) > 1 and _ARGV[1] not in ("-h", "--help"):
+            return super().help()
+        print(ROOT_HELP)
     def main(self, *args: str) -> int:
         if args:
             print(f"unknown command {args[0]!r}; see --help", file=sys.stderr)
@@ -156,7 +170,7 @@ class Lwcontainer(Command):
 
 
 @Lwcontainer.subcommand("login")
-class Login(Command):
+class Login(Command, switches("Registry", "Engine", "Output")):
     """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
 
     def main(self) -> int:
@@ -164,7 +178,7 @@ class Login(Command):
 
 
 @Lwcontainer.subcommand("automount")
-class Automount(Command):
+class Automount(Command, switches("Image", "CVMFS", "Engine", "Output")):
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
@@ -172,7 +186,7 @@ class Automount(Command):
 
 
 @Lwcontainer.subcommand("build")
-class Build(Command):
+class Build(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
     """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
 
     def main(self) -> int:
@@ -180,7 +194,7 @@ class Build(Command):
 
 
 @Lwcontainer.subcommand("run")
-class RunImage(Command):
+class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
     """Run a command in a built image with CVMFS mounted exactly as for the build:
     lwcontainer run [IMAGE] [-- CMD ...]. IMAGE defaults to the last one built (the report),
     else TO. Interactive with a TTY on a terminal; the exit code is the command's."""
@@ -204,7 +218,7 @@ class RunImage(Command):
 
 
 @Lwcontainer.subcommand("init")
-class Init(Command):
+class Init(Command, switches("Build")):
     """Scaffold this repository: GitLab CI job(s) running lwcontainer and a CMS .gitlab/build.sh.
     --engine inplace (the default here: runners tagged cvmfs, no privileges) writes a capture and
     a publish job and .gitlab/lwcontainer-capture.sh; --engine docker a privileged dind job.
@@ -215,6 +229,9 @@ class Init(Command):
     base_image = cli.SwitchAttr("--base-image", str, default=scaffold.DEFAULT_BASE_IMAGE,
                                 help="FROM: the CMS base image to build on")
     force = cli.Flag("--force", help="overwrite existing files")
+    LWC_ENGINE = cli.SwitchAttr("--engine", cli.Set("inplace", "docker"), default=None,
+                                help="inplace (default here: runners tagged cvmfs, no privileges) "
+                                     "| docker (a privileged dind runner)")
     matrix = cli.SwitchAttr("--matrix", str, list=True, argname="IMAGE",
                             help="one base image per parallel:matrix job (repeat the switch); "
                                  "each pushes $CI_REGISTRY_IMAGE/<image name>")
@@ -235,7 +252,7 @@ def cvmfs_as_built(s: Settings, previous: dict[str, str], given: dict) -> Settin
     if not given.get("LWC_CVMFS") and previous.get("LWC_CVMFS_SOURCE"):
         changes["cvmfs"] = previous["LWC_CVMFS_SOURCE"]
     host = previous.get("LWC_CVMFS_HOST_DIR")
-    if not given.get("LWC_CVMFS_HOST_DIR") and host:
+    if not given.get("LWC_CVMFS_HOST_DIR") and host and changes.get("cvmfs", s.cvmfs) == "host":
         if host in SYSTEM_DIRECTORIES or not any((Path(host) / r).is_dir()
                                                  for r in s.cvmfs_repos):
             raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host!r} from {s.report} holds none of "
@@ -258,7 +275,7 @@ def split_run_args(args: tuple[str, ...], argv: list[str]) -> tuple[str | None, 
 
 
 @Lwcontainer.subcommand("commit")
-class Commit(Command):
+class Commit(Command, switches("Image", "Engine", "Output", "CI and labels")):
     """Commit a build container (default: the one 'build' left) and tag it; then remove it."""
 
     def main(self, container: str = "") -> int:
@@ -273,7 +290,7 @@ class Commit(Command):
 
 
 @Lwcontainer.subcommand("push")
-class Push(Command):
+class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI and labels")):
     """Log in and push TO and the extra tags of an image already built (docker: the engine's;
     inplace: the captured layer); write the report."""
 
@@ -286,6 +303,58 @@ class Push(Command):
 class Publish(Push):
     """The same as 'push': the second job of the in-place engine's pipeline."""
 
+
+@Lwcontainer.subcommand("help")
+class Help(cli.Application):
+    """lwcontainer help settings | exit-codes: the full tables."""
+
+    def main(self, topic: str = "") -> int:
+        if topic == "settings":
+            width = max(len(spec.variable) for spec in SPECS)
+            for group, names in GROUPS.items():
+                print(f"{group}:")
+                for name in names:
+                    spec = SPEC_BY_NAME[name]
+                    switch = "(environment only)" if spec.secret else spec.switch
+                    print(f"  {name:<{width}}  {switch}\n      {spec.help}"
+                          f"\n      default: {spec.display or '(unset)'}"
+                          + ("; the checkout's .env may set it" if spec.dotenv else ""))
+            return 0
+        if topic == "exit-codes":
+            for code, meaning in EXIT_MEANINGS.items():
+                print(f"{int(code):>4}  {meaning}")
+            return 0
+        print("lwcontainer help settings | exit-codes")
+        return 0 if not topic else int(ExitCode.CONFIG)
+
+
+ROOT_HELP = f"""lwcontainer {__version__}: build a light-weight CMS image (FROM plus your build, with
+CVMFS mounted while building) and push it.
+
+Usage: lwcontainer [SWITCHES]                 the whole job, in the project directory
+       lwcontainer SUBCOMMAND [SWITCHES]      one part of it
+
+Subcommands:
+  publish     push an image built earlier (inplace: the captured layer) and write the report
+  init        write GitLab CI jobs, .gitlab/build.sh (and the capture script) into a project
+  run         run a command in the built image with CVMFS mounted as for the build
+  build, commit, push, login, automount     the docker engine's stages one by one
+  help        'lwcontainer help settings' (every setting), 'lwcontainer help exit-codes'
+
+Switches most runs need (every setting also has a variable and a switch):
+  --engine docker|inplace   LWC_ENGINE: docker (an engine) or inplace (none, no privileges)
+  --from IMAGE              FROM: the CMS base image the build runs in (required)
+  --to IMAGE                TO: what to push (CI: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA)
+  --build-script PATH       LWC_BUILD_SCRIPT (default .gitlab/build.sh)
+  --cvmfs SOURCE            LWC_CVMFS: auto | host | automounter | none
+  --registry HOST           CI_REGISTRY; user --registry-user; the password only in the
+                            environment (CI_REGISTRY_PASSWORD or CI_JOB_TOKEN), never a switch
+  --env-file PATH           settings from a file (default ./.env: build inputs only)
+  --dry-run                 print the plan's commands, secrets masked; touch no engine
+  -h, --help / -v, --version / SUBCOMMAND --help
+
+Exit codes: 0 done, 2 settings, 3 engine or registry unreachable, 4 login refused,
+5 CVMFS, 6 build, 7 commit, 8 push, 130 interrupted ('lwcontainer help exit-codes')."""
 
 _ARGV: list[str] = []
 

@@ -25,8 +25,9 @@ def settings_table() -> str:
     rows = ["| variable | switch | default | meaning |", "|---|---|---|---|"]
     for spec in SPECS:
         switch = "—" if spec.secret else f"`{spec.switch}`"
-        rows.append(f"| `{spec.variable}` | {switch} | {_cell(spec.display) or '(unset)'} | "
-                    f"{_cell(spec.help)} |")
+        dotenv = " (.env)" if spec.dotenv else ""
+        rows.append(f"| `{spec.variable}`{dotenv} | {switch} | {_cell(spec.display) or '(unset)'}"
+                    f" | {_cell(spec.help)} |")
     return "\n".join(rows)
 
 

@@ -28,23 +28,35 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_help_lists_every_setting_and_exit_code(project):
-    done = lwc("--help", cwd=project)
+def test_help_settings_lists_every_setting_and_help_exit_codes_every_code(project):
+    done = lwc("help", "settings", cwd=project)
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     for spec in SPECS:
-        assert spec.variable in text
+        assert spec.variable in text and " ".join(spec.help.split()) in text
         if not spec.secret:
             assert spec.switch in text
-    for code in EXIT_MEANINGS:
-        assert f"{int(code)} " in text
+    codes = lwc("help", "exit-codes", cwd=project).stdout
+    for code, meaning in EXIT_MEANINGS.items():
+        assert f"{int(code):>4}  {meaning}" in codes
+
+
+@pytest.mark.parametrize("command", ["", "login", "automount", "build", "run", "init", "commit",
+                                     "push", "publish"])
+def test_help_fits_a_screen_and_lists_the_switches_the_command_uses(project, command):
+    done = lwc(*filter(None, [command]), "--help", cwd=project)
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) <= 60
+    if command in ("build", "push"):
+        assert "--from" in done.stdout and "--automounter-options" not in done.stdout \
+            if command == "push" else "--automounter-options" in done.stdout
 
 
 def test_readme_is_in_step_with_the_code():
     """README's settings and exit-code tables are the code's (scripts/readme_tables.py)."""
     readme = (ROOT / "README.md").read_text()
     for spec in SPECS:
-        assert f"| `{spec.variable}` |" in readme
+        assert f"| `{spec.variable}`{' (.env)' if spec.dotenv else ''} |" in readme
     for code, meaning in EXIT_MEANINGS.items():
         assert f"| {int(code)} | {meaning} |" in readme
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_tables.py"), "--check"])

@@ -54,6 +54,19 @@ def test_build_run_is_unprivileged_with_rslave_cvmfs_and_checkout(s):
 def test_cvmfs_volume_per_source(s):
     assert commands.cvmfs_volume("automounter", s) == ("-v", "/srv/mounts/cvmfs:/cvmfs:rslave")
     assert commands.cvmfs_volume("host", s) == ("-v", "/cvmfs:/cvmfs:ro,rslave")
+    assert commands.cvmfs_volume("host", s, propagate=False) == ("-v", "/cvmfs:/cvmfs:ro")
+
+
+def test_host_cvmfs_follows_later_mounts_only_on_a_shared_mount():
+    from pathlib import Path
+    from lwcontainer.engines.docker.cvmfs import on_shared_mount
+    info = ("22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+            "30 22 0:40 / /cvmfs rw,relatime shared:12 - autofs systemd-1 rw\n"
+            "31 22 0:41 / /srv/plain rw,relatime master:3 - ext4 /dev/vdb rw\n")
+    assert on_shared_mount(Path("/cvmfs"), info) is True
+    assert on_shared_mount(Path("/cvmfs/cms.cern.ch"), info) is True
+    assert on_shared_mount(Path("/srv/plain/cvmfs"), info) is False
+    assert on_shared_mount(Path("/home/me/cvmfs"), info) is False
     assert commands.cvmfs_volume("none", s) == ()
 
 

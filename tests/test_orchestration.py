@@ -106,8 +106,7 @@ def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings
     x = Recorder(answers())
     image = whole_job(settings(), x)
     assert (image.id, image.layer_size) == ("sha256:new", 500)
-    assert dict(image.details) == {"LWC_CVMFS_SOURCE": "automounter",
-                                   "LWC_CVMFS_HOST_DIR": "/cvmfs"}
+    assert dict(image.details) == {"LWC_CVMFS_SOURCE": "automounter"}
     order = x.argvs()
     assert order.index("version --format") < order.index("login --username")
     assert order.index("start --attach") < order.index("commit --change")
@@ -282,4 +281,5 @@ def test_run_mounts_cvmfs_the_way_the_build_did_unless_told_otherwise(settings, 
     assert (remembered.cvmfs, remembered.cvmfs_host_dir) == ("host", str(host))
     assert cvmfs_as_built(s, previous, {"LWC_CVMFS": "none", "LWC_CVMFS_HOST_DIR": "/x"}) == s
     with pytest.raises(ConfigError, match="LWC_CVMFS_HOST_DIR"):
-        cvmfs_as_built(s, {"LWC_CVMFS_HOST_DIR": str(tmp_path)}, {})  # holds no repository
+        cvmfs_as_built(s, {"LWC_CVMFS_SOURCE": "host",
+                           "LWC_CVMFS_HOST_DIR": str(tmp_path)}, {})  # holds no repository

@@ -133,6 +133,24 @@ SPECS: tuple[Spec, ...] = (
          "the commit's time (ISO 8601): label ...created when SOURCE_DATE_EPOCH is unset"),
 )
 SPEC_BY_NAME = {spec.variable: spec for spec in SPECS}
+#: Settings by what they are about: --help shows each subcommand the groups it uses.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Image": ("LWC_ENGINE", "FROM", "TO", "LWC_EXTRA_TAGS", "LWC_TAG_LATEST", "LWC_PULL"),
+    "Build": ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_TIMEOUT"),
+    "Registry": ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
+                 "LWC_INSECURE_REGISTRIES", "LWC_KEEP_LOGIN", "LWC_PUSH_RETRIES",
+                 "LWC_TRANSFER_TIMEOUT"),
+    "Engine": ("LWC_DIND_HOST", "DOCKER_TLS_CERTDIR", "LWC_DOCKER_TIMEOUT"),
+    "CVMFS": ("LWC_CVMFS", "LWC_CVMFS_HOST_DIR", "LWC_CVMFS_MOUNTS", "LWC_CVMFS_REPOS",
+              "LWC_CVMFS_TIMEOUT", "LWC_AUTOMOUNTER_IMAGE", "LWC_AUTOMOUNTER_NAME",
+              "LWC_AUTOMOUNTER_OPTIONS", "LWC_KEEP_AUTOMOUNTER"),
+    "Output": ("LWC_REPORT", "LWC_PROGRESS_INTERVAL", "LWC_LOG_FORMAT", "LWC_LOG_LEVEL"),
+    "CI and labels": ("CI_PROJECT_NAME", "CI_JOB_ID", "CI_PROJECT_URL", "CI_COMMIT_SHA",
+                      "CI_COMMIT_SHORT_SHA", "CI_REGISTRY_IMAGE", "CI_COMMIT_BRANCH",
+                      "CI_DEFAULT_BRANCH", "CI_COMMIT_TAG", "SOURCE_DATE_EPOCH",
+                      "CI_COMMIT_TIMESTAMP"),
+}
+GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
 #: What the checkout's .env may set; everything else there is refused (config/sources.py).
 DOTENV_ALLOWED = frozenset(spec.variable for spec in SPECS if spec.dotenv)
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_CERTDIR", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",

@@ -109,13 +109,14 @@ def probe_in_automounter(s: Settings) -> Argv:
             f"{AUTOMOUNTER_MOUNTS}/cvmfs", *s.cvmfs_repos)
 
 
-def cvmfs_volume(source: str, s: Settings) -> Argv:
+def cvmfs_volume(source: str, s: Settings, propagate: bool = True) -> Argv:
     """How a container sees /cvmfs: through the automounter (rslave, so mounts made later
-    appear), from the host's own CVMFS (read-only), or not at all."""
+    appear), from the host's own CVMFS (read-only; rslave too where the host's directory is on
+    a shared mount, as an autofs /cvmfs is), or not at all."""
     if source == "automounter":
         return ("-v", f"{s.cvmfs_mounts}/cvmfs:/cvmfs:rslave")
     if source == "host":
-        return ("-v", f"{s.cvmfs_host_dir}:/cvmfs:ro,rslave")
+        return ("-v", f"{s.cvmfs_host_dir}:/cvmfs:ro" + (",rslave" if propagate else ""))
     return ()
 
 

@@ -41,6 +41,28 @@ def _non_empty(path: Path) -> bool:
         return False
 
 
+def on_shared_mount(path: Path, mountinfo: str | None = None) -> bool:
+    """Is ``path`` on a mount with shared propagation (``shared:N`` in its optional fields)?
+    Only then can a container follow mounts made there later (rslave)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return False
+    target = str(path.resolve())
+    best, shared = "", False
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 7:
+            continue
+        point = fields[4].encode().decode("unicode_escape")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best = point
+            shared = any(f.startswith("shared:") for f in fields[6:fields.index("-")])
+    return shared
+
+
 def choose_source(s: Settings, engine_address: str | None) -> tuple[str, str]:
     """The effective LWC_CVMFS and why: ``auto`` takes the host's CVMFS when it has every
     repository and the engine is local (so it sees the same /cvmfs), else the automounter.
@@ -156,8 +178,7 @@ class CvmfsSource:
 
     def raise_for_propagation(self, stderr: str) -> None:
         if "not a shared mount" in stderr or "not a shared or slave mount" in stderr:
-            where = self.s.cvmfs_host_dir if self.source == "host" else self.s.cvmfs_mounts
-            raise CvmfsError(SHARED_MOUNT_FIX.format(mounts=where))
+            raise CvmfsError(SHARED_MOUNT_FIX.format(mounts=self.s.cvmfs_mounts))
 
     hint = ""
 
@@ -182,6 +203,10 @@ class HostCvmfs(CvmfsSource):
     def __enter__(self) -> HostCvmfs:
         self.check_layout()
         return self
+
+    def volume(self) -> commands.Argv:
+        return commands.cvmfs_volume(self.source, self.s,
+                                     propagate=on_shared_mount(Path(self.s.cvmfs_host_dir)))
 
     def check_layout(self) -> None:
         """Said at once, not after LWC_CVMFS_TIMEOUT: a host directory that does not exist, or

@@ -120,8 +120,9 @@ class DockerEngine:
         """How CVMFS was mounted, so that 'lwcontainer run' mounts it the same way."""
         if not self.cvmfs_source:
             return ()
-        return (("LWC_CVMFS_SOURCE", self.cvmfs_source),
-                ("LWC_CVMFS_HOST_DIR", self.s.cvmfs_host_dir))
+        host = (("LWC_CVMFS_HOST_DIR", self.s.cvmfs_host_dir),) \
+            if self.cvmfs_source == "host" else ()
+        return (("LWC_CVMFS_SOURCE", self.cvmfs_source), *host)
 
     def measure(self, image: Image) -> Image:
         """Bytes the commit added to the base image (for the report)."""

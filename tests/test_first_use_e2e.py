@@ -1,0 +1,77 @@
+"""A new user's first mistakes, on the real test bed: each ends with a message that names the
+cause and the fix, the right exit code, and no wasted wait."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import ROOT
+
+FIXTURE_CVMFS = ROOT / "tests" / "fixtures" / "cvmfs"
+
+
+def failure(result) -> str:
+    return result.events("failed")[-1]["error"]
+
+
+def test_a_base_image_that_does_not_exist_is_exit_2_naming_from_without_retries(job):
+    missing = f"{job.bed['LWC_TESTBED_REGISTRY']}/lwc-tests/no-such-base:{job.token}"
+    started = time.monotonic()
+    result = job.run(FROM=missing, LWC_CVMFS="none")
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = failure(result)
+    assert message.startswith("FROM: ") and missing in message
+    assert "does not have it locally" in message
+    assert not result.events("retry") and time.monotonic() - started < 20
+
+
+def test_a_private_image_without_a_login_is_exit_2_with_the_hint(job):
+    private = f"{job.bed['LWC_TESTBED_REGISTRY']}/lwc-tests/private:{job.token}"
+    result = job.run(FROM=private, LWC_CVMFS="none", CI_REGISTRY=None, CI_REGISTRY_IMAGE=None)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = failure(result)
+    assert message.startswith("FROM: ") and "misspelled, or private" in message
+
+
+def test_an_unreachable_registry_is_exit_3_naming_the_host(job):
+    result = job.run(FROM="127.0.0.1:9/lwc-tests/base:1", LWC_CVMFS="none", CI_REGISTRY=None,
+                     CI_REGISTRY_IMAGE=None)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "127.0.0.1:9" in failure(result) and "could not be reached" in failure(result)
+
+
+def test_an_automounter_image_that_cannot_be_pulled_is_never_called_cvmfs(job):
+    missing = f"{job.bed['LWC_TESTBED_REGISTRY']}/lwc-tests/no-automounter:{job.token}"
+    result = job.run(LWC_CVMFS="automounter", LWC_AUTOMOUNTER_IMAGE=missing)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = failure(result)
+    assert message.startswith("LWC_AUTOMOUNTER_IMAGE: ") and "CVMFS not available" not in message
+
+
+@pytest.mark.parametrize("where,says", [
+    ("/nonexistent/cvmfs", "does not exist on this host"),
+    (str(FIXTURE_CVMFS / "cms.cern.ch"), "is a repository itself"),
+    ("EMPTY", "holds none of cms.cern.ch")])
+def test_a_wrong_host_cvmfs_directory_is_said_at_once(job, tmp_path, where, says):
+    if where == "EMPTY":
+        where = str(tmp_path / "empty")
+        (tmp_path / "empty").mkdir()
+    started = time.monotonic()
+    result = job.run(LWC_CVMFS="host", LWC_CVMFS_HOST_DIR=where)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = failure(result)
+    assert message.startswith("LWC_CVMFS_HOST_DIR: ") and says in message
+    assert "cms.cern.ch/cmsset_default.sh" in message  # the expected layout
+    assert time.monotonic() - started < 30  # not LWC_CVMFS_TIMEOUT (300 s)
+    assert not job.containers()
+
+
+def test_host_cvmfs_builds_first_time(job):
+    """The journey README promises: a local base image and a host CVMFS directory."""
+    result = job.run(LWC_CVMFS="host", LWC_CVMFS_HOST_DIR=str(FIXTURE_CVMFS), CI_REGISTRY=None,
+                     CI_REGISTRY_IMAGE=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ">> Done building" in result.stdout
+    built = result.events("built")[0]
+    assert built["tags"] == "local only" and built["image_id"].startswith("sha256:")
