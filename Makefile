@@ -24,7 +24,8 @@ image: $(VENV)/.installed
 	cd $(SCRATCH) && $(PY) -m lwcontainer
 
 test: $(VENV)/.installed testbed
-	LWC_TESTBED_ENV=$(TESTBED_ENV) $(PY) -m pytest
+	LWC_TESTBED_ENV=$(TESTBED_ENV) $(PY) -m pytest; status=$$?; scripts/testbed.sh status; \
+	exit $$status
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not docker"

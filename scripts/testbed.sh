@@ -8,9 +8,13 @@
 #     refuses pushes start their own from its config, with storage.maintenance.readonly on);
 #   - cached fixture images: busybox, an automounter stand-in that bind-mounts the fixture CVMFS
 #     after a delay, and a CMS-like Debian base with g++ and a cmsusr user.
-# Usage: testbed.sh up | down | env
+# Usage: testbed.sh up | down | env | status
 # Everything persistent (engine data, image cache, registry storage) lives in LWC_TESTBED_STATE;
-# sockets, pids and the shared mount live in LWC_TESTBED_RUN.
+# sockets, pids and the shared mount live in LWC_TESTBED_RUN. `down` stops the engine and the
+# registry, unmounts the bed's mounts, deletes its bridge and both directories (and the
+# benchmark's engine, when it runs): the machine is left as it was before `up`. Nothing here
+# touches another engine, docker0, iptables or a mount outside those directories.
+# LWC_TESTBED_IMAGES=none brings up engine, registry and mount without building fixture images.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,8 +24,11 @@ RUN=${LWC_TESTBED_RUN:-/run/lwc-testbed}
 PORT=${LWC_TESTBED_PORT:-5055}
 SOCK="unix://$RUN/docker.sock"
 REG_USER=lwc-tester
-BRIDGE=lwc-br0
+BRIDGE=${LWC_TESTBED_BRIDGE:-lwc-br0}
 BRIDGE_CIDR=${LWC_TESTBED_BRIDGE_CIDR:-10.213.77.1/24}
+BENCH_RUN=/run/lwc-bench
+BENCH_STATE=/var/lib/lwc-bench
+BENCH_BRIDGE=lwc-br-bench
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
 docker() { command docker --host "$SOCK" "$@"; }
@@ -180,26 +187,66 @@ LWC_TESTBED_REGISTRY=127.0.0.1:$PORT
 LWC_TESTBED_REGISTRY_CONFIG=$RUN/registry.yml
 LWC_TESTBED_USER=$REG_USER
 LWC_TESTBED_PASSWORD_FILE=$STATE/registry/password
-LWC_TESTBED_BUSYBOX=$BUSYBOX
-LWC_TESTBED_AUTOMOUNTER=$AUTOMOUNTER
-LWC_TESTBED_CMS_BASE=$CMS_BASE
+LWC_TESTBED_BUSYBOX=${BUSYBOX:-}
+LWC_TESTBED_AUTOMOUNTER=${AUTOMOUNTER:-}
+LWC_TESTBED_CMS_BASE=${CMS_BASE:-}
 ENV
 }
 
+stop_pidfile() { # pidfile: TERM, then wait for the process to be gone (KILL after 30 s)
+  local pid
+  [ -s "$1" ] || return 0
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+unmount_below() { # dir...: every mount at or below them, deepest first
+  local dir
+  for dir in "$@"; do
+    findmnt -rn -o TARGET | grep -e "^$dir\$" -e "^$dir/" || true
+  done | sort -ru | xargs -r -n1 umount -l 2>/dev/null || true
+}
+
+remove_engine() { # run state bridge pidfile
+  stop_pidfile "$4"
+  unmount_below "$1" "$2"
+  ip link show "$3" >/dev/null 2>&1 && ip link del "$3"
+  rm -rf "$1" "$2"
+}
+
 down() {
-  local pidfile
-  for pidfile in "$RUN"/registry.pid "$RUN"/dockerd.pid; do
-    [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
-  done
-  # Mounts that an automounter propagated to the host outlive it: take them down too.
-  findmnt -rn -o TARGET | grep "^$RUN/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -f "$RUN/env"
+  stop_pidfile "$RUN/registry.pid"
+  remove_engine "$RUN" "$STATE" "$BRIDGE" "$RUN/dockerd.pid"
+  if [ -z "${LWC_TESTBED_RUN:-}" ]; then  # the default bed: the benchmark's engine too
+    remove_engine "$BENCH_RUN" "$BENCH_STATE" "$BENCH_BRIDGE" "$BENCH_RUN/dockerd.pid"
+    rm -rf /tmp/lwc-bench
+  fi
+  log "removed: engine, registry, mounts, bridge and state ($RUN, $STATE)"
+}
+
+status() { # what the bed leaves running, for the end of `make test`
+  local running=()
+  [ -s "$RUN/dockerd.pid" ] && kill -0 "$(cat "$RUN/dockerd.pid")" 2>/dev/null \
+    && running+=("a Docker engine on unix://$RUN/docker.sock")
+  [ -s "$RUN/registry.pid" ] && kill -0 "$(cat "$RUN/registry.pid")" 2>/dev/null \
+    && running+=("a registry on 127.0.0.1:$PORT")
+  [ -s "$BENCH_RUN/dockerd.pid" ] && kill -0 "$(cat "$BENCH_RUN/dockerd.pid")" 2>/dev/null \
+    && running+=("the benchmark's engine")
+  [ ${#running[@]} -eq 0 ] && return 0
+  printf 'testbed: left running: %s; its state (%s) keeps the fixture images for the next run.\n' \
+    "$(IFS=';'; echo "${running[*]}" | sed 's/;/, /g')" "$(du -sh "$STATE" 2>/dev/null | cut -f1)" >&2
+  printf 'testbed: remove all of it with: make testbed-down\n' >&2
 }
 
 case "${1:-up}" in
-  up) ensure_packages; engine_up; shared_mount_up; registry_up; images_up; prune_images; write_env
-      log "ready: source $RUN/env" ;;
+  up) ensure_packages; engine_up; shared_mount_up; registry_up
+      if [ "${LWC_TESTBED_IMAGES:-all}" != none ]; then images_up; prune_images; fi
+      write_env; log "ready: source $RUN/env" ;;
   down) down ;;
+  status) status ;;
+  packages) ensure_packages ;;
   env) cat "$RUN/env" ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|status|packages" >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@ connection against a second engine listening on a loopback TCP port with openssl
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -95,12 +96,17 @@ def tls_engine(testbed, tmp_path_factory):
             pytest.fail("port 2376 is taken on this machine")
     root = tmp_path_factory.mktemp("tls-engine")
     server, client = make_certificates(root / "pki")
+    # A bridge of its own (--bridge=none would make dockerd delete the host's docker0).
+    bridge = f"lwc-br-tls{os.getpid() % 1000}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "10.213.80.1/24", "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
     proc = subprocess.Popen(
         ["dockerd", "--host", "tcp://127.0.0.1:2376", "--tlsverify",
          "--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem"),
          "--tlskey", str(server / "key.pem"), "--data-root", str(root / "data"),
          "--exec-root", f"/run/lwc-tls-{root.name}", "--pidfile", str(root / "dockerd.pid"),
-         "--bridge=none", "--iptables=false", "--ip-masq=false"],
+         "--bridge", bridge, "--iptables=false", "--ip-masq=false"],
         stdout=open(root / "dockerd.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     env = {"DOCKER_HOST": "tcp://127.0.0.1:2376", "DOCKER_TLS_VERIFY": "1",
            "DOCKER_CERT_PATH": str(client)}
@@ -113,10 +119,14 @@ def tls_engine(testbed, tmp_path_factory):
         time.sleep(0.5)
     else:
         proc.terminate()
+        proc.wait(timeout=30)
+        subprocess.run(["ip", "link", "del", bridge], check=False)
         pytest.fail("the TLS engine did not come up: " + (root / "dockerd.log").read_text()[-2000:])
     yield client
     proc.terminate()
     proc.wait(timeout=30)
+    subprocess.run(["ip", "link", "del", bridge], check=False)
+    shutil.rmtree(f"/run/lwc-tls-{root.name}", ignore_errors=True)
 
 
 def test_dind_tls_connection_waits_for_late_certificates(job, tls_engine, tmp_path):
@@ -130,6 +140,7 @@ def test_dind_tls_connection_waits_for_late_certificates(job, tls_engine, tmp_pa
     writer = threading.Thread(target=dind_writes_certificates_late)
     writer.start()
     result = job.run("login", DOCKER_HOST=None, CI="true", DOCKER_TLS_CERTDIR=str(certdir),
+                     LWC_LOCAL_SOCKET=str(tmp_path / "no-local-engine.sock"),
                      LWC_DIND_HOST="127.0.0.1", LWC_DOCKER_TIMEOUT="30")
     writer.join()
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,6 +159,7 @@ def test_docker_host_on_2376_gets_the_tls_variables(job, tls_engine, tmp_path):
 
 def test_missing_dind_certificates_exit_3_naming_them(job, tmp_path):
     result = job.run("login", DOCKER_HOST=None, CI="true", DOCKER_TLS_CERTDIR=str(tmp_path),
+                     LWC_LOCAL_SOCKET=str(tmp_path / "no-local-engine.sock"),
                      LWC_DIND_HOST="127.0.0.1", LWC_DOCKER_TIMEOUT="1")
     assert result.returncode == 3
     error = result.events("failed")[-1]["error"]

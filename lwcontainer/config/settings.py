@@ -77,6 +77,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_DIND_HOST", "--dind-host", "",
          "host name of the dind service, used in a CI job when DOCKER_HOST is unset and there "
          "is no local engine socket", shown="docker (localhost on Kubernetes)"),
+    Spec("LWC_LOCAL_SOCKET", "--local-socket", "/var/run/docker.sock",
+         "the local engine socket: in a CI job without DOCKER_HOST, lwcontainer uses it when it "
+         "exists, else looks for the dind service"),
     Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
          "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
     Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine, and "
@@ -140,7 +143,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Registry": ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
                  "LWC_INSECURE_REGISTRIES", "LWC_KEEP_LOGIN", "LWC_PUSH_RETRIES",
                  "LWC_TRANSFER_TIMEOUT"),
-    "Engine": ("LWC_DIND_HOST", "DOCKER_TLS_CERTDIR", "LWC_DOCKER_TIMEOUT"),
+    "Engine": ("LWC_DIND_HOST", "LWC_LOCAL_SOCKET", "DOCKER_TLS_CERTDIR", "LWC_DOCKER_TIMEOUT"),
     "CVMFS": ("LWC_CVMFS", "LWC_CVMFS_HOST_DIR", "LWC_CVMFS_MOUNTS", "LWC_CVMFS_REPOS",
               "LWC_CVMFS_TIMEOUT", "LWC_AUTOMOUNTER_IMAGE", "LWC_AUTOMOUNTER_NAME",
               "LWC_AUTOMOUNTER_OPTIONS", "LWC_KEEP_AUTOMOUNTER"),
@@ -188,6 +191,7 @@ class Settings:
     insecure_registries: tuple[str, ...]
     pull: str
     docker_timeout: float
+    local_socket: Path
     transfer_timeout: float
     build_timeout: float | None
     cvmfs: str
@@ -262,6 +266,7 @@ class Settings:
             insecure_registries=split_list(get.text("LWC_INSECURE_REGISTRIES")),
             pull=get.choice("LWC_PULL", PULL_POLICIES),
             docker_timeout=get.number("LWC_DOCKER_TIMEOUT"),
+            local_socket=Path(_absolute(get, "LWC_LOCAL_SOCKET")),
             transfer_timeout=get.number("LWC_TRANSFER_TIMEOUT"),
             build_timeout=(get.number("LWC_BUILD_TIMEOUT")
                            if get.optional("LWC_BUILD_TIMEOUT") is not None else None),

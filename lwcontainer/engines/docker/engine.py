@@ -33,7 +33,6 @@ from ...output.progress import progress
 from ...pools import pool
 from ...stages import Image, Stages, labels
 
-LOCAL_SOCKET = Path("/var/run/docker.sock")
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
 
@@ -42,14 +41,15 @@ class DockerEngine:
     name = "docker"
 
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
-                 environ: Mapping[str, str], local_socket: Path = LOCAL_SOCKET) -> None:
+                 environ: Mapping[str, str], local_socket: Path | None = None) -> None:
         self.s = settings
         self.x = executor
         self.stages = stages
         self.log = get_logger()
         # Everything a step's environment depends on is decided here, before the first step.
+        socket = local_socket or settings.local_socket
         self.address: EngineAddress = find_engine(dict(settings.engine_vars),
-                                                  local_socket=local_socket.exists())
+                                                  local_socket=socket.exists())
         self.config_dir = private_path(settings)
         extra = {**self.address.env,
                  **({"DOCKER_CONFIG": str(self.config_dir)} if self.config_dir else {})}

@@ -1,0 +1,100 @@
+"""The test bed touches nothing of the host but its own state: a second bed, brought up and taken
+down here, leaves the host's docker0, links, routes, firewall, mounts and the default engine
+exactly as they were (while it runs, only its own bridge, route and mounts are added)."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port
+
+DEFAULT_SOCKET = Path("/var/run/docker.sock")
+HOST_CHECK_IMAGE = "lwc-host-check:busybox"  # .ci/run puts it into CI's default engine
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else f"<{argv[0]} failed: {done.returncode}>"
+
+
+def default_engine(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "--host", f"unix://{DEFAULT_SOCKET}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def snapshot() -> dict[str, object]:
+    mounts = set()
+    with open("/proc/self/mountinfo") as info:
+        for line in info:
+            mounts.add(line.split()[4])
+    state: dict[str, object] = {
+        "links": set(run("ip", "-o", "link", "show").split("\n")) - {""},
+        "docker0": run("ip", "-o", "addr", "show", "dev", "docker0"),
+        "routes": set(run("ip", "route").splitlines()),
+        "mounts": mounts,
+    }
+    if shutil.which("iptables-save"):
+        state["iptables"] = "\n".join(line for line in run("iptables-save").splitlines()
+                                      if not line.startswith("#"))
+    if DEFAULT_SOCKET.exists():
+        state["default networks"] = default_engine("network", "ls", "--format",
+                                                   "{{.ID}} {{.Name}} {{.Driver}}").stdout
+    return state
+
+
+def links_by_name(lines: set[str]) -> dict[str, str]:
+    """'841: docker0: <FLAGS> … state …' -> name: the line without counters that change."""
+    out = {}
+    for line in lines:
+        parts = line.split(": ", 2)
+        if len(parts) == 3:
+            out[parts[1].split("@")[0]] = parts[2].split(" link/")[0]
+    return out
+
+
+def without(state: dict, bridge: str, run_dir: str, state_dir: str, cidr: str) -> dict:
+    """The state less what the second bed itself adds while it runs."""
+    out = dict(state)
+    out["links"] = {k: v for k, v in links_by_name(state["links"]).items() if k != bridge}
+    out["routes"] = {r for r in state["routes"] if bridge not in r}
+    out["mounts"] = {m for m in state["mounts"]
+                     if not m.startswith((run_dir + "/", state_dir + "/")) and m != run_dir}
+    return out
+
+
+def test_the_test_bed_leaves_the_host_as_it_was(testbed, tmp_path):
+    token = secrets.token_hex(2)
+    bridge, cidr = f"lwc-br-hc{token}", "10.213.79.1/24"
+    run_dir, state_dir = f"/run/lwc-hostcheck-{token}", str(tmp_path / "state")
+    env = {**os.environ, "LWC_TESTBED_RUN": run_dir, "LWC_TESTBED_STATE": state_dir,
+           "LWC_TESTBED_PORT": str(free_port()), "LWC_TESTBED_BRIDGE": bridge,
+           "LWC_TESTBED_BRIDGE_CIDR": cidr, "LWC_TESTBED_IMAGES": "none"}
+    script = str(ROOT / "scripts" / "testbed.sh")
+    before = snapshot()
+    up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        during = snapshot()
+        assert bridge in links_by_name(during["links"])
+        assert without(during, bridge, run_dir, state_dir, cidr) == \
+            without(before, bridge, run_dir, state_dir, cidr)
+    finally:
+        down = subprocess.run([script, "down"], env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert down.returncode == 0, down.stderr[-3000:]
+    after = snapshot()
+    assert {**after, "links": links_by_name(after["links"])} == \
+        {**before, "links": links_by_name(before["links"])}
+    assert not Path(run_dir).exists() and not Path(state_dir).exists()
+    if DEFAULT_SOCKET.exists():  # a user's own engine, or the one .ci/run started
+        assert default_engine("info").returncode == 0
+        if default_engine("image", "inspect", HOST_CHECK_IMAGE).returncode == 0:
+            ran = default_engine("run", "--rm", HOST_CHECK_IMAGE, "true")
+            assert ran.returncode == 0, ran.stderr
+        elif os.environ.get("LWC_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"CI's default engine lacks {HOST_CHECK_IMAGE} (.ci/run imports it)")
