@@ -178,7 +178,7 @@ class Login(Command, switches("Registry", "Engine", "Output")):
 
 
 @Lwcontainer.subcommand("automount")
-class Automount(Command, switches("Image", "CVMFS", "Engine", "Output")):
+class Automount(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
@@ -275,7 +275,7 @@ def split_run_args(args: tuple[str, ...], argv: list[str]) -> tuple[str | None, 
 
 
 @Lwcontainer.subcommand("commit")
-class Commit(Command, switches("Image", "Engine", "Output", "CI and labels")):
+class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labels")):
     """Commit a build container (default: the one 'build' left) and tag it; then remove it."""
 
     def main(self, container: str = "") -> int:
@@ -290,7 +290,7 @@ class Commit(Command, switches("Image", "Engine", "Output", "CI and labels")):
 
 
 @Lwcontainer.subcommand("push")
-class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI and labels")):
+class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI", "Labels")):
     """Log in and push TO and the extra tags of an image already built (docker: the engine's;
     inplace: the captured layer); write the report."""
 

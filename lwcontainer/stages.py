@@ -82,7 +82,7 @@ def labels(s: Settings, base_digest: str | None) -> dict[str, str]:
     out = {
         "org.opencontainers.image.created":
             (s.created or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "org.opencontainers.image.base.name": str(s.from_image),
+        "org.opencontainers.image.base.name": str(s.from_image.normalized),
     }
     if s.project_url:
         out["org.opencontainers.image.source"] = s.project_url

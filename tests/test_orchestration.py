@@ -283,3 +283,13 @@ def test_run_mounts_cvmfs_the_way_the_build_did_unless_told_otherwise(settings, 
     with pytest.raises(ConfigError, match="LWC_CVMFS_HOST_DIR"):
         cvmfs_as_built(s, {"LWC_CVMFS_SOURCE": "host",
                            "LWC_CVMFS_HOST_DIR": str(tmp_path)}, {})  # holds no repository
+
+
+@pytest.mark.parametrize("spelling", ["busybox", "docker.io/library/busybox",
+                                      "index.docker.io/library/busybox:latest"])
+def test_the_base_digest_is_found_however_from_is_spelled(settings, spelling):
+    s = settings(FROM=spelling)
+    engine, _ = engine_for(s, Recorder({}))
+    engine.base = {"RepoDigests": ["other/busybox@sha256:" + "c" * 64,
+                                   "busybox@sha256:" + "d" * 64]}
+    assert engine.base_digest() == "sha256:" + "d" * 64

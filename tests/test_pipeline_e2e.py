@@ -65,7 +65,8 @@ def test_full_pipeline_pushes_a_runnable_image(job, tmp_path):
     labels = config["Labels"]
     assert labels["org.opencontainers.image.source"] == "https://gitlab.example/me/ana"
     assert labels["org.opencontainers.image.revision"] == "c0ffee12" + "0" * 32
-    assert labels["org.opencontainers.image.base.name"] == job.bed["LWC_TESTBED_CMS_BASE"]
+    assert labels["org.opencontainers.image.base.name"] == \
+        "docker.io/" + job.bed["LWC_TESTBED_CMS_BASE"]  # fully qualified, as OCI asks
     created = time.strptime(labels["org.opencontainers.image.created"], "%Y-%m-%dT%H:%M:%SZ")
     assert abs(time.mktime(created) - time.mktime(time.gmtime())) < 600
 

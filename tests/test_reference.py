@@ -72,3 +72,13 @@ def test_generated_valid_references_parse(components, tag):
     text = "/".join(components) + ":" + tag
     ref = parse(text)
     assert ref.tag == tag and ref.path == "/".join(components)
+
+
+@pytest.mark.parametrize("text,full", [
+    ("cmssw/el8:x86_64", "docker.io/cmssw/el8:x86_64"), ("busybox", "docker.io/library/busybox:latest"),
+    ("docker.io/library/busybox", "docker.io/library/busybox:latest"),
+    ("index.docker.io/cmssw/el8", "docker.io/cmssw/el8:latest"),
+    ("r.io/a@sha256:" + "a" * 64, "r.io/a@sha256:" + "a" * 64),
+    ("gitlab-registry.cern.ch/cms/x:1", "gitlab-registry.cern.ch/cms/x:1")])
+def test_normalized_is_fully_qualified_as_oci_base_name_asks(text, full):
+    assert str(parse(text).normalized) == full

@@ -8,9 +8,14 @@ _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[_.]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
+_DOMAIN = (rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?")
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
+# The OCI digest grammar, algorithm:encoded; docker accepts the algorithms go-digest registers,
+# each with its own length of lower-case hex.
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)", re.ASCII)
+DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_HEX64_RE = re.compile(r"[a-f0-9]{64}")
 _PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII)
 _DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)
 MAX_NAME_LENGTH = 255
@@ -30,6 +35,16 @@ class Reference:
     @property
     def repository(self) -> str:
         return f"{self.domain}/{self.path}" if self.domain else self.path
+
+    @property
+    def normalized(self) -> Reference:
+        """Fully qualified, as docker completes it: docker.io, library/ for an official image,
+        latest when neither tag nor digest is given."""
+        domain = self.domain if self.domain not in (None, "index.docker.io") else "docker.io"
+        path = f"library/{self.path}" if domain == "docker.io" and "/" not in self.path \
+            else self.path
+        tag = self.tag or (None if self.digest else "latest")
+        return Reference(domain, path, tag, self.digest)
 
     def with_tag(self, tag: str) -> Reference:
         return replace(self, tag=tag, digest=None)
@@ -51,9 +66,9 @@ def parse(text: str) -> Reference:
         raise InvalidReference(f"{text!r} contains white space")
     if not text.isascii():
         raise InvalidReference(f"{text!r} contains non-ASCII characters")
-    name, _, digest = text.partition("@")
-    if digest and not _DIGEST_RE.fullmatch(digest):
-        raise InvalidReference(f"{text!r} has an invalid digest {digest!r}")
+    name, at, digest = text.partition("@")
+    if at:
+        _check_digest(text, digest)
     tag = None
     slash = name.rfind("/")
     colon = name.rfind(":")
@@ -66,9 +81,13 @@ def parse(text: str) -> Reference:
     domain = None
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
-        if not _DOMAIN_RE.fullmatch(first):
+        if _DOMAIN_RE.fullmatch(first):
+            domain, name = first, rest
+        elif not re.fullmatch(_PATH_COMPONENT, first, re.ASCII):  # docker reads foo_bar.com
             raise InvalidReference(f"{text!r} has an invalid registry host {first!r}")
-        domain, name = first, rest
+    if domain is None and _HEX64_RE.fullmatch(name):
+        raise InvalidReference(f"{text!r}: a repository name cannot be 64 hexadecimal "
+                               "characters (that is an image id)")
     if not _PATH_RE.fullmatch(name):
         raise InvalidReference(
             f"{text!r} has an invalid repository name {name!r} "
@@ -77,6 +96,19 @@ def parse(text: str) -> Reference:
     if len(name) + (len(domain) + 1 if domain else 0) > MAX_NAME_LENGTH:
         raise InvalidReference(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
     return Reference(domain, name, tag, digest or None)
+
+
+def _check_digest(text: str, digest: str) -> None:
+    found = _DIGEST_RE.fullmatch(digest)
+    if not found:
+        raise InvalidReference(f"{text!r} has an invalid digest {digest!r} (algorithm:hex)")
+    algorithm, encoded = found.groups()
+    if algorithm not in DIGEST_LENGTHS:
+        raise InvalidReference(f"{text!r} has an unsupported digest algorithm {algorithm!r} "
+                               f"({', '.join(DIGEST_LENGTHS)})")
+    if not re.fullmatch(rf"[a-f0-9]{{{DIGEST_LENGTHS[algorithm]}}}", encoded):
+        raise InvalidReference(f"{text!r} has an invalid digest: {algorithm} is "
+                               f"{DIGEST_LENGTHS[algorithm]} lower-case hexadecimal characters")
 
 
 def parse_target(text: str) -> Reference:

@@ -65,6 +65,9 @@ SPECS: tuple[Spec, ...] = (
          "and the build's working directory"),
     Spec("LWC_BUILD_SCRIPT", "--build-script", ".gitlab/build.sh",
          "build script, relative to the project directory, run with /bin/bash", dotenv=True),
+    Spec("LWC_BUILD_ENV", "--build-env", "", "names of variables passed into the build (comma "
+         "or space separated): each value comes from lwcontainer's environment and never goes "
+         "on a command line; a secret is refused"),
     Spec("CI_REGISTRY", "--registry", "", "registry to log in to; no registry: no login, no push"),
     Spec("CI_REGISTRY_USER", "--registry-user", "", "registry user name"),
     Spec("CI_REGISTRY_PASSWORD", "--registry-password", "",
@@ -138,8 +141,9 @@ SPECS: tuple[Spec, ...] = (
 SPEC_BY_NAME = {spec.variable: spec for spec in SPECS}
 #: Settings by what they are about: --help shows each subcommand the groups it uses.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Image": ("LWC_ENGINE", "FROM", "TO", "LWC_EXTRA_TAGS", "LWC_TAG_LATEST", "LWC_PULL"),
-    "Build": ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_TIMEOUT"),
+    "Image": ("LWC_ENGINE", "FROM", "TO", "LWC_EXTRA_TAGS", "LWC_TAG_LATEST"),
+    "Build": ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_ENV", "LWC_PULL",
+              "LWC_BUILD_TIMEOUT"),
     "Registry": ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
                  "LWC_INSECURE_REGISTRIES", "LWC_KEEP_LOGIN", "LWC_PUSH_RETRIES",
                  "LWC_TRANSFER_TIMEOUT"),
@@ -148,10 +152,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
               "LWC_CVMFS_TIMEOUT", "LWC_AUTOMOUNTER_IMAGE", "LWC_AUTOMOUNTER_NAME",
               "LWC_AUTOMOUNTER_OPTIONS", "LWC_KEEP_AUTOMOUNTER"),
     "Output": ("LWC_REPORT", "LWC_PROGRESS_INTERVAL", "LWC_LOG_FORMAT", "LWC_LOG_LEVEL"),
-    "CI and labels": ("CI_PROJECT_NAME", "CI_JOB_ID", "CI_PROJECT_URL", "CI_COMMIT_SHA",
-                      "CI_COMMIT_SHORT_SHA", "CI_REGISTRY_IMAGE", "CI_COMMIT_BRANCH",
-                      "CI_DEFAULT_BRANCH", "CI_COMMIT_TAG", "SOURCE_DATE_EPOCH",
-                      "CI_COMMIT_TIMESTAMP"),
+    "CI": ("CI_REGISTRY_IMAGE", "CI_COMMIT_SHORT_SHA", "CI_COMMIT_BRANCH", "CI_DEFAULT_BRANCH",
+           "CI_COMMIT_TAG", "CI_PROJECT_NAME", "CI_JOB_ID"),
+    "Labels": ("CI_PROJECT_URL", "CI_COMMIT_SHA", "SOURCE_DATE_EPOCH", "CI_COMMIT_TIMESTAMP"),
 }
 GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
 #: What the checkout's .env may set; everything else there is refused (config/sources.py).
@@ -185,6 +188,7 @@ class Settings:
     extra_tags: tuple[Reference, ...]
     project_dir: Path
     build_script: str
+    build_env: tuple[str, ...]
     registry: str | None
     registry_user: str | None
     registry_password: str | None = field(repr=False)
@@ -262,6 +266,7 @@ class Settings:
             project_dir=project_dir,
             build_script=_build_script(get.text("LWC_BUILD_SCRIPT"), project_dir,
                                        check=require_from),
+            build_env=_build_env(get),
             **_registry(get, env),
             insecure_registries=split_list(get.text("LWC_INSECURE_REGISTRIES")),
             pull=get.choice("LWC_PULL", PULL_POLICIES),
@@ -314,6 +319,21 @@ def _refuse_secrets_in_public_values(settings: Settings, env: Mapping[str, str])
             raise ConfigError(variable, "contains the value of a secret variable "
                                         f"({', '.join(SECRET_VARIABLES)}); it would be pushed "
                                         "as a tag or written into a label and the report")
+
+
+_VARIABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def _build_env(get: _Getter) -> tuple[str, ...]:
+    names = split_list(get.text("LWC_BUILD_ENV"))
+    for name in names:
+        if not _VARIABLE_RE.fullmatch(name):
+            raise ConfigError("LWC_BUILD_ENV", f"{name!r} is not a variable name")
+        if name in SECRET_VARIABLES or _SECRET_NAME_RE.search(name):
+            raise ConfigError("LWC_BUILD_ENV", f"{name} holds a secret; it never goes into the "
+                                               "build (and so never into the image)")
+    return names
 
 
 def _from_image(get: _Getter, required: bool) -> Reference | None:

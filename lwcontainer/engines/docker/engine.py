@@ -24,6 +24,7 @@ from .cvmfs import CvmfsSource, HostCvmfs, NoCvmfs, choose_source, settled
 from .dockerconfig import private_config, private_path
 from .failures import login_failure, pull_failure, worth_retrying_pull
 from ...ci.dind import EngineAddress, engine as find_engine
+from ...config.reference import InvalidReference, parse
 from ...config.settings import Settings
 from ...errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
 from ...executor import TIMED_OUT, Executor, child_environment, last_line
@@ -349,11 +350,14 @@ class DockerEngine:
     def base_digest(self) -> str | None:
         if self.s.from_image.digest:
             return self.s.from_image.digest
-        repository = self.s.from_image.repository
+        wanted = self.s.from_image.normalized.repository
         for repo_digest in self.base.get("RepoDigests") or ():
             name, _, digest = repo_digest.partition("@")
-            if name == repository or name.endswith("/" + repository):
-                return digest
+            try:
+                if parse(name).normalized.repository == wanted:
+                    return digest
+            except InvalidReference:
+                continue
         return None
 
     def tag(self) -> None:

@@ -35,7 +35,8 @@ class InplaceEngine:
         self.x = executor
         self.stages = stages
         self.log = get_logger()
-        self.env = child_environment(environ, {"LWC_BUILD_SCRIPT": settings.build_script})
+        self.env = child_environment(environ, {"LWC_BUILD_SCRIPT": settings.build_script,
+                                               "LWC_BUILD_ENV": " ".join(settings.build_env)})
         self.image = None
         self.layer = None
 

@@ -1,0 +1,49 @@
+"""References as the docker CLI parses them: one table, checked against lwcontainer's parser
+without an engine, and against the real docker CLI on the test bed (its verdict is the error it
+prints before it asks the engine anything)."""
+from __future__ import annotations
+
+import pytest
+
+from lwcontainer.config.reference import InvalidReference, parse
+
+HEX = "0123456789abcdef" * 8
+#: reference -> does the docker CLI accept it?
+TABLE = {
+    "busybox": True, "library/busybox:1.36": True, "r.io/a/b:v1": True,
+    "localhost/a": True, "localhost:5000/a/b:tag": True, "127.0.0.1:5055/a/b": True,
+    "[::1]:5000/a/b": True, "[2001:db8::1]/a": True, "foo_bar.com/a": True,
+    "a__b/c-d--e/f.g:T_1-x.y": True, "r.io/x@sha256:" + HEX[:64]: True,
+    "r.io/x:1@sha256:" + HEX[:64]: True, "x@sha512:" + HEX[:128]: True,
+    "x@sha384:" + HEX[:96]: True,
+    "Busybox": False, "a b": False, "r.io/x:-bad": False, "r.io/": False, "re..po": False,
+    "-repo": False, "x@": False, "x@sha256:" + HEX[:32]: False,
+    "x@sha256:" + HEX[:64].upper(): False, "x@md5:" + HEX[:32]: False,
+    "x@1sha:" + HEX[:64]: False, "x@sha512:" + HEX[:64]: False, "bad_host.io:x/repo": False,
+    "r.io/x:" + "t" * 129: False, "x:tag:tag": False,
+}
+
+
+@pytest.mark.parametrize("text,accepted", TABLE.items())
+def test_lwcontainer_accepts_what_docker_accepts(text, accepted):
+    try:
+        parse(text)
+        ours = True
+    except InvalidReference:
+        ours = False
+    assert ours is accepted
+
+
+def test_an_image_id_is_not_a_repository_name():
+    """The one deliberate difference: docker takes 64 hex characters as an image id; as FROM
+    or TO that is never what a user means."""
+    with pytest.raises(InvalidReference, match="64 hexadecimal"):
+        parse(HEX[:64])
+
+
+@pytest.mark.parametrize("text,accepted", TABLE.items())
+def test_the_table_is_the_docker_clis_verdict(testbed, text, accepted):
+    done = testbed.docker("create", "--pull", "never", text, check=False)
+    assert done.returncode != 0
+    cli_accepted = done.stderr.startswith("Error response from daemon")
+    assert cli_accepted is accepted, done.stderr
