@@ -205,7 +205,7 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
         image, command = split_run_args(args, _ARGV)
 
         def action(r: Run) -> int:
-            previous = report.read(r.s.report)
+            previous = report.read(r.s.report, r.s.report_prefix)
             target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
@@ -229,6 +229,12 @@ class Init(Command, switches("Build")):
     base_image = cli.SwitchAttr("--base-image", str, default=scaffold.DEFAULT_BASE_IMAGE,
                                 help="FROM: the CMS base image to build on")
     force = cli.Flag("--force", help="overwrite existing files")
+    scram_arch = cli.SwitchAttr("--scram-arch", str, default=scaffold.DEFAULT_SCRAM_ARCH,
+                                help="SCRAM_ARCH of that release")
+    package_source = cli.SwitchAttr("--package-source", str, default=None, argname="GIT_URL",
+                                    help="install lwcontainer in CI from git+https://…@TAG "
+                                         "(default: lwcontainer==this version from "
+                                         "$LWC_PACKAGE_INDEX)")
     LWC_ENGINE = cli.SwitchAttr("--engine", cli.Set("inplace", "docker"), default=None,
                                 help="inplace (default here: runners tagged cvmfs, no privileges) "
                                      "| docker (a privileged dind runner)")
@@ -240,7 +246,8 @@ class Init(Command, switches("Build")):
         def body(_masker: Masker) -> None:
             directory = Path(self.option("LWC_PROJECT_DIR") or ".").resolve()
             scaffold.init(directory, self.cmssw_release, self.base_image, self.force,
-                          tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace")
+                          tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace",
+                          scram_arch=self.scram_arch, source=self.package_source)
         return self.guard(body)
 
 
@@ -280,7 +287,7 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
 
     def main(self, container: str = "") -> int:
         def action(r: Run) -> None:
-            name = container or report.read(r.s.report).get("LWC_BUILD_CONTAINER", "")
+            name = container or report.read(r.s.report, r.s.report_prefix).get("LWC_BUILD_CONTAINER", "")
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
                                                f"in {r.s.report}; run 'lwcontainer build' first")

@@ -101,7 +101,7 @@ def write_report(stages: Stages, s: Settings, image: Image, digest: str,
     with stages.stage("report"):
         result = report.Report(image=str(s.to_image), image_id=image.id, digest=digest,
                                tags=tuple(map(str, s.targets)), layer_size=image.layer_size,
-                               details=image.details)
+                               details=image.details, prefix=s.report_prefix)
         if dry_run:
             log.info("report_planned", path=str(s.report))
             return

@@ -154,8 +154,10 @@ def test_matrix_job_one_entry_per_base_image():
     job = yaml.safe_load(gitlab_ci("unused", ("r.io/cms/cc7-cms:latest", "r.io/cms/el8-cms:2024")))
     job = job["build_image"]
     assert job["parallel"]["matrix"] == [
-        {"FROM": "r.io/cms/cc7-cms:latest", "IMAGE_NAME": "cc7-cms"},
-        {"FROM": "r.io/cms/el8-cms:2024", "IMAGE_NAME": "el8-cms-2024"}]
+        {"FROM": "r.io/cms/cc7-cms:latest", "IMAGE_NAME": "cc7-cms",
+         "LWC_REPORT_PREFIX": "CC7_CMS_"},
+        {"FROM": "r.io/cms/el8-cms:2024", "IMAGE_NAME": "el8-cms-2024",
+         "LWC_REPORT_PREFIX": "EL8_CMS_2024_"}]
     assert job["variables"]["TO"] == "$CI_REGISTRY_IMAGE/$IMAGE_NAME:$CI_COMMIT_SHORT_SHA"
     assert "FROM" not in job["variables"]
     with pytest.raises(ConfigError, match="--matrix"):

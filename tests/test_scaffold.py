@@ -56,7 +56,15 @@ def test_init_inplace_is_the_default_and_writes_capture_and_publish_jobs(tmp_pat
     assert ci[".lwc-publish"]["variables"]["LWC_ENGINE"] == "inplace"
     assert "python3 -m lwcontainer publish" in ci[".lwc-publish"]["script"]
     assert ci[".lwc-publish"]["artifacts"]["reports"]["dotenv"] == "lwcontainer.env"
-    assert "==" in ci["variables"]["LWCONTAINER_PACKAGE"]  # an exact version
+    install = " ".join(ci[".lwc-publish"]["script"])
+    assert '--index-url "$LWC_PACKAGE_INDEX" "lwcontainer==' in install  # an exact version
+    assert 'test -n "$LWC_PACKAGE_INDEX" ||' in install  # stops, saying why, while unset
+    assert ci[".lwc-publish"]["rules"][0]["if"].startswith("$CI_COMMIT_TAG")
+    assert ci[".lwc-publish"]["rules"][1]["variables"] == {"LWC_PUSH": "never"}
+    build = (tmp_path / ".gitlab" / "build.sh").read_text()
+    assert "export SCRAM_ARCH=${SCRAM_ARCH:-slc7_amd64_gcc820}" in build
+    assert 'scram b -j "$BUILD_JOBS"' in build and "nproc" in build and "cpu.max" in build
+    assert "ANALYSIS_DIRS" in ci["variables"]["LWC_BUILD_ENV"]
     capture_sh = tmp_path / ".gitlab" / "lwcontainer-capture.sh"
     assert os.access(capture_sh, os.X_OK)
     assert subprocess.run(["bash", "-n", str(capture_sh)]).returncode == 0
@@ -91,3 +99,24 @@ def test_init_validates_its_options(tmp_path, args):
     done = init(tmp_path, *args)
     assert done.returncode == 2 and args[0] in done.stderr
     assert not (tmp_path / ".gitlab-ci.yml").exists()
+
+
+def test_init_can_install_from_a_pinned_git_url_but_not_a_bare_name(tmp_path):
+    done = init(tmp_path, "--package-source", "git+https://gitlab.example/grp/lwcontainer.git@v0.1.0")
+    assert done.returncode == 0, done.stderr
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    assert ci[".lwc-publish"]["script"][0] == \
+        'pip install "git+https://gitlab.example/grp/lwcontainer.git@v0.1.0"'
+    (tmp_path / "x").mkdir()
+    refused = init(tmp_path / "x", "--package-source", "lwcontainer")
+    assert refused.returncode == 2 and "--package-source" in refused.stderr
+
+
+def test_the_scaffolded_build_script_copies_only_the_analysis_directories(tmp_path):
+    (tmp_path / "Analysis").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    assert init(tmp_path).returncode == 0
+    build = (tmp_path / ".gitlab" / "build.sh").read_text()
+    assert "ANALYSIS_DIRS=${ANALYSIS_DIRS:-Analysis docs}" in build
+    assert 'for dir in $ANALYSIS_DIRS; do' in build

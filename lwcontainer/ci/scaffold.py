@@ -10,10 +10,14 @@ from ..config.reference import Reference, InvalidReference, parse
 from ..config.settings import slug
 from .. import __version__
 from ..engines.inplace import capture
-from .templates import (BUILD_SH, DOCKER_VERSION, GITIGNORE_LINES, GITLAB_CI, INPLACE_CI,
-                        INPLACE_PAIR, MATRIX, MATRIX_ENTRY, MATRIX_IMAGE, SINGLE_IMAGE)
+from .templates import (BUILD_SH, DOCKER_VERSION, GIT_INSTALL, GITIGNORE_LINES, GITLAB_CI,
+                        INDEX_INSTALL, INDEX_VARIABLES, INPLACE_CI, INPLACE_PAIR, MATRIX,
+                        MATRIX_ENTRY, MATRIX_IMAGE, RULES, SINGLE_IMAGE)
 
 DEFAULT_RELEASE = "CMSSW_10_6_8_patch1"
+DEFAULT_SCRAM_ARCH = "slc7_amd64_gcc820"  # the default release's
+_SCRAM_ARCH_RE = re.compile(r"[a-z0-9]+_[a-z0-9]+_[a-z0-9]+")
+_GIT_SOURCE_RE = re.compile(r"git\+https://[^\s\"'@]+@[A-Za-z0-9._/-]+")
 DEFAULT_BASE_IMAGE = "gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms:latest"
 _RELEASE_RE = re.compile(r"CMSSW_[A-Za-z0-9_]+")
 
@@ -23,6 +27,19 @@ def _image(switch: str, text: str) -> Reference:
         return parse(text)
     except InvalidReference as exc:
         raise ConfigError(switch, str(exc)) from None
+
+
+def _install(source: str | None, pip_flags: str = "") -> tuple[str, str]:
+    """(variables, script lines) that install this very version of lwcontainer: from the
+    group's package index (the job stops with a clear message while LWC_PACKAGE_INDEX is
+    empty), or from a git URL pinned to a tag or commit. Never a bare, unpublished name."""
+    if source is None:
+        return INDEX_VARIABLES, INDEX_INSTALL.format(pip_flags=pip_flags,
+                                                     version=__version__).rstrip("\n")
+    if not _GIT_SOURCE_RE.fullmatch(source):
+        raise ConfigError("--package-source", f"{source!r} is not git+https://HOST/PATH@TAG "
+                                              "(a git URL pinned to a tag or commit)")
+    return "", GIT_INSTALL.format(pip_flags=pip_flags, source=source).rstrip("\n")
 
 
 def _names(matrix: tuple[str, ...]) -> dict[str, str]:
@@ -38,47 +55,75 @@ def _names(matrix: tuple[str, ...]) -> dict[str, str]:
     return names
 
 
-def inplace_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
+def inplace_ci(base_image: str, matrix: tuple[str, ...] = (),
+               source: str | None = None) -> str:
     """Two jobs (capture in FROM, publish), or one pair per base image: each publish needs
-    its own capture."""
+    its own capture, and reports under its own prefix."""
     if not matrix:
         _image("--base-image", base_image)
         jobs = INPLACE_PAIR.format(suffix="", base_image=base_image,
-                                   to="$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA")
+                                   to="$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA", prefix="")
     else:
         jobs = "".join(INPLACE_PAIR.format(suffix=f"-{name}", base_image=image,
-                                           to=f"$CI_REGISTRY_IMAGE/{name}:$CI_COMMIT_SHORT_SHA")
+                                           to=f"$CI_REGISTRY_IMAGE/{name}:$CI_COMMIT_SHORT_SHA",
+                                           prefix=f"\n    LWC_REPORT_PREFIX: {report_prefix(name)}")
                        for image, name in _names(matrix).items())
-    return INPLACE_CI.format(version=__version__, jobs=jobs)
+    variables, install = _install(source)
+    return INPLACE_CI.format(install_variables=variables, install=install, rules=RULES,
+                             jobs=jobs)
 
 
-def gitlab_ci(base_image: str, matrix: tuple[str, ...] = ()) -> str:
+def report_prefix(name: str) -> str:
+    """The report keys' prefix of one matrix image: CC7_CMS_ for cc7-cms."""
+    return re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_") + "_"
+
+
+def gitlab_ci(base_image: str, matrix: tuple[str, ...] = (), source: str | None = None) -> str:
     """The docker engine's CI job: one image, or a ``parallel:matrix`` job with one entry per
     base image."""
+    variables, install = _install(source, pip_flags="--break-system-packages ")
+    common = dict(docker_version=DOCKER_VERSION, install_variables=variables, install=install,
+                  rules=RULES)
     if not matrix:
         _image("--base-image", base_image)
-        return GITLAB_CI.format(docker_version=DOCKER_VERSION, version=__version__, matrix="",
+        return GITLAB_CI.format(**common, matrix="",
                                 image_variables=SINGLE_IMAGE.format(base_image=base_image))
     names = _names(matrix)
-    entries = "".join(MATRIX_ENTRY.format(base_image=image, name=name)
+    entries = "".join(MATRIX_ENTRY.format(base_image=image, name=name,
+                                          prefix=report_prefix(name))
                       for image, name in names.items())
-    return GITLAB_CI.format(docker_version=DOCKER_VERSION, version=__version__, matrix=MATRIX.format(entries=entries),
+    return GITLAB_CI.format(**common, matrix=MATRIX.format(entries=entries),
                             image_variables=MATRIX_IMAGE)
 
 
+def analysis_dirs(directory: Path) -> str:
+    """The checkout's top-level directories (not hidden): what build.sh copies by default."""
+    if not directory.is_dir():
+        return ""
+    return " ".join(sorted(p.name for p in directory.iterdir()
+                           if p.is_dir() and not p.name.startswith(".")
+                           and re.fullmatch(r"[A-Za-z0-9_.+-]+", p.name)))
+
+
 def files(release: str, base_image: str, matrix: tuple[str, ...] = (),
-          engine: str = "inplace") -> dict[str, tuple[str, int]]:
+          engine: str = "inplace", directory: Path | None = None,
+          scram_arch: str = DEFAULT_SCRAM_ARCH,
+          source: str | None = None) -> dict[str, tuple[str, int]]:
     """Relative path -> (text, mode) of everything ``init`` writes."""
     if not _RELEASE_RE.fullmatch(release):
         raise ConfigError("--cmssw-release", f"{release!r} is not a CMSSW release name")
+    if not _SCRAM_ARCH_RE.fullmatch(scram_arch):
+        raise ConfigError("--scram-arch", f"{scram_arch!r} is not an architecture such as "
+                                          f"{DEFAULT_SCRAM_ARCH}")
     if engine == "docker":
-        ci = gitlab_ci(base_image, matrix)
+        ci = gitlab_ci(base_image, matrix, source)
     elif engine == "inplace":
-        ci = inplace_ci(base_image, matrix)
+        ci = inplace_ci(base_image, matrix, source)
     else:
         raise ConfigError("LWC_ENGINE", f"{engine!r}: init writes jobs for docker or inplace")
-    out = {".gitlab-ci.yml": (ci, 0o644),
-           ".gitlab/build.sh": (BUILD_SH.format(cmssw_release=release), 0o755)}
+    build = BUILD_SH.format(cmssw_release=release, scram_arch=scram_arch,
+                            analysis_dirs=analysis_dirs(directory) if directory else "")
+    out = {".gitlab-ci.yml": (ci, 0o644), ".gitlab/build.sh": (build, 0o755)}
     if engine == "inplace":
         out[capture.SCRIPT_PATH] = (capture.render(), 0o755)
     return out
@@ -97,9 +142,11 @@ def ignore_outputs(directory: Path) -> bool:
 
 
 def init(directory: Path, release: str, base_image: str, force: bool,
-         matrix: tuple[str, ...] = (), engine: str = "inplace") -> list[Path]:
+         matrix: tuple[str, ...] = (), engine: str = "inplace",
+         scram_arch: str = DEFAULT_SCRAM_ARCH, source: str | None = None) -> list[Path]:
     planned = {directory / name: content
-               for name, content in files(release, base_image, matrix, engine).items()}
+               for name, content in files(release, base_image, matrix, engine, directory,
+                                          scram_arch, source).items()}
     existing = [path for path in planned if path.exists()]
     if existing and not force:
         raise ConfigError("init", f"{', '.join(map(str, existing))} already exist(s); nothing "

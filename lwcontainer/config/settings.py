@@ -26,6 +26,7 @@ PASSWORD_VARIABLES = ("CI_REGISTRY_PASSWORD", "CI_JOB_TOKEN", "CI_BUILD_TOKEN")
 SECRET_VARIABLES = (*PASSWORD_VARIABLES, "GITHUB_TOKEN")
 PULL_POLICIES = ("missing", "always", "never")
 TAG_RULES = ("auto", "always", "never")
+PUSH_POLICIES = ("auto", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 CVMFS_SOURCES = ("auto", "automounter", "host", "none")
@@ -113,9 +114,14 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_KEEP_LOGIN", "--keep-login", "",
          "1/true/yes: log in to the user's docker config and leave the login there; by default "
          "the run logs in to a private config that is deleted at the end"),
+    Spec("LWC_PUSH", "--push", "auto", "auto (push when CI_REGISTRY is set) | never (build "
+         "and report, push nothing: merge requests, other branches)", dotenv=True),
     Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff", dotenv=True),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
          "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
+    Spec("LWC_REPORT_PREFIX", "--report-prefix", "", "prefix of every report key (e.g. "
+         "CC7_ gives CC7_LWC_IMAGE): one per image of a matrix, so later jobs can tell them "
+         "apart"),
     Spec("LWC_PROGRESS_INTERVAL", "--progress-interval", "10",
          "seconds between 'waiting' log lines during long waits when not on a terminal", dotenv=True),
     Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json", dotenv=True),
@@ -144,14 +150,15 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Image": ("LWC_ENGINE", "FROM", "TO", "LWC_EXTRA_TAGS", "LWC_TAG_LATEST"),
     "Build": ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_ENV", "LWC_PULL",
               "LWC_BUILD_TIMEOUT"),
-    "Registry": ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
+    "Registry": ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD", "LWC_PUSH",
                  "LWC_INSECURE_REGISTRIES", "LWC_KEEP_LOGIN", "LWC_PUSH_RETRIES",
                  "LWC_TRANSFER_TIMEOUT"),
     "Engine": ("LWC_DIND_HOST", "LWC_LOCAL_SOCKET", "DOCKER_TLS_CERTDIR", "LWC_DOCKER_TIMEOUT"),
     "CVMFS": ("LWC_CVMFS", "LWC_CVMFS_HOST_DIR", "LWC_CVMFS_MOUNTS", "LWC_CVMFS_REPOS",
               "LWC_CVMFS_TIMEOUT", "LWC_AUTOMOUNTER_IMAGE", "LWC_AUTOMOUNTER_NAME",
               "LWC_AUTOMOUNTER_OPTIONS", "LWC_KEEP_AUTOMOUNTER"),
-    "Output": ("LWC_REPORT", "LWC_PROGRESS_INTERVAL", "LWC_LOG_FORMAT", "LWC_LOG_LEVEL"),
+    "Output": ("LWC_REPORT", "LWC_REPORT_PREFIX", "LWC_PROGRESS_INTERVAL", "LWC_LOG_FORMAT",
+               "LWC_LOG_LEVEL"),
     "CI": ("CI_REGISTRY_IMAGE", "CI_COMMIT_SHORT_SHA", "CI_COMMIT_BRANCH", "CI_DEFAULT_BRANCH",
            "CI_COMMIT_TAG", "CI_PROJECT_NAME", "CI_JOB_ID"),
     "Labels": ("CI_PROJECT_URL", "CI_COMMIT_SHA", "SOURCE_DATE_EPOCH", "CI_COMMIT_TIMESTAMP"),
@@ -209,8 +216,10 @@ class Settings:
     keep_automounter: bool
     keep_login: bool
     docker_config: Path
+    push: str
     push_retries: int
     report: Path
+    report_prefix: str
     progress_interval: float
     log_format: str
     log_level: str
@@ -228,7 +237,13 @@ class Settings:
 
     @property
     def push_enabled(self) -> bool:
-        return self.registry is not None
+        return self.registry is not None and self.push != "never"
+
+    @property
+    def no_push_reason(self) -> str:
+        if self.push == "never":
+            return "LWC_PUSH=never"
+        return "no registry configured (CI_REGISTRY unset)"
 
     @property
     def targets(self) -> tuple[Reference, ...]:
@@ -280,8 +295,10 @@ class Settings:
             keep_login=truthy(get.optional("LWC_KEEP_LOGIN")),
             docker_config=Path(get.optional("DOCKER_CONFIG")
                                or Path(get.text("HOME", "/root")) / ".docker"),
+            push=get.choice("LWC_PUSH", PUSH_POLICIES),
             push_retries=int(get.number("LWC_PUSH_RETRIES", integer=True)),
             report=cwd / get.text("LWC_REPORT"),
+            report_prefix=_report_prefix(get),
             progress_interval=max(get.number("LWC_PROGRESS_INTERVAL"), 0.1),
             log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS),
             log_level=get.choice("LWC_LOG_LEVEL", LOG_LEVELS),
@@ -334,6 +351,14 @@ def _build_env(get: _Getter) -> tuple[str, ...]:
             raise ConfigError("LWC_BUILD_ENV", f"{name} holds a secret; it never goes into the "
                                                "build (and so never into the image)")
     return names
+
+
+def _report_prefix(get: _Getter) -> str:
+    prefix = get.text("LWC_REPORT_PREFIX")
+    if prefix and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise ConfigError("LWC_REPORT_PREFIX", f"{prefix!r}: letters, digits and '_' only, not "
+                                               "starting with a digit (a variable name prefix)")
+    return prefix
 
 
 def _from_image(get: _Getter, required: bool) -> Reference | None:

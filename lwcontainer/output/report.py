@@ -20,19 +20,38 @@ class Report:
     tags: tuple[str, ...]
     layer_size: int | None
     details: tuple[tuple[str, str], ...] = ()  # the engine's own keys (how CVMFS was mounted)
+    prefix: str = ""  # LWC_REPORT_PREFIX: one per image of a matrix
 
     def lines(self) -> list[str]:
-        return [
-            f"LWC_IMAGE={self.image}",
-            f"LWC_IMAGE_ID={self.image_id}",
-            f"LWC_IMAGE_DIGEST={self.digest}",
-            f"LWC_TAGS={','.join(self.tags)}",
-            f"LWC_LAYER_SIZE={'' if self.layer_size is None else self.layer_size}",
-            *(f"{key}={value}" for key, value in self.details),
+        values = [
+            ("LWC_IMAGE", self.image),
+            ("LWC_IMAGE_ID", self.image_id),
+            ("LWC_IMAGE_DIGEST", self.digest),
+            ("LWC_TAGS", ",".join(self.tags)),
+            ("LWC_LAYER_SIZE", "" if self.layer_size is None else str(self.layer_size)),
+            *self.details,
         ]
+        return [f"{self.prefix}{key}={value}" for key, value in values]
 
     def write(self, path: Path) -> None:
-        write_safely(path, "\n".join(self.lines()) + "\n")
+        text = "\n".join(self.lines()) + "\n"
+        check_gitlab_limits(path, text)
+        write_safely(path, text)
+
+
+#: GitLab's limits for an artifacts:reports:dotenv file (gitlab.com and default self-managed).
+GITLAB_MAX_BYTES = 5 * 1024
+GITLAB_MAX_VARIABLES = 20
+
+
+def check_gitlab_limits(path: Path, text: str) -> None:
+    """GitLab drops a dotenv report over its limits (the whole artifact fails): say so here."""
+    lines = [line for line in text.splitlines() if line]
+    if len(text.encode()) > GITLAB_MAX_BYTES or len(lines) > GITLAB_MAX_VARIABLES:
+        get_logger().warning("report_over_gitlab_limits", path=str(path),
+                             bytes=len(text.encode()), variables=len(lines),
+                             limits=f"{GITLAB_MAX_BYTES} bytes, {GITLAB_MAX_VARIABLES} variables",
+                             hint="fewer LWC_EXTRA_TAGS, or shorter ones")
 
 
 def write_safely(path: Path, text: str) -> None:
@@ -59,10 +78,11 @@ def write_safely(path: Path, text: str) -> None:
         raise
 
 
-def remember_container(path: Path, container: str) -> None:
+def remember_container(path: Path, container: str, prefix: str = "") -> None:
     """After 'lwcontainer build': the report names the kept container for 'commit'."""
-    lines = [f"{k}={v}" for k, v in read(path).items() if k != "LWC_BUILD_CONTAINER"]
-    write_safely(path, "\n".join([*lines, f"LWC_BUILD_CONTAINER={container}"]) + "\n")
+    lines = [f"{prefix}{k}={v}" for k, v in read(path, prefix).items()
+             if k != "LWC_BUILD_CONTAINER"]
+    write_safely(path, "\n".join([*lines, f"{prefix}LWC_BUILD_CONTAINER={container}"]) + "\n")
 
 
 #: What a value read back from a report must look like before it goes into a docker argv.
@@ -75,7 +95,7 @@ _READ_BACK = {
 }
 
 
-def read(path: Path) -> dict[str, str]:
+def read(path: Path, prefix: str = "") -> dict[str, str]:
     """A previous report's values (for ``lwcontainer push``, ``commit`` and ``run``), empty if
     none. The build could have rewritten it: a value that goes into a docker argv is refused
     unless it has its expected form."""
@@ -84,8 +104,9 @@ def read(path: Path) -> dict[str, str]:
     values = {}
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip()
+        key = key.strip()
+        if sep and key.startswith(prefix):
+            values[key[len(prefix):]] = value.strip()
     for key, form in _READ_BACK.items():
         if key in values and not form.fullmatch(values[key]):
             raise ConfigError(key, f"{values[key]!r} read from {path} is not a valid value")

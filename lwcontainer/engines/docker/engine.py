@@ -135,8 +135,8 @@ class DockerEngine:
 
     def publish(self, image: Image) -> str:
         if not self.s.push_enabled:
-            self.stages.skip("push", "no registry configured (CI_REGISTRY unset); the image is "
-                                     "local: " + ", ".join(map(str, self.s.targets)))
+            self.stages.skip("push", f"{self.s.no_push_reason}; the image is local: "
+                                     + ", ".join(map(str, self.s.targets)))
             return ""
         if not self.logged_in:
             self.login()
@@ -150,7 +150,7 @@ class DockerEngine:
         if not done.ok:
             raise ConfigError("TO", f"{ref} is not in the engine: build it first")
         self.image_id = json.loads(done.stdout)[0]["Id"]
-        previous = report.read(self.s.report)
+        previous = report.read(self.s.report, self.s.report_prefix)
         if previous.get("LWC_IMAGE_ID") == self.image_id and previous.get("LWC_LAYER_SIZE"):
             return Image(self.image_id, int(previous["LWC_LAYER_SIZE"]))
         return Image(self.image_id)
@@ -176,7 +176,7 @@ class DockerEngine:
         with self.connect(), self.workspace(keep_container=True):
             self.build()
         if not self.x.dry_run:
-            report.remember_container(self.s.report, self.container)
+            report.remember_container(self.s.report, self.container, self.s.report_prefix)
             self.log.info("build_container_kept", container=self.container,
                           report=str(self.s.report))
         return self.container

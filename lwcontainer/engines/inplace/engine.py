@@ -86,8 +86,8 @@ class InplaceEngine:
 
     def publish(self, image: Image) -> str:
         if not self.s.push_enabled:
-            self.stages.skip("push", "no registry configured (CI_REGISTRY unset): the in-place "
-                                     "engine has no local image store; the layer stays in "
+            self.stages.skip("push", f"{self.s.no_push_reason}: the in-place engine has no "
+                                     "local image store; the layer stays in "
                                      f"{self.s.project_dir}")
             return ""
         with self.stages.stage("push"), progress("pushing", self.s.progress_interval):
