@@ -65,7 +65,9 @@ def failed(stderr: str, rc: int = 1) -> Completed:
 def answers(**changes: Completed) -> dict[tuple[str, ...], Completed]:
     script = {
         ("version",): ok("24.0.7\n"),
-        ("image", "inspect", "sha256:new"): ok(json.dumps([{"Id": "sha256:new", "Size": 1500}])),
+        ("image", "inspect", "sha256:new"): ok(json.dumps([{
+            "Id": "sha256:new", "Size": 1500,
+            "RepoDigests": ["r.io/other@sha256:" + "c" * 64, "r.io/me/ana@sha256:" + "d" * 64]}])),
         ("image", "inspect"): ok(json.dumps(BASE)),
         ("container", "inspect"): failed("No such container"),
         ("run", "--rm", "--name"): ok(commands.READY_MARK + "\n"),
@@ -115,7 +117,8 @@ def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings
     # login and the base inspection ran on the background thread, the build on the main one
     threads = {argv[0]: thread for argv, thread in x.calls}
     assert threads["login"].startswith("lwc-docker") and threads["start"] == "MainThread"
-    assert (settings().report).read_text().count("LWC_IMAGE_DIGEST=r.io/me/ana@sha256:") == 1
+    # the digest as the engine recorded it for TO's repository (RepoDigests), not another's
+    assert f"LWC_IMAGE_DIGEST=r.io/me/ana@sha256:{'d' * 64}" in settings().report.read_text()
 
 
 def test_the_build_container_is_created_on_the_main_thread_before_the_probe_ends(settings):

@@ -120,3 +120,16 @@ def test_the_scaffolded_build_script_copies_only_the_analysis_directories(tmp_pa
     build = (tmp_path / ".gitlab" / "build.sh").read_text()
     assert "ANALYSIS_DIRS=${ANALYSIS_DIRS:-Analysis docs}" in build
     assert 'for dir in $ANALYSIS_DIRS; do' in build
+
+
+@pytest.mark.parametrize("args", [
+    (), ("--engine", "docker"), ("--matrix", "r.io/a/cc7:1", "--matrix", "r.io/a/el8:2"),
+    ("--engine", "docker", "--matrix", "r.io/a/cc7:1", "--matrix", "r.io/a/el8:2"),
+    ("--package-source", "git+https://gitlab.example/g/lwcontainer.git@v0.1.0")])
+def test_every_scaffolded_pipeline_is_valid_for_gitlab(tmp_path, args):
+    """Validated against GitLab's own CI JSON schema (vendored by check-jsonschema)."""
+    assert init(tmp_path, *args).returncode == 0
+    checked = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"),
+                              "--builtin-schema", "vendor.gitlab-ci",
+                              str(tmp_path / ".gitlab-ci.yml")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

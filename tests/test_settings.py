@@ -173,3 +173,9 @@ def test_hostile_values_are_accepted_cleanly_or_named(project, name, value):
         return
     for ref in (s.from_image, *s.targets, s.automounter_image):
         assert not any(ch in str(ref) for ch in " ;$()`'\"\\|&<>\n")
+
+
+@pytest.mark.parametrize("epoch", ["99999999999999", "9" * 40])
+def test_a_source_date_epoch_past_year_9999_is_exit_2(project, epoch):
+    with pytest.raises(ConfigError, match="^SOURCE_DATE_EPOCH: .*9999"):
+        Settings.from_mapping({"FROM": "r.io/x:1", "SOURCE_DATE_EPOCH": epoch}, cwd=project)

@@ -436,9 +436,15 @@ def _created(get: _Getter) -> datetime | None:
     """The reproducible creation time: SOURCE_DATE_EPOCH, else the commit's timestamp."""
     epoch = get.optional("SOURCE_DATE_EPOCH")
     if epoch is not None:
-        if not epoch.isdigit():
+        if not epoch.isascii() or not epoch.isdigit():
             raise ConfigError("SOURCE_DATE_EPOCH", f"{epoch!r} is not a whole number of seconds")
-        return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+        try:
+            when = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            when = None
+        if when is None or when.year > 9999:
+            raise ConfigError("SOURCE_DATE_EPOCH", f"{epoch} seconds is past the year 9999")
+        return when
     stamp = get.optional("CI_COMMIT_TIMESTAMP")
     if stamp is not None:
         try:

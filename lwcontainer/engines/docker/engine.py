@@ -8,7 +8,6 @@ on the main thread while one probe container watches for CVMFS from inside.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import replace
 from concurrent.futures import Future
@@ -34,7 +33,6 @@ from ...output.progress import progress
 from ...pools import pool
 from ...stages import Image, Stages, labels
 
-_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
 
 
@@ -379,11 +377,27 @@ class DockerEngine:
                         f"{self.x.failure_message(step, done)}. The image is kept, tagged "
                         f"locally as {', '.join(map(str, self.s.targets))}; push again with "
                         f"'lwcontainer push' (same settings) once the registry is back")
-                found = _DIGEST_RE.search(done.stdout)
-                if found and not digest:
-                    digest = f"{self.s.to_image.repository}@{found.group(1)}"
-                self.log.info("pushed", tag=str(target), digest=found and found.group(1))
+                self.log.info("pushed", tag=str(target))
+            digest = self.pushed_digest()
         return digest
+
+    def pushed_digest(self) -> str:
+        """TO's ``repository@digest`` as the engine recorded it after the push (RepoDigests),
+        not scraped from the push's output."""
+        done = self.docker.run(commands.image_inspect(self.image_id), check=False,
+                               placeholder=json.dumps([{"RepoDigests": [
+                                   f"{self.s.to_image.repository}@sha256:" + "0" * 64]}]))
+        if not done.ok or not done.stdout.strip():
+            return ""
+        wanted = self.s.to_image.normalized.repository
+        for repo_digest in json.loads(done.stdout)[0].get("RepoDigests") or ():
+            name, _, digest = repo_digest.partition("@")
+            try:
+                if parse(name).normalized.repository == wanted:
+                    return f"{self.s.to_image.repository}@{digest}"
+            except InvalidReference:
+                continue
+        return ""
 
 
 def _registry_of(ref: str) -> str:
