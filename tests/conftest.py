@@ -179,13 +179,15 @@ def free_port() -> int:
 
 @contextmanager
 def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool,
-                 anonymous_storage: Path | None = None):
+                 anonymous_storage: Path | None = None, auth: str | None = None):
     """A registry of the test's own on ``port``, on the test bed's storage and passwords; or,
     with ``anonymous_storage``, a registry anyone may read and write, on storage of its own."""
     config = Path(job.bed["LWC_TESTBED_REGISTRY_CONFIG"]).read_text()
     if anonymous_storage is not None:
         config = re.sub(r"rootdirectory: .*}", f"rootdirectory: {anonymous_storage}}}", config)
         config = re.sub(r"auth:\n(  .*\n)+", "", config + "\n")
+    if auth is not None:  # another authentication (the token service of a test)
+        config = re.sub(r"auth:\n(  .*\n)+", auth, config + "\n")
     config = re.sub(r'addr: "127\.0\.0\.1:\d+"', f'addr: "127.0.0.1:{port}"', config)
     config = config.replace("readonly: {enabled: false}",
                             f"readonly: {{enabled: {str(readonly).lower()}}}")

@@ -27,15 +27,31 @@ def default_engine(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+# The state of containers coming and going (their veth links, network namespaces, a bridge's
+# carrier) is the engines' own business; what a bed must not change is configuration.
+BUSY_PREFIXES = ("/run/lwc-testbed", "/var/lib/lwc-testbed", "/run/lwc-bench",
+                 "/var/lib/lwc-bench", "/run/docker/netns", "/var/lib/docker/")
+OPERATIONAL = {"NO-CARRIER", "LOWER_UP", "UP", "DOWN", "UNKNOWN", "linkdown", "DORMANT"}
+
+
+def stable(text: str) -> str:
+    return " ".join(w for w in text.replace("<", " ").replace(">", " ").replace(",", " ").split()
+                    if w not in OPERATIONAL)
+
+
 def snapshot() -> dict[str, object]:
     mounts = set()
     with open("/proc/self/mountinfo") as info:
         for line in info:
-            mounts.add(line.split()[4])
+            point = line.split()[4]
+            if not point.startswith(BUSY_PREFIXES):
+                mounts.add(point)
+    links = set(line for line in run("ip", "-o", "link", "show").split("\n")
+                if line and ": veth" not in line)
     state: dict[str, object] = {
-        "links": set(run("ip", "-o", "link", "show").split("\n")) - {""},
+        "links": links,
         "docker0": run("ip", "-o", "addr", "show", "dev", "docker0"),
-        "routes": set(run("ip", "route").splitlines()),
+        "routes": {stable(route) for route in run("ip", "route").splitlines()},
         "mounts": mounts,
     }
     if shutil.which("iptables-save"):
@@ -53,7 +69,7 @@ def links_by_name(lines: set[str]) -> dict[str, str]:
     for line in lines:
         parts = line.split(": ", 2)
         if len(parts) == 3:
-            out[parts[1].split("@")[0]] = parts[2].split(" link/")[0]
+            out[parts[1].split("@")[0]] = stable(parts[2].split(" link/")[0])
     return out
 
 

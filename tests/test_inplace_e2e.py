@@ -317,6 +317,37 @@ def test_base_on_another_registry_is_streamed_once_then_skipped(runner, tmp_path
         assert moved["blobs_copied"] == 0 and moved["blobs_present"] >= 1
 
 
+def test_token_auth_asks_one_token_for_both_repositories_and_mounts(runner, tmp_path):
+    """GitLab's registry answers with a Bearer challenge: the publish asks one token scoped
+    repository:FROM:pull and repository:TO:pull,push, so the base layers are mounted."""
+    from tokenserver import ISSUER, SERVICE, TokenService
+    service = TokenService(tmp_path, runner.bed["LWC_TESTBED_USER"], runner.bed.password)
+    realm = service.start(free_port())
+    port = free_port()
+    auth = (f"auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n"
+            f"    issuer: {ISSUER}\n    rootcertbundle: {service.cert}\n")
+    try:
+        with own_registry(runner.job, tmp_path, port, readonly=False, auth=auth):
+            registry = f"127.0.0.1:{port}"
+            base = runner.base.replace(runner.bed["LWC_TESTBED_REGISTRY"], registry)
+            done, _ = runner.capture()
+            assert done.returncode == 0, done.stderr[-2000:]
+            target = f"{registry}/lwc-tests/token-{runner.job.token}"
+            published = runner.publish(CI_REGISTRY=registry, FROM=base, TO=f"{target}:one")
+            assert published.returncode == 0, published.stderr[-3000:]
+            refused = runner.publish(CI_REGISTRY=registry, FROM=base, TO=f"{target}:two",
+                                     CI_JOB_TOKEN="wrong")
+    finally:
+        service.stop()
+    moved = published.events("publish_transfer")[0]
+    assert moved["blobs_mounted"] >= 1 and moved["blobs_copied"] == 0
+    from_repo = base.split("/", 1)[1].rsplit(":", 1)[0]
+    asked = [set(r["scopes"]) for r in service.requests if r["authenticated"]]
+    assert {f"repository:{from_repo}:pull",
+            f"repository:{target.split('/', 1)[1]}:pull,push"} in asked
+    assert refused.returncode == 4, refused.stderr[-2000:]
+
+
 # -- faults ------------------------------------------------------------------------------------
 def test_wrong_password_exits_4(runner):
     done, _ = runner.capture()
