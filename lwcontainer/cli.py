@@ -287,7 +287,8 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
 
     def main(self, container: str = "") -> int:
         def action(r: Run) -> None:
-            name = container or report.read(r.s.report, r.s.report_prefix).get("LWC_BUILD_CONTAINER", "")
+            previous = report.read(r.s.report, r.s.report_prefix)
+            name = container or previous.get("LWC_BUILD_CONTAINER", "")
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
                                                f"in {r.s.report}; run 'lwcontainer build' first")
@@ -316,27 +317,34 @@ class Help(cli.Application):
     """lwcontainer help settings | exit-codes: the full tables."""
 
     def main(self, topic: str = "") -> int:
-        if topic == "settings":
-            width = max(len(spec.variable) for spec in SPECS)
-            for group, names in GROUPS.items():
-                print(f"{group}:")
-                for name in names:
-                    spec = SPEC_BY_NAME[name]
-                    switch = "(environment only)" if spec.secret else spec.switch
-                    print(f"  {name:<{width}}  {switch}\n      {spec.help}"
-                          f"\n      default: {spec.display or '(unset)'}"
-                          + ("; the checkout's .env may set it" if spec.dotenv else ""))
-            return 0
-        if topic == "exit-codes":
-            for code, meaning in EXIT_MEANINGS.items():
-                print(f"{int(code):>4}  {meaning}")
-            return 0
-        print("lwcontainer help settings | exit-codes")
-        return 0 if not topic else int(ExitCode.CONFIG)
+        topics = {"settings": settings_help, "exit-codes": exit_codes_help}
+        if topic not in topics:
+            print("lwcontainer help settings | exit-codes")
+            return 0 if not topic else int(ExitCode.CONFIG)
+        print(topics[topic]())
+        return 0
 
 
-ROOT_HELP = f"""lwcontainer {__version__}: build a light-weight CMS image (FROM plus your build, with
-CVMFS mounted while building) and push it.
+def settings_help() -> str:
+    """Every setting, grouped: variable, switch, meaning, default, whether .env may set it."""
+    width = max(len(spec.variable) for spec in SPECS)
+    lines = []
+    for group, names in GROUPS.items():
+        lines.append(f"{group}:")
+        for spec in (SPEC_BY_NAME[name] for name in names):
+            switch = "(environment only)" if spec.secret else spec.switch
+            dotenv = "; the checkout's .env may set it" if spec.dotenv else ""
+            lines.append(f"  {spec.variable:<{width}}  {switch}\n      {spec.help}\n"
+                         f"      default: {spec.display or '(unset)'}{dotenv}")
+    return "\n".join(lines)
+
+
+def exit_codes_help() -> str:
+    return "\n".join(f"{int(code):>4}  {meaning}" for code, meaning in EXIT_MEANINGS.items())
+
+
+ROOT_HELP = f"""lwcontainer {__version__}: build a light-weight CMS image (FROM plus your build,
+with CVMFS mounted while building) and push it.
 
 Usage: lwcontainer [SWITCHES]                 the whole job, in the project directory
        lwcontainer SUBCOMMAND [SWITCHES]      one part of it

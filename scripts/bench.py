@@ -347,7 +347,8 @@ unprivileged runner runs it; its time includes the container's start and the bui
         f"{med('lwcontainer', 'cold', 'wall_s'):.2f} s wall" + """, and it pulls the whole base
 (426 MB) into the engine before it can build, then pushes the new layer.
 
-| base | image size | paths on its root filesystem | capture (job 1) | publish (job 2) | bytes sent by publish | layer (uncompressed) |
+| base | image size | paths on its root filesystem | capture (job 1) | publish (job 2) \
+| bytes sent by publish | layer (uncompressed) |
 |---|---|---|---|---|---|---|
 """ + "\n".join(f"| {label} | {r['size'] / 1e6:.0f} MB | {r['files']} | {r['capture_s']:.2f} s | "
                  f"{r['publish_s']:.2f} s | {r['bytes_sent']:.0f} B | {r['layer_bytes']:.0f} B |"

@@ -26,7 +26,8 @@ def test_automounter_is_the_recipes_with_privileged_by_default(s):
         "--restart", "always", "--label", "lwcontainer.role=automounter",
         "-v", "/srv/mounts:/cvmfsmounts:rshared", "--entrypoint", "/bin/sh",
         "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master",
-        "-c", commands.PURGE_THEN_EXEC, "automounter", "/cvmfsmounts/cvmfs", "/init.sh", "--foreground")
+        "-c", commands.PURGE_THEN_EXEC, "automounter", "/cvmfsmounts/cvmfs", "/init.sh",
+        "--foreground")
     assert commands.PURGE_THEN_EXEC.endswith('exec "$@"')
 
 

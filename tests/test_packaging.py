@@ -57,6 +57,7 @@ def test_the_sdists_tests_collect_and_run(dist, tmp_path):
                           "tests/test_commands.py"], cwd=source, env=env, capture_output=True,
                          text=True, timeout=300)
     assert ran.returncode == 0, ran.stdout[-3000:]
-    imported = subprocess.run([sys.executable, "-c", "import lwcontainer; print(lwcontainer.__file__)"],
+    imported = subprocess.run([sys.executable, "-c",
+                               "import lwcontainer; print(lwcontainer.__file__)"],
                               cwd=source, env=env, capture_output=True, text=True)
     assert imported.stdout.startswith(str(source))  # the sdist's own code was tested

@@ -1,7 +1,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from lwcontainer.config.reference import Reference, InvalidReference, extra_target, parse, parse_target
+from lwcontainer.config.reference import (InvalidReference, Reference, extra_target, parse,
+                                          parse_target)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -75,7 +76,8 @@ def test_generated_valid_references_parse(components, tag):
 
 
 @pytest.mark.parametrize("text,full", [
-    ("cmssw/el8:x86_64", "docker.io/cmssw/el8:x86_64"), ("busybox", "docker.io/library/busybox:latest"),
+    ("cmssw/el8:x86_64", "docker.io/cmssw/el8:x86_64"),
+    ("busybox", "docker.io/library/busybox:latest"),
     ("docker.io/library/busybox", "docker.io/library/busybox:latest"),
     ("index.docker.io/cmssw/el8", "docker.io/cmssw/el8:latest"),
     ("r.io/a@sha256:" + "a" * 64, "r.io/a@sha256:" + "a" * 64),

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest

@@ -20,7 +20,8 @@ def test_init_docker_writes_a_dind_job_and_an_executable_build_script(tmp_path):
     assert done.returncode == 0, done.stderr
     ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
     job = ci["build_image"]
-    assert job["tags"] == ["$LWC_RUNNER_TAG"] and "docker-privileged" not in ci["variables"].values()
+    assert job["tags"] == ["$LWC_RUNNER_TAG"]
+    assert "docker-privileged" not in ci["variables"].values()
     assert job["image"].startswith("docker:") and job["image"] != "docker:latest"
     assert job["services"] == [job["image"] + "-dind"]
     assert job["variables"]["DOCKER_TLS_CERTDIR"] == "/certs"
@@ -48,7 +49,8 @@ def test_init_inplace_is_the_default_and_writes_capture_and_publish_jobs(tmp_pat
     capture, publish = ci["lwc-capture"], ci["lwc-publish"]
     assert capture["extends"] == ".lwc-capture" and capture["variables"]["FROM"] == "r.io/cms/el8:1"
     assert ci[".lwc-capture"]["image"] == "$FROM"
-    assert ci[".lwc-capture"]["tags"] == ["$LWC_RUNNER_TAG"] and ci["variables"]["LWC_RUNNER_TAG"] == "cvmfs"
+    assert ci[".lwc-capture"]["tags"] == ["$LWC_RUNNER_TAG"]
+    assert ci["variables"]["LWC_RUNNER_TAG"] == "cvmfs"
     assert ci[".lwc-capture"]["script"] == ["bash .gitlab/lwcontainer-capture.sh"]
     assert set(ci[".lwc-capture"]["artifacts"]["paths"]) == {"lwcontainer-layer.tar.gz",
                                                              "lwcontainer-layer.json"}
@@ -76,7 +78,8 @@ def test_init_inplace_matrix_pairs_each_publish_with_its_own_capture(tmp_path):
     done = init(tmp_path, "--matrix", "r.io/cms/cc7-cms:latest", "--matrix", "r.io/cms/el8-cms:1")
     assert done.returncode == 0, done.stderr
     ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
-    for name, image in (("cc7-cms", "r.io/cms/cc7-cms:latest"), ("el8-cms-1", "r.io/cms/el8-cms:1")):
+    for name, image in (("cc7-cms", "r.io/cms/cc7-cms:latest"),
+                        ("el8-cms-1", "r.io/cms/el8-cms:1")):
         assert ci[f"lwc-capture-{name}"]["variables"]["FROM"] == image
         assert ci[f"lwc-publish-{name}"]["needs"] == [f"lwc-capture-{name}"]
         assert ci[f"lwc-publish-{name}"]["variables"]["TO"] == \

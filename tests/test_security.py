@@ -4,7 +4,6 @@ end-to-end ones (a link planted by a real build) are in test_security_e2e.py."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import subprocess
@@ -298,6 +297,7 @@ def test_a_registry_that_cannot_be_resolved_at_login_is_exit_3_not_4(project):
 
 def test_dry_run_escapes_control_characters(project, fake_docker):
     env, _ = fake_docker
-    done = lwc("--dry-run", cwd=project, FROM="r.io/x:1", CI_PROJECT_URL="https://x/\x1b[2Jy", **env)
+    done = lwc("--dry-run", cwd=project, FROM="r.io/x:1", CI_PROJECT_URL="https://x/\x1b[2Jy",
+               **env)
     assert "\x1b" not in done.stdout
     assert "\\x1b" in done.stdout or "\\u001b" in done.stdout

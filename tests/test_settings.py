@@ -111,7 +111,8 @@ def test_env_files_are_not_interpolated(project):
 @pytest.mark.parametrize("line,key", [
     ("LWC_AUTOMOUNTER_OPTIONS=--privileged -v /:/host", "LWC_AUTOMOUNTER_OPTIONS"),
     ("LWC_CVMFS_MOUNTS=/", "LWC_CVMFS_MOUNTS"), ("DOCKER_HOST=tcp://elsewhere:2375", "DOCKER_HOST"),
-    ("LWC_CVMFS_HOST_DIR=/", "LWC_CVMFS_HOST_DIR"), ("CI_PROJECT_URL=https://x/y", "CI_PROJECT_URL"),
+    ("LWC_CVMFS_HOST_DIR=/", "LWC_CVMFS_HOST_DIR"),
+    ("CI_PROJECT_URL=https://x/y", "CI_PROJECT_URL"),
     ("LWC_ENGINE=inplace", "LWC_ENGINE"), ("LWC_REPORT=/etc/passwd", "LWC_REPORT"),
     ("LWC_EXTRA_TAGS=docker.io/someone/app:latest", "LWC_EXTRA_TAGS")])
 def test_the_checkouts_env_cannot_steer_the_engine(project, line, key):

@@ -60,24 +60,40 @@ class Reference:
 
 def parse(text: str) -> Reference:
     """Parse ``[domain/]path[:tag][@digest]`` exactly as docker does (no normalisation)."""
+    _check_text(text)
+    name, at, digest = text.partition("@")
+    if at:
+        _check_digest(text, digest)
+    name, tag = _split_tag(text, name)
+    domain, path = _split_domain(text, name)
+    if len(path) + (len(domain) + 1 if domain else 0) > MAX_NAME_LENGTH:
+        raise InvalidReference(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
+    return Reference(domain, path, tag, digest or None)
+
+
+def _check_text(text: str) -> None:
     if not text:
         raise InvalidReference("empty image reference")
     if text != text.strip() or any(ch.isspace() for ch in text):
         raise InvalidReference(f"{text!r} contains white space")
     if not text.isascii():
         raise InvalidReference(f"{text!r} contains non-ASCII characters")
-    name, at, digest = text.partition("@")
-    if at:
-        _check_digest(text, digest)
-    tag = None
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
-        if not TAG_RE.fullmatch(tag):
-            raise InvalidReference(
-                f"{text!r} has an invalid tag {tag!r} (letters, digits, '_', '.', '-', at most 128)"
-            )
+
+
+def _split_tag(text: str, name: str) -> tuple[str, str | None]:
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon <= slash:
+        return name, None
+    name, tag = name[:colon], name[colon + 1:]
+    if not TAG_RE.fullmatch(tag):
+        raise InvalidReference(
+            f"{text!r} has an invalid tag {tag!r} (letters, digits, '_', '.', '-', at most 128)")
+    return name, tag
+
+
+def _split_domain(text: str, name: str) -> tuple[str | None, str]:
+    """(domain, path), as docker splits them: a first component with '.' or ':', localhost or
+    upper case is a registry host, unless it is no valid host but a valid path component."""
     domain = None
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
@@ -91,11 +107,8 @@ def parse(text: str) -> Reference:
     if not _PATH_RE.fullmatch(name):
         raise InvalidReference(
             f"{text!r} has an invalid repository name {name!r} "
-            "(lower-case letters, digits and separators '.', '_', '-', '/')"
-        )
-    if len(name) + (len(domain) + 1 if domain else 0) > MAX_NAME_LENGTH:
-        raise InvalidReference(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
-    return Reference(domain, name, tag, digest or None)
+            "(lower-case letters, digits and separators '.', '_', '-', '/')")
+    return domain, name
 
 
 def _check_digest(text: str, digest: str) -> None:

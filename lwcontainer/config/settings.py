@@ -116,15 +116,18 @@ SPECS: tuple[Spec, ...] = (
          "the run logs in to a private config that is deleted at the end"),
     Spec("LWC_PUSH", "--push", "auto", "auto (push when CI_REGISTRY is set) | never (build "
          "and report, push nothing: merge requests, other branches)", dotenv=True),
-    Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff", dotenv=True),
+    Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff",
+         dotenv=True),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
          "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
     Spec("LWC_REPORT_PREFIX", "--report-prefix", "", "prefix of every report key (e.g. "
          "CC7_ gives CC7_LWC_IMAGE): one per image of a matrix, so later jobs can tell them "
          "apart"),
     Spec("LWC_PROGRESS_INTERVAL", "--progress-interval", "10",
-         "seconds between 'waiting' log lines during long waits when not on a terminal", dotenv=True),
-    Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json", dotenv=True),
+         "seconds between 'waiting' log lines during long waits when not on a terminal",
+         dotenv=True),
+    Spec("LWC_LOG_FORMAT", "--log-format", "auto", "auto (console on a terminal) | console | json",
+         dotenv=True),
     Spec("LWC_LOG_LEVEL", "--log-level", "info", "debug | info | warning | error", dotenv=True),
     Spec("CI_PROJECT_NAME", "--project-name", "", "names the build container",
          shown="<project directory name>"),

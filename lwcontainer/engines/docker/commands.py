@@ -18,7 +18,8 @@ BUILD_ROLE_LABEL = "lwcontainer.role"
 STALE_MARK = "lwcontainer: unmounted stale mount "
 # The automounter's entrypoint, wrapped: first unmount whatever a dead automounter left below
 # "$1", the directory it mounts repositories in (/cvmfsmounts/cvmfs; nothing else of the shared
-# directory, whatever its type), deepest first, then exec the image's own command ("$@" after "$1"), so
+# directory, whatever its type), deepest first, then exec the image's own command ("$@" after
+# "$1"), so
 # the automounter itself stays PID 1. Runs again on every restart (--restart always).
 PURGE_THEN_EXEC = (
     'root=$1; shift; for m in $(awk -v p="$root/" \'index($5, p) == 1 {print $5}\''

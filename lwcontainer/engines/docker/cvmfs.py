@@ -21,7 +21,7 @@ from . import commands
 from .client import DockerCli
 from ...config.settings import Settings
 from ...errors import ConfigError, CvmfsError
-from ...executor import Completed, Step
+from ...executor import Completed
 from ...output.logs import get_logger
 
 POLL_S = 0.1

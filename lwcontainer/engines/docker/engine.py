@@ -25,7 +25,7 @@ from .failures import login_failure, pull_failure, worth_retrying_pull
 from ...ci.dind import EngineAddress, engine as find_engine
 from ...config.reference import InvalidReference, parse
 from ...config.settings import Settings
-from ...errors import BuildError, CommitError, ConfigError, EngineError, LoginError, PushError
+from ...errors import BuildError, CommitError, ConfigError, EngineError, PushError
 from ...executor import TIMED_OUT, Executor, child_environment, last_line
 from ...output import report
 from ...output.logs import get_logger
