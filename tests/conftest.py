@@ -222,6 +222,19 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.docker)
 
 
+def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
+    return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
+                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
+    return tmp_path
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging():
     """A test that runs the CLI in-process configures structlog for its captured streams."""

@@ -1,31 +1,16 @@
 """The command line as a user meets it: help, exit codes, dry run; no engine needed."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from lwcontainer.errors import EXIT_MEANINGS
 from lwcontainer.config.settings import SPECS
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
-    return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / ".gitlab").mkdir()
-    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
-    return tmp_path
+from conftest import ROOT, lwc
 
 
 def test_help_settings_lists_every_setting_and_help_exit_codes_every_code(project):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,24 +23,12 @@ from lwcontainer.executor import TIMED_OUT, Completed, Executor, Step, child_env
 from lwcontainer.output import report
 from lwcontainer.output.masking import MASK, Masker
 
+from conftest import lwc
 from test_orchestration import Recorder, answers, engine_for, failed, ok
 
 FAKES = Path(__file__).parent / "fakes"
 LONG = "github_pat_11AAAAAAA0" + "x" * 60
 ESCAPED = "short\\pass\"word'x"
-
-
-def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
-    return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / ".gitlab").mkdir()
-    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
-    return tmp_path
 
 
 @pytest.fixture
