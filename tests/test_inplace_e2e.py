@@ -409,3 +409,41 @@ def test_capture_refuses_to_run_outside_a_container(runner, tmp_path):
     assert done.returncode == 2, done.stderr
     assert "refusing to run outside a container" in done.stderr
     assert "BUILD-RAN" not in done.stdout
+
+
+# -- one job, where FROM has a Python lwcontainer runs on ---------------------------------------
+def test_single_job_mode_captures_and_publishes_inside_from(runner):
+    """LWC_ENGINE=inplace python3 -m lwcontainer, in the job container itself: this test's own
+    Python and lwcontainer are lent to the container read-only (mounts are never captured)."""
+    import sysconfig
+    target = f"{runner.job.repository}:single"
+    site = sysconfig.get_paths()["purelib"]
+    project = str(runner.project)
+    env = {"LWC_ENGINE": "inplace", "FROM": runner.base, "TO": target, "LWC_LOG_FORMAT": "json",
+           "CI_REGISTRY": runner.bed["LWC_TESTBED_REGISTRY"],
+           "CI_REGISTRY_USER": runner.bed["LWC_TESTBED_USER"],
+           "PYTHONPATH": "/opt/lwc-src:/opt/lwc-site", "PYTHONHOME": "/opt/lwc-python",
+           "LD_LIBRARY_PATH": "/opt/lwc-python/lib"}
+    args = ["run", "--rm", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--network", "host", "-v", f"{FIXTURE_CVMFS}:/cvmfs:ro",
+            "-v", f"{project}:{project}", "-w", project,
+            "-v", f"{sys.base_prefix}:/opt/lwc-python:ro", "-v", f"{site}:/opt/lwc-site:ro",
+            "-v", f"{ROOT}:/opt/lwc-src:ro", "-e", "CI_JOB_TOKEN"]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    python = f"/opt/lwc-python/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    done = subprocess.run(["docker", "--host", runner.bed["DOCKER_HOST"], *args, runner.base,
+                           python, "-m", "lwcontainer"], capture_output=True, text=True,
+                          env={**os.environ, "CI_JOB_TOKEN": runner.bed.password}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stages = [json.loads(line)["stage"] for line in done.stderr.splitlines()
+              if line.startswith("{") and '"stage_done"' in line and '"ok"' in line]
+    assert stages == ["capture", "commit", "push", "report"]
+    assert runner.bed.password not in done.stdout + done.stderr
+    pull(runner, target)
+    ran = runner.bed.docker("run", "--rm", "-v", f"{FIXTURE_CVMFS}:/cvmfs:ro", target, "bash",
+                            "-c", "$(ls /home/cmsusr/CMSSW_*/bin/*/myanalysis); "
+                                  "test -e /opt/lwc-src && echo LENT-PYTHON-CAPTURED || true")
+    assert "built against CMSSW_10_6_8_patch1 from fixture CVMFS" in ran.stdout
+    assert "LENT-PYTHON-CAPTURED" not in ran.stdout
+    runner.bed.docker("rmi", "-f", target, check=False)
