@@ -42,6 +42,7 @@ ensure_packages() {
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)  # the dind TLS test makes certificates
+  command -v shellcheck >/dev/null || missing+=(shellcheck)  # the scripts are linted in tests
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]}"
   [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }
@@ -175,7 +176,7 @@ images_up() {
 prune_images() { # fixture images of older recipes
   docker images --format '{{.Repository}}:{{.Tag}}' | grep '^lwc-testbed/' \
     | grep -v -x -e "$BUSYBOX" -e "$AUTOMOUNTER" -e "$CMS_BASE" \
-    | xargs -r docker rmi >/dev/null 2>&1 || true
+    | xargs -r "$(command -v docker)" --host "$SOCK" rmi >/dev/null 2>&1 || true  # never another engine
 }
 
 write_env() {

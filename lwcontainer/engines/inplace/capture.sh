@@ -161,6 +161,7 @@ while IFS= read -r -d '' p; do
   [ "$p" = / ] || printf '.%s\0' "$p"
 done <"$WORK/changed" >"$WORK/list"
 
+# shellcheck disable=SC2054  # the commas belong to --pax-option's value
 TAR_OPTS=(--no-recursion --numeric-owner --format=posix --null
           --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime)
 if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
