@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from lwcontainer import pipeline
 from lwcontainer.config.settings import Settings
@@ -296,3 +297,15 @@ def test_the_base_digest_is_found_however_from_is_spelled(settings, spelling):
     engine.base = {"RepoDigests": ["other/busybox@sha256:" + "c" * 64,
                                    "busybox@sha256:" + "d" * 64]}
     assert engine.base_digest() == "sha256:" + "d" * 64
+
+
+def test_push_never_builds_and_reports_but_pushes_nothing(settings):
+    x = Recorder(answers())
+    s = settings(LWC_PUSH="never")
+    engine, stages = engine_for(s, x)
+    with structlog.testing.capture_logs() as records:
+        pipeline.whole_job(engine, stages, s, dry_run=False)
+    assert not x.ran("push") and x.ran("commit")
+    skipped = [r for r in records if r.get("stage") == "push" and r["event"] == "stage_done"]
+    assert skipped[0]["outcome"] == "skipped" and "LWC_PUSH=never" in skipped[0]["reason"]
+    assert "LWC_IMAGE_DIGEST=\n" in s.report.read_text()
