@@ -101,3 +101,11 @@ def test_unreachable_engine_exits_3_after_the_timeout_naming_the_address(project
     assert done.returncode == 3, done.stderr
     assert 2 <= elapsed < 15
     assert host in done.stderr and "LWC_DOCKER_TIMEOUT" in done.stderr
+
+
+def test_dry_run_says_what_it_cannot_know_of_the_base(project):
+    done = lwc("--dry-run", cwd=project, FROM="r.io/cms/base:1", LWC_CVMFS="none")
+    assert done.returncode == 0, done.stderr
+    assert "'CMD (from the base image)'" in done.stdout
+    assert "'WORKDIR (from the base image)'" in done.stdout
+    assert "CMD [\"/bin/sh\"]" not in done.stdout

@@ -128,3 +128,13 @@ def test_dry_run_prints_masked_commands_and_runs_nothing(fake):
     assert fake.calls == []
     line = out.getvalue()
     assert "hunter2" not in line and "login --username" in line and "password on stdin" in line
+
+
+def test_dockers_whole_message_is_kept_not_only_its_last_line(fake):
+    fake.answer({"rc": 125, "stderr": "docker: Error response from daemon: invalid mount config "
+                                       "for type \"bind\": bind source path does not exist: "
+                                       "/nope.\nSee 'docker run --help'.\n"})
+    done = executor().run(step(("run", "x"), check=False, what="CVMFS probe"))
+    message = executor().failure_message(step(("run", "x"), what="CVMFS probe"), done)
+    assert "bind source path does not exist: /nope" in message
+    assert "See 'docker run --help'" in message
