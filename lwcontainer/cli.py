@@ -16,6 +16,7 @@ from .config.settings import (GROUPS, SECRET_VARIABLES, SPEC_BY_NAME, SPECS,
                               SYSTEM_DIRECTORIES, Settings)
 from .config.sources import gather
 from .engines import make_engine
+from .engines.docker import subcommands
 from .engines.docker.engine import DockerEngine
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
 from .executor import DryRunExecutor, Executor
@@ -174,7 +175,7 @@ class Login(Command, switches("Registry", "Engine", "Output")):
     """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
 
     def main(self) -> int:
-        return self.execute(lambda r: r.docker("login").login_only(), require_from=False)
+        return self.execute(lambda r: subcommands.login_only(r.docker("login")), require_from=False)
 
 
 @Lwcontainer.subcommand("automount")
@@ -182,7 +183,7 @@ class Automount(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
-        return self.execute(lambda r: r.docker("automount").automount())
+        return self.execute(lambda r: subcommands.automount(r.docker("automount")))
 
 
 @Lwcontainer.subcommand("build")
@@ -190,7 +191,7 @@ class Build(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
     """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
 
     def main(self) -> int:
-        return self.execute(lambda r: r.docker("build").build_only() and None)
+        return self.execute(lambda r: subcommands.build_only(r.docker("build")) and None)
 
 
 @Lwcontainer.subcommand("run")
@@ -213,7 +214,7 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
             remembered = cvmfs_as_built(r.s, previous, {**r.environ, **self.switch_values()})
             if remembered != r.s:  # CVMFS mounted the way the build had it
                 engine = DockerEngine(remembered, r.x, r.stages, r.environ)
-            return engine.run_image(target, workspace, tty, command)
+            return subcommands.run_image(engine, target, workspace, tty, command)
         return self.execute(action, require_from=False)
 
 
@@ -292,7 +293,7 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
                                                f"in {r.s.report}; run 'lwcontainer build' first")
-            image = r.docker("commit").commit_existing(name)
+            image = subcommands.commit_existing(r.docker("commit"), name)
             write_report(r.stages, r.s, image, "", r.dry_run)
         return self.execute(action)
 

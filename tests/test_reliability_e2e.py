@@ -5,6 +5,7 @@ import json
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -181,6 +182,32 @@ def test_signal_during_build_cleans_up_and_exits_130(job, sig):
     assert job.leftover_mounts() == []
     assert not (job.project / "lwcontainer.env").exists()
     assert any(r["event"] == "interrupted" for r in watch.records())
+
+
+def test_sigkill_leaves_no_docker_process_and_the_next_run_removes_the_login(job):
+    """SIGKILL cannot be cleaned up after, but the docker clients it started die with it
+    (setpriv --pdeathsig), and its private config, which holds the login, goes with the next
+    run."""
+    (job.project / ".gitlab" / "build.sh").write_text("echo BUILD-STARTED; sleep 120\n")
+    watch = Watch(job.popen())
+    watch.wait_for("BUILD-STARTED")
+    children = subprocess.run(["pgrep", "-P", str(watch.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert children, "the build's docker client runs as a child"
+    leftover = sorted(Path(tempfile.gettempdir()).glob(f"lwc-docker-config-{watch.proc.pid}-*"))
+    assert leftover, "the run logs in to a private config"
+    watch.proc.kill()
+    watch.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    for name in job.containers():  # the engine's containers outlive a SIGKILL: the test's job
+        job.bed.docker("rm", "-f", name, check=False)
+    job.fresh_checkout()
+    again = job.run()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not any(path.exists() for path in leftover)
 
 
 def test_signal_during_push_exits_130_and_reports_nothing_pushed(job, tmp_path):

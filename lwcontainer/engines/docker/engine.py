@@ -153,53 +153,6 @@ class DockerEngine:
             return Image(self.image_id, int(previous["LWC_LAYER_SIZE"]))
         return Image(self.image_id)
 
-    # -- compositions of the docker-only subcommands ----------------------------------------
-    def login_only(self) -> None:
-        """'lwcontainer login': into the user's docker config, where it stays."""
-        self.docker = self.user_docker
-        self.wait_daemon()
-        self.login()
-
-    def automount(self) -> None:
-        """'lwcontainer automount': start (or reuse) the automounter, wait for CVMFS, leave it."""
-        self.wait_daemon()
-        self.pull()
-        automounter = Automounter(self.s, self.docker)
-        with self.stages.stage("automounter"):
-            automounter.ensure()
-        self.wait_cvmfs(automounter, str(self.s.from_image))
-
-    def build_only(self) -> str:
-        """'lwcontainer build': keep the stopped build container for 'commit'; returns it."""
-        with self.connect(), self.workspace(keep_container=True):
-            self.build()
-        if not self.x.dry_run:
-            report.remember_container(self.s.report, self.container, self.s.report_prefix)
-            self.log.info("build_container_kept", container=self.container,
-                          report=str(self.s.report))
-        return self.container
-
-    def commit_existing(self, name: str) -> Image:
-        """'lwcontainer commit': commit and tag a kept build container, then remove it."""
-        self.wait_daemon()
-        self.base = self.inspect_base() or {}
-        self.container = name
-        with BuildContainer(self.s, self.docker, existing=name):
-            image = self.commit()
-        return self.measure(image)
-
-    def run_image(self, image: str, workspace: str | None, tty: bool,
-                  command: tuple[str, ...]) -> int:
-        """'lwcontainer run': a command in a built image with CVMFS mounted as for the build."""
-        self.wait_daemon()
-        with ExitStack() as cleanup:
-            cvmfs = self.open_cvmfs(cleanup)
-            self.wait_cvmfs(cvmfs, image)
-            done = self.docker.run(commands.run_image(image, cvmfs.volume(), workspace, tty,
-                                                      command),
-                                   interactive=True, check=False, what=f"run {image}")
-        return done.returncode
-
     # -- preparation ------------------------------------------------------------------------
     def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
         """CVMFS up and the build container created; returns its name."""

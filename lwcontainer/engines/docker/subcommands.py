@@ -1,0 +1,64 @@
+"""The docker engine's single-stage subcommands, as compositions of its stages: 'lwcontainer
+login', 'automount', 'build', 'commit' and 'run' (the whole job and 'push' are the engine-neutral
+compositions of lwcontainer.pipeline)."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from . import commands
+from .automounter import Automounter
+from .buildcontainer import BuildContainer
+from .engine import DockerEngine
+from ...output import report
+from ...stages import Image
+
+
+def login_only(engine: DockerEngine) -> None:
+    """'lwcontainer login': into the user's docker config, where it stays."""
+    engine.docker = engine.user_docker
+    engine.wait_daemon()
+    engine.login()
+
+
+def automount(engine: DockerEngine) -> None:
+    """'lwcontainer automount': start (or reuse) the automounter, wait for CVMFS, leave it."""
+    engine.wait_daemon()
+    engine.pull()
+    automounter = Automounter(engine.s, engine.docker)
+    with engine.stages.stage("automounter"):
+        automounter.ensure()
+    engine.wait_cvmfs(automounter, str(engine.s.from_image))
+
+
+def build_only(engine: DockerEngine) -> str:
+    """'lwcontainer build': keep the stopped build container for 'commit'; returns its name."""
+    with engine.connect(), engine.workspace(keep_container=True):
+        engine.build()
+    if not engine.x.dry_run:
+        report.remember_container(engine.s.report, engine.container, engine.s.report_prefix)
+        engine.log.info("build_container_kept", container=engine.container,
+                        report=str(engine.s.report))
+    return engine.container
+
+
+def commit_existing(engine: DockerEngine, name: str) -> Image:
+    """'lwcontainer commit': commit and tag a kept build container, then remove it."""
+    engine.wait_daemon()
+    engine.base = engine.inspect_base() or {}
+    engine.container = name
+    with BuildContainer(engine.s, engine.docker, existing=name):
+        image = engine.commit()
+    return engine.measure(image)
+
+
+def run_image(engine: DockerEngine, image: str, workspace: str | None, tty: bool,
+              command: tuple[str, ...]) -> int:
+    """'lwcontainer run': a command in a built image with CVMFS mounted as for the build."""
+    engine.wait_daemon()
+    with ExitStack() as cleanup:
+        cvmfs = engine.open_cvmfs(cleanup)
+        engine.wait_cvmfs(cvmfs, image)
+        done = engine.docker.run(commands.run_image(image, cvmfs.volume(), workspace, tty,
+                                                    command),
+                                 interactive=True, check=False, what=f"run {image}")
+    return done.returncode
