@@ -62,6 +62,7 @@ class Step:
     cwd: str | None = None
     timeout: float | None = None  # wall-clock limit in seconds; None: none (the build)
     timeout_setting: str = ""  # the setting that sets it, named when it fires
+    shown: str = ""  # what logs and dry runs show instead of the argv (a long inline script)
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
     on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
@@ -116,7 +117,7 @@ class Executor:
     def line(self, step: Step) -> str:
         """The shell-quoted command line, secrets masked, control characters escaped: what
         logs and dry runs show."""
-        return printable(self.masker(shlex.join((step.program, *step.argv))))
+        return printable(self.masker(step.shown or shlex.join((step.program, *step.argv))))
 
     def run(self, step: Step) -> Completed:
         attempt = 0

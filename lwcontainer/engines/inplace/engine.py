@@ -60,7 +60,9 @@ class InplaceEngine:
         with self.stages.stage("capture"):
             step = Step(("-c", capture.render(self.s.build_script), "lwcontainer-capture"),
                         program="bash", env=self.env, cwd=str(self.s.project_dir), stream=True,
-                        check=False, what="capture")
+                        check=False, what="capture",
+                        shown=f"bash {capture.SCRIPT_PATH} (generated; LWC_BUILD_SCRIPT="
+                              f"{self.s.build_script})")
             done = self.x.run(step)
             if not done.ok:
                 raise BuildError(f"the capture of build script {self.s.build_script} exited "

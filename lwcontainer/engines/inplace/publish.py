@@ -110,8 +110,8 @@ class Publisher:
         for blob in base_layers:
             self._base_blob(client, repository, blob)
         if not client.has_blob(repository, layer.digest):
-            with layer.path.open("rb") as file:
-                client.upload(repository, layer.digest, file.read(), layer.size)
+            with layer.path.open("rb") as file:  # streamed, whatever its size
+                client.upload(repository, layer.digest, file, layer.size)
             self.transfer.uploaded += 1
         if not client.has_blob(repository, image.config_digest):
             client.upload(repository, image.config_digest, image.config, len(image.config))

@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import oras.auth
 import oras.auth.utils
@@ -192,9 +192,10 @@ class RegistryClient:
             self._send("DELETE", self._location(location))
         return False
 
-    def upload(self, repository: str, digest: str, data: bytes | Iterator[bytes],
+    def upload(self, repository: str, digest: str, data: bytes | BinaryIO | Iterator[bytes],
                size: int) -> None:
-        if not isinstance(data, bytes):
+        """``data``: bytes, an open file (streamed), or chunks of another registry's blob."""
+        if not isinstance(data, bytes) and not hasattr(data, "read"):
             data = _Sized(data, size)  # a length, so the body is not sent chunked
         """Monolithic upload: POST, then PUT with the digest. Raw for a stream from another
         registry (oras' put_upload reads a file)."""
