@@ -140,6 +140,12 @@ class RegistryClient:
                 **kwargs) -> requests.Response:
         self.authenticate()
         answer = self._send(method, path, **kwargs)
+        replayable = isinstance(kwargs.get("data"), (bytes, type(None)))
+        if answer.status_code == 401 and self.headers.get("Authorization", "").startswith(
+                "Bearer") and replayable:
+            self.authenticated = False  # the token expired (a long copy): one new token
+            self.authenticate()
+            answer = self._send(method, path, **kwargs)
         if answer.status_code not in ok:
             raise RegistryError(f"{method} {path} on {self.host}: {answer.status_code} "
                                 f"{_errors(answer)}", answer.status_code)
