@@ -86,7 +86,16 @@ class Command(cli.Application):
         """Configure logging, run ``body``, and turn every failure into its exit code."""
         environ = dict(os.environ)
         masker = Masker(environ.get(name) for name in SECRET_VARIABLES)
-        logs.configure(environ.get("LWC_LOG_FORMAT", "auto"), "info", masker)
+        # Configured once, before anything can fail, from the switches and the environment;
+        # only a .env that sets the log settings differently makes execute() configure again.
+        given = {**environ, **self.switch_values()}
+        self.logging = (given.get("LWC_LOG_FORMAT") or "auto",
+                        (given.get("LWC_LOG_LEVEL") or "info").lower())
+        try:
+            logs.configure(*self.logging, masker)
+        except (KeyError, ValueError, TypeError):  # a bad level: Settings names it next
+            self.logging = (self.logging[0], "info")
+            logs.configure(*self.logging, masker)
         log = logs.get_logger()
         try:
             return int(body(masker) or ExitCode.OK)
@@ -115,7 +124,8 @@ class Command(cli.Application):
                 for secret in secrets:
                     print("\n".join(add_mask_commands(secret)), flush=True)
             settings = Settings.from_mapping(raw, require_from=require_from)
-            logs.configure(settings.log_format, settings.log_level, masker)
+            if (settings.log_format, settings.log_level) != self.logging:
+                logs.configure(settings.log_format, settings.log_level, masker)
             executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)
             stages = Stages(settings, masker, executor.out)
             engine = make_engine(settings, executor, stages, environ)
