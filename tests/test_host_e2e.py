@@ -9,12 +9,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, free_port
 
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
-HOST_CHECK_IMAGE = "lwc-host-check:busybox"  # .ci/run puts it into CI's default engine
+# An image in the default engine to run afterwards: .ci/run imports one into the engine it
+# starts and names it here; a user's own engine is only asked whether it still answers.
+HOST_CHECK_IMAGE = os.environ.get("LWC_HOST_CHECK_IMAGE", "")
 
 
 def run(*argv: str) -> str:
@@ -109,8 +110,6 @@ def test_the_test_bed_leaves_the_host_as_it_was(testbed, tmp_path):
     assert not Path(run_dir).exists() and not Path(state_dir).exists()
     if DEFAULT_SOCKET.exists():  # a user's own engine, or the one .ci/run started
         assert default_engine("info").returncode == 0
-        if default_engine("image", "inspect", HOST_CHECK_IMAGE).returncode == 0:
+        if HOST_CHECK_IMAGE:
             ran = default_engine("run", "--rm", HOST_CHECK_IMAGE, "true")
             assert ran.returncode == 0, ran.stderr
-        elif os.environ.get("LWC_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"CI's default engine lacks {HOST_CHECK_IMAGE} (.ci/run imports it)")

@@ -447,3 +447,14 @@ def test_single_job_mode_captures_and_publishes_inside_from(runner):
     assert "built against CMSSW_10_6_8_patch1 from fixture CVMFS" in ran.stdout
     assert "LENT-PYTHON-CAPTURED" not in ran.stdout
     runner.bed.docker("rmi", "-f", target, check=False)
+
+
+def test_the_capture_passes_named_variables_and_never_a_secret(runner):
+    runner.build_script('echo "note=${ANALYSIS_NOTE:-unset} job=${CI_JOB_TOKEN:-unset}"\n')
+    done, _ = runner.capture(env={"LWC_BUILD_ENV": "ANALYSIS_NOTE", "ANALYSIS_NOTE": "v2",
+                                  "CI_JOB_TOKEN": "job-secret"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "note=v2 job=unset" in done.stdout  # named ones in, the job's variables out
+    refused, _ = runner.capture(env={"LWC_BUILD_ENV": "ANALYSIS_NOTE my_token",
+                                     "my_token": "x"})
+    assert refused.returncode == 2 and "my_token holds a secret" in refused.stderr

@@ -12,7 +12,7 @@ import pytest
 from lwcontainer.config.reference import parse
 from lwcontainer.engines.inplace.capture import render
 from lwcontainer.engines.inplace.image import (DOCKER_MANIFEST, OCI_MANIFEST, Base, Layer,
-                                               api_path, assemble, pick_platform, registry_host)
+                                               assemble, pick_platform)
 from lwcontainer.engines.inplace.registry import is_loopback
 from lwcontainer.errors import ConfigError
 
@@ -107,7 +107,7 @@ def test_a_layer_of_another_format_asks_for_a_new_script(tmp_path):
     ("127.0.0.1:5055/a/b:1", "127.0.0.1:5055", "a/b")])
 def test_registry_api_names(text, host, path):
     ref = parse(text)
-    assert (registry_host(ref), api_path(ref)) == (host, path)
+    assert (ref.normalized.domain, ref.normalized.path) == (host, path)  # the API's names
 
 
 @pytest.mark.parametrize("host,loopback", [("127.0.0.1:5000", True), ("localhost:5000", True),

@@ -11,8 +11,8 @@ orchestration (``lwcontainer.pipeline``) calls it in this order:
 - ``publish(image)``: every tag to the registry; returns ``repository@digest`` or "";
 - ``built()``: an image an earlier run built, for ``lwcontainer push``/``publish``.
 
-Docker-only subcommands (``login``, ``automount``, ``build``, ``commit``, ``run``) use the
-docker engine's own methods.
+Docker-only subcommands (``login``, ``automount``, ``build``, ``commit``, ``run``) are
+compositions of the docker engine's stages in ``engines/docker/subcommands.py``.
 """
 from __future__ import annotations
 

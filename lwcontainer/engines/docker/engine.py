@@ -295,7 +295,7 @@ class DockerEngine:
                                    check=False, retry_if=worth_retrying_pull)
             if not done.ok:
                 raise pull_failure("FROM", ref, done, logged_in=self.logged_in and
-                                   _registry_of(ref) == self.s.registry)
+                                   self.s.from_image.normalized.domain == self.s.registry)
             self.base = self.inspect_base() or {}
 
     def base_digest(self) -> str | None:
@@ -351,9 +351,3 @@ class DockerEngine:
             except InvalidReference:
                 continue
         return ""
-
-
-def _registry_of(ref: str) -> str:
-    first = ref.split("/")[0]
-    return first if "/" in ref and ("." in first or ":" in first or first == "localhost") \
-        else "docker.io"

@@ -2,6 +2,7 @@
 setting at fault and the fix."""
 from __future__ import annotations
 
+from ...config.reference import parse
 from ...errors import ConfigError, EngineError, LoginError, LwcError
 from ...executor import Completed, is_auth_error, tail_lines
 
@@ -25,8 +26,7 @@ def pull_failure(setting: str, ref: str, done: Completed, logged_in: bool) -> Lw
                                     f"be misspelled, or private (then log in to its registry "
                                     f"first): {said}")
     if any(marker in text for marker in NETWORK_MARKERS):
-        host = ref.split("/")[0] if "/" in ref and ("." in ref.split("/")[0]
-                                                    or ":" in ref.split("/")[0]) else "docker.io"
+        host = parse(ref).normalized.domain
         return EngineError(f"pulling {ref} ({setting}) failed: registry {host} could not be "
                            f"reached: {said}")
     if any(marker in text for marker in NOT_FOUND_MARKERS):

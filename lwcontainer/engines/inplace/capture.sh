@@ -84,8 +84,8 @@ build_environment() { # env -i arguments: the docker engine's clean environment
   local name
   for name in ${LWC_BUILD_ENV:-}; do
     name=${name%,}
-    case $name in
-      CI_JOB_TOKEN|CI_REGISTRY_PASSWORD|CI_BUILD_TOKEN|GITHUB_TOKEN|*PASSWORD*|*SECRET*)
+    case ${name^^} in  # the rule of lwcontainer's settings (LWC_BUILD_ENV)
+      *PASSWORD*|*SECRET*|*TOKEN*|*PASSWD*|*CREDENTIAL*)
         die "LWC_BUILD_ENV: $name holds a secret and is never passed into the build" ;;
       ''|*[!A-Za-z0-9_]*) die "LWC_BUILD_ENV: '$name' is not a variable name" ;;
     esac

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...config.reference import Reference
 from ...errors import ConfigError
 
 LAYER_FILE = "lwcontainer-layer.tar.gz"
@@ -144,17 +143,6 @@ def assemble(base: Base, layer: Layer, labels: dict[str, str]) -> NewImage:
                    {"mediaType": layer_type, "digest": layer.digest, "size": layer.size}],
     }
     return NewImage(config_bytes, config_digest, _canonical(manifest), base.media_type)
-
-
-def api_path(ref: Reference) -> str:
-    """The repository as the registry API names it (Docker Hub's official images: library/)."""
-    if ref.domain in (None, "docker.io", "index.docker.io") and "/" not in ref.path:
-        return f"library/{ref.path}"
-    return ref.path
-
-
-def registry_host(ref: Reference) -> str:
-    return "docker.io" if ref.domain in (None, "index.docker.io") else ref.domain
 
 
 def _canonical(value: dict) -> bytes:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .image import Base, Layer, NewImage, api_path, pick_platform, registry_host
+from .image import Base, Layer, NewImage, pick_platform
 from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError, is_loopback
 from ...config.reference import Reference
 from ...config.settings import Settings
@@ -39,11 +39,11 @@ class Publisher:
         self.transfer = Transfer()
         self.source = settings.from_image
         scopes: dict[str, set[str]] = {}
-        scopes.setdefault(registry_host(self.source), set()).add(
-            f"repository:{api_path(self.source)}:pull")
+        scopes.setdefault(self.source.normalized.domain, set()).add(
+            f"repository:{self.source.normalized.path}:pull")
         for target in settings.targets:
-            scopes.setdefault(registry_host(target), set()).add(
-                f"repository:{api_path(target)}:pull,push")
+            scopes.setdefault(target.normalized.domain, set()).add(
+                f"repository:{target.normalized.path}:pull,push")
         self.clients = {host: self._client(host, wanted) for host, wanted in scopes.items()}
 
     def _client(self, host: str, scopes: Iterable[str]) -> RegistryClient:
@@ -57,8 +57,8 @@ class Publisher:
     def base(self, layer: Layer) -> Base:
         """FROM's manifest (for the capture's platform) and config; failures name FROM."""
         ref = self.source
-        client = self.clients[registry_host(ref)]
-        repository = api_path(ref)
+        client = self.clients[ref.normalized.domain]
+        repository = ref.normalized.path
         try:
             manifest, digest, _ = client.manifest(repository, ref.digest or ref.tag or "latest")
             resolved = digest
@@ -80,13 +80,13 @@ class Publisher:
         if exc.not_found:
             return ConfigError("FROM", f"{ref} does not exist in its registry: {exc}")
         if exc.auth:
-            if self.s.registry == registry_host(ref):
+            if self.s.registry == ref.normalized.domain:
                 return LoginError(f"reading {ref} (FROM) was refused with CI_REGISTRY_USER's "
                                   f"login: {exc}")
             return ConfigError("FROM", f"{ref} could not be read anonymously: it may be "
                                        f"misspelled, or private on a registry other than "
                                        f"CI_REGISTRY: {exc}")
-        return EngineError(f"FROM's registry {registry_host(ref)} failed: {exc}")
+        return EngineError(f"FROM's registry {ref.normalized.domain} failed: {exc}")
 
     # -- targets ----------------------------------------------------------------------------
     def push(self, image: NewImage, layer: Layer, retries: int) -> str:
@@ -104,8 +104,8 @@ class Publisher:
         return digest
 
     def _push_one(self, target: Reference, image: NewImage, layer: Layer) -> str:
-        client = self.clients[registry_host(target)]
-        repository = api_path(target)
+        client = self.clients[target.normalized.domain]
+        repository = target.normalized.path
         base_layers = image.layers[:-1]
         for blob in base_layers:
             self._base_blob(client, repository, blob)
@@ -124,7 +124,7 @@ class Publisher:
         if client.has_blob(repository, digest):
             self.transfer.skipped += 1
             return
-        source_host, source_repo = registry_host(self.source), api_path(self.source)
+        source_host, source_repo = self.source.normalized.domain, self.source.normalized.path
         if source_host == client.host and client.mount(repository, digest, source_repo):
             self.transfer.mounted += 1
             return

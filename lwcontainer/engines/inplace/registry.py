@@ -147,7 +147,8 @@ class RegistryClient:
             self.authenticate()
             answer = self._send(method, path, **kwargs)
         if answer.status_code not in ok:
-            raise RegistryError(f"{method} {path} on {self.host}: {answer.status_code} "
+            where = path.split("?", 1)[0]  # not the upload session's state
+            raise RegistryError(f"{method} {where} on {self.host}: {answer.status_code} "
                                 f"{_errors(answer)}", answer.status_code)
         return answer
 
