@@ -1,0 +1,59 @@
+"""The job's secret variables: the one list that the masker, the settings (``LWC_BUILD_ENV``,
+public values), the children's environments and the in-place capture (``capture.sh`` is rendered
+from it, for its build environment and its search of the layer) all use.
+
+A secret is a variable named here, a ``CI_JOB_JWT*`` variable, any variable whose name matches
+the secret-name rule, or a name the user lists in ``LWC_SECRET_VARIABLES``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+#: GitLab's and GitHub's secret variables, by name. ``CI_REPOSITORY_URL`` embeds the job token
+#: (``https://gitlab-ci-token:<token>@…``); ``DOCKER_AUTH_CONFIG`` holds registry credentials.
+JOB_SECRET_VARIABLES = ("CI_JOB_TOKEN", "CI_BUILD_TOKEN", "CI_REGISTRY_PASSWORD",
+                        "CI_DEPLOY_PASSWORD", "CI_REPOSITORY_URL", "DOCKER_AUTH_CONFIG",
+                        "GITHUB_TOKEN")
+#: Every variable whose name starts so is a secret (``CI_JOB_JWT``, ``CI_JOB_JWT_V1``, …).
+JOB_SECRET_PREFIXES = ("CI_JOB_JWT",)
+#: The secret-name rule: a name containing one of these words (any case) holds a secret.
+SECRET_NAME_WORDS = ("PASSWORD", "SECRET", "TOKEN", "PASSWD", "CREDENTIAL")
+#: The user's own secret variables, by name (comma or space separated).
+USER_SECRETS = "LWC_SECRET_VARIABLES"
+#: Shorter values are not searched for or masked on their own: they would match everywhere.
+MIN_SECRET_LENGTH = 4
+
+_NAME_RULE = re.compile("|".join(SECRET_NAME_WORDS), re.IGNORECASE)
+_NOT_SECRETS = frozenset({USER_SECRETS})  # a list of names, not a secret
+
+
+def user_secret_names(env: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(n for n in re.split(r"[\s,]+", env.get(USER_SECRETS) or "") if n)
+
+
+def is_secret_name(name: str, user_names: Iterable[str] = ()) -> bool:
+    """Does a variable of this name hold a secret (whatever its value)?"""
+    if name in _NOT_SECRETS:
+        return False
+    return (name in JOB_SECRET_VARIABLES or name.startswith(JOB_SECRET_PREFIXES)
+            or bool(_NAME_RULE.search(name)) or name in set(user_names))
+
+
+def secret_names(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The names in ``env`` that hold secrets, sorted."""
+    user = user_secret_names(env)
+    return tuple(sorted(name for name in env if is_secret_name(name, user)))
+
+
+def secret_values(env: Mapping[str, str]) -> dict[str, str]:
+    """Secret name → value, for every secret in ``env`` long enough to search for."""
+    return {name: env[name] for name in secret_names(env)
+            if len(env[name] or "") >= MIN_SECRET_LENGTH}
+
+
+def shell_case_pattern() -> str:
+    """The same rule as a bash ``case`` pattern list over an upper-cased name (capture.sh)."""
+    words = [f"*{word}*" for word in SECRET_NAME_WORDS]
+    prefixes = [f"{prefix}*" for prefix in JOB_SECRET_PREFIXES]
+    return "|".join((*JOB_SECRET_VARIABLES, *prefixes, *words))
