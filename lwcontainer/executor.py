@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Callable, Mapping
+from typing import IO, Callable, Iterable, Mapping
 
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
@@ -26,7 +26,7 @@ from plumbum.commands.processes import CommandNotFound
 from .errors import EngineError, Interrupted, LwcError
 from .output.logs import get_logger
 from .output.masking import Masker
-from .config.settings import SECRET_VARIABLES
+from .config.secrets import is_secret_name, user_secret_names
 
 MAX_BACKOFF_S = 30.0  # the longest wait between two tries of a step
 TIMED_OUT = 124  # the exit code a step that ran out of time gets (as timeout(1) gives)
@@ -46,10 +46,12 @@ def transient(stderr: str) -> bool:
 
 
 def child_environment(environ: Mapping[str, str], extra: Mapping[str, str] = (),
-                      hide: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
-    """A complete environment for children: ``environ`` without the password variables (no
-    child needs them: the password goes on stdin), plus ``extra``."""
-    return {**{k: v for k, v in environ.items() if k not in hide}, **dict(extra)}
+                      hide: Iterable[str] = ()) -> dict[str, str]:
+    """A complete environment for children: ``environ`` without any of the job's secret
+    variables (config/secrets.py, plus the names in ``hide``: the user's LWC_SECRET_VARIABLES
+    however given); no child needs them, a password goes on stdin. Then ``extra``."""
+    user = (*user_secret_names(environ), *hide)
+    return {**{k: v for k, v in environ.items() if not is_secret_name(k, user)}, **dict(extra)}
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,10 @@ class DockerEngine:
                     "build": settings.build_timeout,
                     # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
                     "probe": settings.cvmfs_timeout + settings.transfer_timeout}
-        self.docker = DockerCli(executor, child_environment(environ, extra), timeouts)
+        hide = settings.secret_variables
+        self.docker = DockerCli(executor, child_environment(environ, extra, hide), timeouts)
         # 'lwcontainer login' logs in to the user's own config, where the login stays.
-        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env),
+        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env, hide),
                                      timeouts)
         self.base: dict = {}
         self.container: str | None = None

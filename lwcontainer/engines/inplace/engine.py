@@ -36,7 +36,8 @@ class InplaceEngine:
         self.stages = stages
         self.log = get_logger()
         self.env = child_environment(environ, {"LWC_BUILD_SCRIPT": settings.build_script,
-                                               "LWC_BUILD_ENV": " ".join(settings.build_env)})
+                                               "LWC_BUILD_ENV": " ".join(settings.build_env)},
+                                     settings.secret_variables)
         self.image = None
         self.layer = None
 
