@@ -31,8 +31,7 @@ from .errors import EngineError, Interrupted, LwcError
 from .output.logs import get_logger
 from .output.masking import Masker
 from .config.settings import SECRET_VARIABLES
-
-MAX_BACKOFF_S = 30.0  # the longest wait between two tries of a step
+from .retry import MAX_BACKOFF_S, Backoff
 TIMED_OUT = 124  # the exit code a step that ran out of time gets (as timeout(1) gives)
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
@@ -124,22 +123,17 @@ class Executor:
         return printable(self.masker(step.shown or shlex.join((step.program, *step.argv))))
 
     def run(self, step: Step) -> Completed:
-        attempt = 0
+        backoff = Backoff(step.retries, self.backoff, self.max_backoff)
         while True:
-            self.log.debug("step", command=self.line(step), attempt=attempt + 1)
+            self.log.debug("step", command=self.line(step), attempt=backoff.failed + 1)
             done = self._run_once(step)
             if done.ok:
                 return done
-            if attempt >= step.retries or not step.retry_if(done.stderr):
+            if not step.retry_if(done.stderr) or not backoff.again(
+                    self.log, step.what, self.masker(last_line(done.stderr))):
                 if not step.check:
                     return done
                 raise step.error(self.failure_message(step, done))
-            attempt += 1
-            delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
-            self.log.warning("retry", what=step.what, attempt=attempt + 1,
-                             attempts=step.retries + 1, delay_s=delay,
-                             reason=self.masker(last_line(done.stderr)))
-            time.sleep(delay)
 
     def failure_message(self, step: Step, done: Completed) -> str:
         return self.masker(f"{step.what} failed (exit {done.returncode}): "

@@ -4,7 +4,6 @@ machine's disk: on the same registry they are mounted across repositories; from 
 they are streamed blob by blob, and skipped where the target already has them."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -13,8 +12,8 @@ from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError, i
 from ...config.reference import Reference
 from ...config.settings import Settings
 from ...errors import ConfigError, EngineError, LoginError, PushError
-from ...executor import MAX_BACKOFF_S
 from ...output.logs import get_logger
+from ...retry import Backoff
 
 
 @dataclass
@@ -133,20 +132,15 @@ class Publisher:
         self.transfer.copied += 1
 
     def _retrying(self, action: Callable[[], str], retries: int, what: str) -> str:
-        attempt = 0
+        backoff = Backoff(retries, self.backoff)
         while True:
             try:
                 return action()
             except RegistryError as exc:
                 if exc.auth:
                     raise LoginError(f"pushing {what} was refused: {exc}") from None
-                if attempt >= retries:
-                    raise PushError(f"pushing {what} failed after {attempt + 1} attempt(s): "
+                if not backoff.again(self.log, f"push {what}", str(exc)):
+                    raise PushError(f"pushing {what} failed after {backoff.failed} attempt(s): "
                                     f"{exc}. The captured layer is kept; run 'lwcontainer "
                                     f"publish' again (same settings) once the registry is "
                                     f"back") from None
-                attempt += 1
-                delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)
-                self.log.warning("retry", what=f"push {what}", attempt=attempt + 1,
-                                 attempts=retries + 1, delay_s=delay, reason=str(exc))
-                time.sleep(delay)
