@@ -25,13 +25,6 @@ from .output import logs, report
 from .output.masking import Masker
 from .stages import Stages, write_report
 
-EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}"
-                                       for code, text in EXIT_MEANINGS.items())
-SECRET_TEXT = " ".join(
-    f"{spec.variable}: {spec.help} (environment only, never a switch)."
-    for spec in SPECS if spec.secret)
-
-
 def short_help(spec) -> str:
     """One line of --help: the variable and its default; 'lwcontainer help settings' says what
     each means."""

@@ -1,10 +1,14 @@
-"""The one place processes run: ``Step`` values go in, ``Completed`` values come out.
+"""Where the stages' processes run (the engine's CLI, the in-place capture's bash): ``Step``
+values go in, ``Completed`` values come out. (Reading the settings asks git directly:
+``config/sources.py``.)
 
 Every step is a plumbum command (plumbum finds the program and formulates the argv) started with
-the step's own complete environment, never the process's: nothing edits ``local.env``, so threads
-spawn without a lock. Non-interactive steps run in a session of their own (a terminal's Ctrl-C
-reaches lwcontainer, which then stops the child and cleans up); interactive ones (``run``) share
-the terminal. Secrets go on stdin only and are masked in everything logged, streamed or raised.
+the step's own complete environment, never the process's: nothing edits ``local.env``, so no
+step's environment leaks into another's. One lock covers starting a child and ``abort``, so
+nothing starts once a run is aborted. Non-interactive steps run in a session of their own (a
+terminal's Ctrl-C reaches lwcontainer, which then stops the child and cleans up); interactive
+ones (``run``) share the terminal. Secrets go on stdin only and are masked in everything
+logged, streamed or raised.
 """
 from __future__ import annotations
 
@@ -123,7 +127,7 @@ class Executor:
     def run(self, step: Step) -> Completed:
         backoff = Backoff(step.retries, self.backoff, self.max_backoff)
         while True:
-            self.log.debug("docker", command=self.line(step), attempt=backoff.failed + 1)
+            self.log.debug("step", command=self.line(step), attempt=backoff.failed + 1)
             done = self._run_once(step)
             if done.ok:
                 return done

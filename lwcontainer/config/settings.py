@@ -170,7 +170,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
            "CI_COMMIT_TAG", "CI_PROJECT_NAME", "CI_JOB_ID"),
     "Labels": ("CI_PROJECT_URL", "CI_COMMIT_SHA", "SOURCE_DATE_EPOCH", "CI_COMMIT_TIMESTAMP"),
 }
-GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
 #: What the checkout's .env may set; everything else there is refused (config/sources.py).
 DOTENV_ALLOWED = frozenset(spec.variable for spec in SPECS if spec.dotenv)
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_CERTDIR", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",

@@ -27,8 +27,6 @@ from ...stages import Image, Stages, labels
 
 
 class InplaceEngine:
-    name = "inplace"
-
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
                  environ: Mapping[str, str]) -> None:
         self.s = settings
