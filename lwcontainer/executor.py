@@ -1,10 +1,14 @@
-"""The one place processes run: ``Step`` values go in, ``Completed`` values come out.
+"""Where the stages' processes run (the engine's CLI, the in-place capture's bash): ``Step``
+values go in, ``Completed`` values come out. (Reading the settings asks git directly:
+``config/sources.py``.)
 
 Every step is a plumbum command (plumbum finds the program and formulates the argv) started with
-the step's own complete environment, never the process's: nothing edits ``local.env``, so threads
-spawn without a lock. Non-interactive steps run in a session of their own (a terminal's Ctrl-C
-reaches lwcontainer, which then stops the child and cleans up); interactive ones (``run``) share
-the terminal. Secrets go on stdin only and are masked in everything logged, streamed or raised.
+the step's own complete environment, never the process's: nothing edits ``local.env``, so no
+step's environment leaks into another's. One lock covers starting a child and ``abort``, so
+nothing starts once a run is aborted. Non-interactive steps run in a session of their own (a
+terminal's Ctrl-C reaches lwcontainer, which then stops the child and cleans up); interactive
+ones (``run``) share the terminal. Secrets go on stdin only and are masked in everything
+logged, streamed or raised.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Callable, Mapping
+from typing import IO, Callable, Iterable, Mapping
 
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
@@ -26,7 +30,7 @@ from plumbum.commands.processes import CommandNotFound
 from .errors import EngineError, Interrupted, LwcError
 from .output.logs import get_logger
 from .output.masking import Masker
-from .config.settings import SECRET_VARIABLES
+from .config.secrets import is_secret_name, user_secret_names
 from .retry import MAX_BACKOFF_S, Backoff
 TIMED_OUT = 124  # the exit code a step that ran out of time gets (as timeout(1) gives)
 
@@ -45,10 +49,12 @@ def transient(stderr: str) -> bool:
 
 
 def child_environment(environ: Mapping[str, str], extra: Mapping[str, str] = (),
-                      hide: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
-    """A complete environment for children: ``environ`` without the password variables (no
-    child needs them: the password goes on stdin), plus ``extra``."""
-    return {**{k: v for k, v in environ.items() if k not in hide}, **dict(extra)}
+                      hide: Iterable[str] = ()) -> dict[str, str]:
+    """A complete environment for children: ``environ`` without any of the job's secret
+    variables (config/secrets.py, plus the names in ``hide``: the user's LWC_SECRET_VARIABLES
+    however given); no child needs them, a password goes on stdin. Then ``extra``."""
+    user = (*user_secret_names(environ), *hide)
+    return {**{k: v for k, v in environ.items() if not is_secret_name(k, user)}, **dict(extra)}
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class Executor:
     def run(self, step: Step) -> Completed:
         backoff = Backoff(step.retries, self.backoff, self.max_backoff)
         while True:
-            self.log.debug("docker", command=self.line(step), attempt=backoff.failed + 1)
+            self.log.debug("step", command=self.line(step), attempt=backoff.failed + 1)
             done = self._run_once(step)
             if done.ok:
                 return done
