@@ -16,7 +16,8 @@ from contextlib import nullcontext
 from typing import ContextManager, Mapping
 
 from . import capture
-from .image import Layer, assemble
+from .artifact import Layer
+from .image import assemble
 from .publish import Publisher
 from ...config.settings import Settings
 from ...errors import BuildError, ConfigError

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .image import Base, Layer, NewImage, pick_platform
+from .artifact import Layer
+from .image import Base, NewImage, pick_platform
 from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError, is_loopback
 from ...config.reference import Reference
 from ...config.settings import Settings
@@ -109,7 +110,7 @@ class Publisher:
         for blob in base_layers:
             self._base_blob(client, repository, blob)
         if not client.has_blob(repository, layer.digest):
-            with layer.path.open("rb") as file:  # streamed, whatever its size
+            with layer.open() as file:  # streamed, whatever its size
                 client.upload(repository, layer.digest, file, layer.size)
             self.transfer.uploaded += 1
         if not client.has_blob(repository, image.config_digest):
