@@ -12,7 +12,8 @@ from plumbum import cli
 from . import __version__, pipeline, signals
 from .ci import scaffold
 from .ci.github import add_mask_commands
-from .config.settings import (GROUPS, SECRET_VARIABLES, SPEC_BY_NAME, SPECS,
+from .config.secrets import masked_texts
+from .config.settings import (GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS,
                               SYSTEM_DIRECTORIES, Settings)
 from .config.sources import gather
 from .engines import make_engine
@@ -23,13 +24,6 @@ from .executor import DryRunExecutor, Executor
 from .output import logs, report
 from .output.masking import Masker
 from .stages import Stages, write_report
-
-EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}"
-                                       for code, text in EXIT_MEANINGS.items())
-SECRET_TEXT = " ".join(
-    f"{spec.variable}: {spec.help} (environment only, never a switch)."
-    for spec in SPECS if spec.secret)
-
 
 def short_help(spec) -> str:
     """One line of --help: the variable and its default; 'lwcontainer help settings' says what
@@ -85,7 +79,7 @@ class Command(cli.Application):
     def guard(self, body: Callable[[Masker], int | None]) -> int:
         """Configure logging, run ``body``, and turn every failure into its exit code."""
         environ = dict(os.environ)
-        masker = Masker(environ.get(name) for name in SECRET_VARIABLES)
+        masker = Masker(secret_texts(environ))
         # Configured once, before anything can fail, from the switches and the environment;
         # only a .env that sets the log settings differently makes execute() configure again.
         given = {**environ, **self.switch_values()}
@@ -116,7 +110,7 @@ class Command(cli.Application):
         def body(masker: Masker) -> int | None:
             environ = dict(os.environ)
             raw = gather(environ, self.switch_values(), self.option("env_file"))
-            secrets = [raw[name] for name in SECRET_VARIABLES if raw.get(name)]
+            secrets = secret_texts(raw)
             masker.add(*secrets)
             for secret in secrets:
                 masker.add_credentials(raw.get("CI_REGISTRY_USER"), secret)
@@ -131,6 +125,13 @@ class Command(cli.Application):
             engine = make_engine(settings, executor, stages, environ)
             return action(Run(settings, executor, stages, engine, environ))
         return self.guard(body)
+
+
+def secret_texts(env: dict[str, str]) -> list[str]:
+    """What the masker hides: every secret variable's value (config/secrets.py) and the
+    secrets inside it; a registry password however short."""
+    texts = [*masked_texts(env), *(env[name] for name in PASSWORD_VARIABLES if env.get(name))]
+    return list(dict.fromkeys(texts))
 
 
 class Run:
@@ -228,17 +229,27 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
         return self.execute(action, require_from=False)
 
 
+def init_switches() -> type:
+    """The settings init honours: where the project is, and the build script and build
+    environment its CI file names."""
+    attrs = {name: cli.SwitchAttr(SPEC_BY_NAME[name].switch, str, default=None, argname="VALUE",
+                                  help=SPEC_BY_NAME[name].help)
+             for name in ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_ENV")}
+    return type("InitSwitches", (), attrs)
+
+
 @Lwcontainer.subcommand("init")
-class Init(Command, switches("Build")):
-    """Scaffold this repository: GitLab CI job(s) running lwcontainer and a CMS .gitlab/build.sh.
+class Init(Command, init_switches()):
+    """Scaffold this repository: GitLab CI job(s) running lwcontainer and a CMS build script.
     --engine inplace (the default here: runners tagged cvmfs, no privileges) writes a capture and
-    a publish job and .gitlab/lwcontainer-capture.sh; --engine docker a privileged dind job.
-    Never overwrites a file unless --force."""
+    a publish job and .gitlab/lwcontainer-capture.sh; --engine docker a privileged dind job;
+    --component PATH@VERSION a pipeline that includes lwcontainer's CI/CD component. FROM goes
+    into .env too (for a local run). Never overwrites a file unless --force."""
 
     cmssw_release = cli.SwitchAttr("--cmssw-release", str, default=scaffold.DEFAULT_RELEASE,
                                    help="CMSSW release the build script sets up")
     base_image = cli.SwitchAttr("--base-image", str, default=scaffold.DEFAULT_BASE_IMAGE,
-                                help="FROM: the CMS base image to build on")
+                                help="FROM: the CMS base image to build on (CI file and .env)")
     force = cli.Flag("--force", help="overwrite existing files")
     scram_arch = cli.SwitchAttr("--scram-arch", str, default=scaffold.DEFAULT_SCRAM_ARCH,
                                 help="SCRAM_ARCH of that release")
@@ -252,13 +263,22 @@ class Init(Command, switches("Build")):
     matrix = cli.SwitchAttr("--matrix", str, list=True, argname="IMAGE",
                             help="one base image per parallel:matrix job (repeat the switch); "
                                  "each pushes $CI_REGISTRY_IMAGE/<image name>")
+    component = cli.SwitchAttr("--component", str, default=None, argname="PATH@VERSION",
+                               help="include lwcontainer's CI/CD component, e.g. "
+                                    f"gitlab.cern.ch/cms-cloud/lwcontainer@{__version__}")
 
     def main(self) -> int:
         def body(_masker: Masker) -> None:
             directory = Path(self.option("LWC_PROJECT_DIR") or ".").resolve()
-            scaffold.init(directory, self.cmssw_release, self.base_image, self.force,
-                          tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace",
-                          scram_arch=self.scram_arch, source=self.package_source)
+            options = scaffold.Options(
+                release=self.cmssw_release, base_image=self.base_image,
+                matrix=tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace",
+                scram_arch=self.scram_arch, source=self.package_source,
+                build_script=self.LWC_BUILD_SCRIPT or scaffold.DEFAULT_BUILD_SCRIPT,
+                build_env=(self.LWC_BUILD_ENV if self.LWC_BUILD_ENV is not None
+                           else scaffold.DEFAULT_BUILD_ENV),
+                component=self.component)
+            scaffold.init(directory, options, self.force)
         return self.guard(body)
 
 

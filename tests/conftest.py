@@ -25,6 +25,9 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scripts" / "example-analysis"
 ENV_FILE = Path(os.environ.get("LWC_TESTBED_ENV", "/run/lwc-testbed/env"))
+#: The package under test, also in the lwcontainer processes tests start (a worktree's, not
+#: whichever one the interpreter has installed).
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 STANDIN_OPTIONS = ("--cap-add SYS_ADMIN --security-opt seccomp=unconfined "
                    "--security-opt apparmor=unconfined")
 
@@ -133,6 +136,7 @@ class Job:
             "CI_REGISTRY_IMAGE": self.repository,
             "CI_COMMIT_SHORT_SHA": "c0ffee12",
             "LWC_PUSH_RETRIES": "1",
+            **PYTHONPATH,
         }
         env.update(overrides)
         return {k: v for k, v in env.items() if v is not None}
@@ -223,7 +227,7 @@ def pytest_collection_modifyitems(items):
 
 
 def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
+    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json", **PYTHONPATH}
     return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
                           env={**base, **env}, capture_output=True, text=True, timeout=60)
 

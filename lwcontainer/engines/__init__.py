@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 
 class Engine(Protocol):
-    name: str
-
     def connect(self) -> ContextManager[None]: ...
 
     def workspace(self) -> ContextManager[None]: ...
@@ -43,7 +41,7 @@ class Engine(Protocol):
     def built(self) -> Image: ...
 
 
-#: LWC_ENGINE -> the class implementing it (podman and buildah will be one line each).
+#: LWC_ENGINE -> the class implementing it.
 IMPLEMENTATIONS = {
     "docker": "lwcontainer.engines.docker.engine:DockerEngine",
     "inplace": "lwcontainer.engines.inplace.engine:InplaceEngine",

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import commands
+from . import commands, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .client import DockerCli
@@ -37,8 +37,6 @@ SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
 
 
 class DockerEngine:
-    name = "docker"
-
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
                  environ: Mapping[str, str], local_socket: Path | None = None) -> None:
         self.s = settings
@@ -56,9 +54,10 @@ class DockerEngine:
                     "build": settings.build_timeout,
                     # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
                     "probe": settings.cvmfs_timeout + settings.transfer_timeout}
-        self.docker = DockerCli(executor, child_environment(environ, extra), timeouts)
+        hide = settings.secret_variables
+        self.docker = DockerCli(executor, child_environment(environ, extra, hide), timeouts)
         # 'lwcontainer login' logs in to the user's own config, where the login stays.
-        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env),
+        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env, hide),
                                      timeouts)
         self.base: dict = {}
         self.container: str | None = None
@@ -156,6 +155,7 @@ class DockerEngine:
     # -- preparation ------------------------------------------------------------------------
     def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
         """CVMFS up and the build container created; returns its name."""
+        owner.remove_orphans(self.docker)  # what a killed run left: no build in progress
         cvmfs = self.open_cvmfs(cleanup)
         if cvmfs.source == "none":
             self.await_(fetch)
@@ -301,15 +301,7 @@ class DockerEngine:
     def base_digest(self) -> str | None:
         if self.s.from_image.digest:
             return self.s.from_image.digest
-        wanted = self.s.from_image.normalized.repository
-        for repo_digest in self.base.get("RepoDigests") or ():
-            name, _, digest = repo_digest.partition("@")
-            try:
-                if parse(name).normalized.repository == wanted:
-                    return digest
-            except InvalidReference:
-                continue
-        return None
+        return repo_digest(self.base, self.s.from_image.normalized.repository) or None
 
     def tag(self) -> None:
         with self.stages.stage("tag"):
@@ -342,12 +334,18 @@ class DockerEngine:
                                    f"{self.s.to_image.repository}@sha256:" + "0" * 64]}]))
         if not done.ok or not done.stdout.strip():
             return ""
-        wanted = self.s.to_image.normalized.repository
-        for repo_digest in json.loads(done.stdout)[0].get("RepoDigests") or ():
-            name, _, digest = repo_digest.partition("@")
-            try:
-                if parse(name).normalized.repository == wanted:
-                    return f"{self.s.to_image.repository}@{digest}"
-            except InvalidReference:
-                continue
-        return ""
+        digest = repo_digest(json.loads(done.stdout)[0], self.s.to_image.normalized.repository)
+        return f"{self.s.to_image.repository}@{digest}" if digest else ""
+
+
+def repo_digest(inspected: Mapping, repository: str) -> str:
+    """The digest an image inspection records for ``repository`` (fully qualified), from its
+    ``RepoDigests`` (``name@sha256:...``, the name spelled as the engine likes); "" if none."""
+    for entry in inspected.get("RepoDigests") or ():
+        name, _, digest = entry.partition("@")
+        try:
+            if parse(name).normalized.repository == repository:
+                return digest
+        except InvalidReference:
+            continue
+    return ""
