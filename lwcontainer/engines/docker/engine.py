@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import commands, owner
+from . import commands, modes, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .client import DockerCli
@@ -111,6 +111,8 @@ class DockerEngine:
                                    what="docker commit", placeholder="sha256:<image-id>")
             self.image_id = done.stdout.strip()
             self.log.info("image_committed", image_id=self.image_id)
+            if not self.x.dry_run:  # said, never changed: the layer is what the build made
+                modes.warn_world_writable(self.docker, self.container, self.image_id)
         self.tag()
         return Image(self.image_id, details=self.details())
 
