@@ -116,6 +116,14 @@ def git_defaults(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str
     checkout's .git is untrusted: git runs hardened (config/git.py)."""
     project = project_dir.resolve()
     rc, top = git.run(project, environ, "rev-parse", "--show-toplevel")
+    if rc != 0 and (project / ".git").exists():
+        # a checkout of its own that git cannot read: said, or TO's ":latest" would hide it
+        reason = {127: "git is not installed", 124: f"git took longer than {git.TIMEOUT_S:.0f} s"
+                  }.get(rc, f"git rev-parse failed (exit {rc}): a broken or foreign .git")
+        get_logger().warning("git_unreadable", path=str(project), reason=reason,
+                             consequence="no commit known: TO falls back to :latest and the "
+                                         "image gets no revision label")
+        return {}
     if rc != 0 or Path(top.strip()).resolve() != project:
         return {}
     rc, out = git.run(project, environ, "rev-parse", "HEAD")
