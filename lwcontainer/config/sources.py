@@ -19,7 +19,7 @@ from ..ci.github import github_defaults
 from ..errors import ConfigError
 from ..output.logs import get_logger
 from . import git
-from .settings import DOTENV_ALLOWED, SPEC_BY_NAME
+from .settings import DOTENV_ALLOWED, SPEC_BY_NAME, checkout_target
 
 #: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the
 #: jobs' own, read by the CI file, never by lwcontainer; known, so never warned about.
@@ -148,6 +148,8 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     warn_unknown(environ)
     given = {k: v for k, v in switches.items() if v is not None}
     merged = {**file_values, **environ, **given}
+    if env_file is None and "TO" in file_values and "TO" not in environ and "TO" not in given:
+        checkout_target(file_values["TO"], merged)  # the checkout's choice of where to push
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
     defaults = git_defaults(project_dir, environ) if project_dir.is_dir() else {}
     return {**defaults, **github_defaults(merged), **merged}
