@@ -57,8 +57,8 @@ class Step:
     """One invocation, as a value: what to run, in which environment, what its failure means."""
 
     argv: tuple[str, ...]
+    program: str = field(kw_only=True)  # always given: an engine's EngineCli, or "bash"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    program: str = "docker"
     cwd: str | None = None
     timeout: float | None = None  # wall-clock limit in seconds; None: none (the build)
     timeout_setting: str = ""  # the setting that sets it, named when it fires
@@ -69,7 +69,7 @@ class Step:
     interactive: bool = False  # inherit the terminal: stdin, stdout and stderr are ours
     check: bool = True
     error: type[LwcError] = LwcError
-    what: str = "docker"
+    what: str = ""  # how messages name the step (default: the program)
     retries: int = 0
     retry_if: Callable[[str], bool] = transient
     placeholder: str = ""
@@ -122,7 +122,7 @@ class Executor:
     def run(self, step: Step) -> Completed:
         attempt = 0
         while True:
-            self.log.debug("docker", command=self.line(step), attempt=attempt + 1)
+            self.log.debug("command", command=self.line(step), attempt=attempt + 1)
             done = self._run_once(step)
             if done.ok:
                 return done
@@ -132,13 +132,13 @@ class Executor:
                 raise step.error(self.failure_message(step, done))
             attempt += 1
             delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
-            self.log.warning("retry", what=step.what, attempt=attempt + 1,
+            self.log.warning("retry", what=step.what or step.program, attempt=attempt + 1,
                              attempts=step.retries + 1, delay_s=delay,
                              reason=self.masker(last_line(done.stderr)))
             time.sleep(delay)
 
     def failure_message(self, step: Step, done: Completed) -> str:
-        return self.masker(f"{step.what} failed (exit {done.returncode}): "
+        return self.masker(f"{step.what or step.program} failed (exit {done.returncode}): "
                            f"{tail_lines(done.stderr) or 'no message'}")
 
     def _spawn(self, step: Step) -> subprocess.Popen:
@@ -185,7 +185,8 @@ class Executor:
     def _timed_out(self, proc: subprocess.Popen, step: Step) -> Completed:
         _terminate(proc)
         where = f" ({step.timeout_setting})" if step.timeout_setting else ""
-        return Completed(TIMED_OUT, "", f"lwcontainer: {step.what} did not finish within "
+        return Completed(TIMED_OUT, "", f"lwcontainer: {step.what or step.program} did not "
+                                        f"finish within "
                                         f"{step.timeout:g}s{where}; stopped")
 
     def _stream(self, proc: subprocess.Popen, step: Step,

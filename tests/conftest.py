@@ -24,6 +24,8 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scripts" / "example-analysis"
+#: The CLI the tests start is this checkout's, whatever else is installed.
+OWN_PACKAGE = {"PYTHONPATH": str(ROOT)}
 ENV_FILE = Path(os.environ.get("LWC_TESTBED_ENV", "/run/lwc-testbed/env"))
 STANDIN_OPTIONS = ("--cap-add SYS_ADMIN --security-opt seccomp=unconfined "
                    "--security-opt apparmor=unconfined")
@@ -118,6 +120,7 @@ class Job:
     def env(self, **overrides: str | None) -> dict[str, str]:
         env = {
             "PATH": os.environ["PATH"],
+            **OWN_PACKAGE,
             "HOME": str(self.home),
             "DOCKER_HOST": self.bed["DOCKER_HOST"],
             "LWC_LOG_FORMAT": "json",
@@ -223,7 +226,8 @@ def pytest_collection_modifyitems(items):
 
 
 def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
+    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json",
+            "LWC_ENGINE": "docker", **OWN_PACKAGE}
     return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
                           env={**base, **env}, capture_output=True, text=True, timeout=60)
 

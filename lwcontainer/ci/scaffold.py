@@ -9,9 +9,8 @@ from ..output.logs import get_logger
 from ..config.reference import Reference, InvalidReference, parse
 from ..config.settings import slug
 from .. import __version__
-from ..engines.inplace import capture
-from .templates import (BUILD_SH, DOCKER_VERSION, GIT_INSTALL, GITIGNORE_LINES, GITLAB_CI,
-                        INDEX_INSTALL, INDEX_VARIABLES, INPLACE_CI, INPLACE_PAIR, MATRIX,
+from .templates import (BUILD_SH, CAPTURE_SCRIPT, DOCKER_VERSION, GIT_INSTALL, GITIGNORE_LINES,
+                        GITLAB_CI, INDEX_INSTALL, INDEX_VARIABLES, INPLACE_CI, INPLACE_PAIR, MATRIX,
                         MATRIX_ENTRY, MATRIX_IMAGE, RULES, SINGLE_IMAGE)
 
 DEFAULT_RELEASE = "CMSSW_10_6_8_patch1"
@@ -107,9 +106,11 @@ def analysis_dirs(directory: Path) -> str:
 
 def files(release: str, base_image: str, matrix: tuple[str, ...] = (),
           engine: str = "inplace", directory: Path | None = None,
-          scram_arch: str = DEFAULT_SCRAM_ARCH,
-          source: str | None = None) -> dict[str, tuple[str, int]]:
-    """Relative path -> (text, mode) of everything ``init`` writes."""
+          scram_arch: str = DEFAULT_SCRAM_ARCH, source: str | None = None,
+          capture_script: str = "") -> dict[str, tuple[str, int]]:
+    """Relative path -> (text, mode) of everything ``init`` writes; ``capture_script`` is the
+    in-place engine's capture script, rendered (the caller has it from the engine: ci/ sits
+    below the engines)."""
     if not _RELEASE_RE.fullmatch(release):
         raise ConfigError("--cmssw-release", f"{release!r} is not a CMSSW release name")
     if not _SCRAM_ARCH_RE.fullmatch(scram_arch):
@@ -125,7 +126,9 @@ def files(release: str, base_image: str, matrix: tuple[str, ...] = (),
                             analysis_dirs=analysis_dirs(directory) if directory else "")
     out = {".gitlab-ci.yml": (ci, 0o644), ".gitlab/build.sh": (build, 0o755)}
     if engine == "inplace":
-        out[capture.SCRIPT_PATH] = (capture.render(), 0o755)
+        if not capture_script:
+            raise ValueError("the inplace scaffold needs the capture script")
+        out[CAPTURE_SCRIPT] = (capture_script, 0o755)
     return out
 
 
@@ -143,10 +146,11 @@ def ignore_outputs(directory: Path) -> bool:
 
 def init(directory: Path, release: str, base_image: str, force: bool,
          matrix: tuple[str, ...] = (), engine: str = "inplace",
-         scram_arch: str = DEFAULT_SCRAM_ARCH, source: str | None = None) -> list[Path]:
+         scram_arch: str = DEFAULT_SCRAM_ARCH, source: str | None = None,
+         capture_script: str = "") -> list[Path]:
     planned = {directory / name: content
                for name, content in files(release, base_image, matrix, engine, directory,
-                                          scram_arch, source).items()}
+                                          scram_arch, source, capture_script).items()}
     existing = [path for path in planned if path.exists()]
     if existing and not force:
         raise ConfigError("init", f"{', '.join(map(str, existing))} already exist(s); nothing "

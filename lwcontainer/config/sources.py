@@ -17,9 +17,9 @@ from dotenv import dotenv_values
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
-from ..ci.github import github_defaults
 from ..errors import ConfigError
 from ..output.logs import get_logger
+from .platform import github_defaults
 from .settings import DOTENV_ALLOWED, SPEC_BY_NAME
 
 # Names a user may mean although no Spec has them (read elsewhere, or by the docker CLI).

@@ -6,10 +6,9 @@ from __future__ import annotations
 from importlib.resources import files
 
 from ... import __version__
+from ...ci.templates import CAPTURE_SCRIPT as SCRIPT_PATH  # where init writes it
 
 TEMPLATE = "capture.sh"
-#: Where ``lwcontainer init --engine inplace`` writes it, relative to the project.
-SCRIPT_PATH = ".gitlab/lwcontainer-capture.sh"
 
 
 def render(build_script: str = ".gitlab/build.sh") -> str:

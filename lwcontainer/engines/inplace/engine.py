@@ -27,7 +27,7 @@ from ...stages import Image, Stages, labels
 
 
 class InplaceEngine:
-    name = "inplace"
+    SUBCOMMANDS: frozenset[str] = frozenset()  # no single stages: 'lwcontainer', 'publish'
 
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
                  environ: Mapping[str, str]) -> None:
