@@ -12,7 +12,8 @@ from plumbum import cli
 from . import __version__, pipeline, signals
 from .ci import scaffold
 from .ci.github import add_mask_commands
-from .config.settings import (GROUPS, SECRET_VARIABLES, SPEC_BY_NAME, SPECS,
+from .config.secrets import masked_texts
+from .config.settings import (GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS,
                               SYSTEM_DIRECTORIES, Settings)
 from .config.sources import gather
 from .engines import make_engine
@@ -24,13 +25,6 @@ from .executor import DryRunExecutor, Executor
 from .output import logs, report
 from .output.masking import Masker
 from .stages import Stages, write_report
-
-EXIT_TEXT = "Exit codes: " + "; ".join(f"{int(code)} {text}"
-                                       for code, text in EXIT_MEANINGS.items())
-SECRET_TEXT = " ".join(
-    f"{spec.variable}: {spec.help} (environment only, never a switch)."
-    for spec in SPECS if spec.secret)
-
 
 def short_help(spec) -> str:
     """One line of --help: the variable and its default; 'lwcontainer help settings' says what
@@ -87,7 +81,7 @@ class Command(cli.Application):
     def guard(self, body: Callable[[Masker], int | None]) -> int:
         """Configure logging, run ``body``, and turn every failure into its exit code."""
         environ = dict(os.environ)
-        masker = Masker(environ.get(name) for name in SECRET_VARIABLES)
+        masker = Masker(secret_texts(environ))
         # Configured once, before anything can fail, from the switches and the environment;
         # only a .env that sets the log settings differently makes execute() configure again.
         given = {**environ, **self.switch_values()}
@@ -120,7 +114,7 @@ class Command(cli.Application):
         def body(masker: Masker) -> int | None:
             environ = dict(os.environ)
             raw = gather(environ, self.switch_values(), self.option("env_file"))
-            secrets = [raw[name] for name in SECRET_VARIABLES if raw.get(name)]
+            secrets = secret_texts(raw)
             masker.add(*secrets)
             for secret in secrets:
                 masker.add_credentials(raw.get("CI_REGISTRY_USER"), secret)
@@ -136,6 +130,13 @@ class Command(cli.Application):
             engine = make_engine(settings, executor, stages, environ, subcommand)
             return action(Run(settings, executor, stages, engine, environ))
         return self.guard(body)
+
+
+def secret_texts(env: dict[str, str]) -> list[str]:
+    """What the masker hides: every secret variable's value (config/secrets.py) and the
+    secrets inside it; a registry password however short."""
+    texts = [*masked_texts(env), *(env[name] for name in PASSWORD_VARIABLES if env.get(name))]
+    return list(dict.fromkeys(texts))
 
 
 class Run:

@@ -1,10 +1,14 @@
-"""The one place processes run: ``Step`` values go in, ``Completed`` values come out.
+"""Where the stages' processes run (the engine's CLI, the in-place capture's bash): ``Step``
+values go in, ``Completed`` values come out. (Reading the settings asks git directly:
+``config/sources.py``.)
 
 Every step is a plumbum command (plumbum finds the program and formulates the argv) started with
-the step's own complete environment, never the process's: nothing edits ``local.env``, so threads
-spawn without a lock. Non-interactive steps run in a session of their own (a terminal's Ctrl-C
-reaches lwcontainer, which then stops the child and cleans up); interactive ones (``run``) share
-the terminal. Secrets go on stdin only and are masked in everything logged, streamed or raised.
+the step's own complete environment, never the process's: nothing edits ``local.env``, so no
+step's environment leaks into another's. One lock covers starting a child and ``abort``, so
+nothing starts once a run is aborted. Non-interactive steps run in a session of their own (a
+terminal's Ctrl-C reaches lwcontainer, which then stops the child and cleans up); interactive
+ones (``run``) share the terminal. Secrets go on stdin only and are masked in everything
+logged, streamed or raised.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Callable, Mapping
+from typing import IO, Callable, Iterable, Mapping
 
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
@@ -26,9 +30,8 @@ from plumbum.commands.processes import CommandNotFound
 from .errors import EngineError, Interrupted, LwcError
 from .output.logs import get_logger
 from .output.masking import Masker
-from .config.settings import SECRET_VARIABLES
-
-MAX_BACKOFF_S = 30.0  # the longest wait between two tries of a step
+from .config.secrets import is_secret_name, user_secret_names
+from .retry import MAX_BACKOFF_S, Backoff
 TIMED_OUT = 124  # the exit code a step that ran out of time gets (as timeout(1) gives)
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
@@ -46,10 +49,12 @@ def transient(stderr: str) -> bool:
 
 
 def child_environment(environ: Mapping[str, str], extra: Mapping[str, str] = (),
-                      hide: tuple[str, ...] = SECRET_VARIABLES) -> dict[str, str]:
-    """A complete environment for children: ``environ`` without the password variables (no
-    child needs them: the password goes on stdin), plus ``extra``."""
-    return {**{k: v for k, v in environ.items() if k not in hide}, **dict(extra)}
+                      hide: Iterable[str] = ()) -> dict[str, str]:
+    """A complete environment for children: ``environ`` without any of the job's secret
+    variables (config/secrets.py, plus the names in ``hide``: the user's LWC_SECRET_VARIABLES
+    however given); no child needs them, a password goes on stdin. Then ``extra``."""
+    user = (*user_secret_names(environ), *hide)
+    return {**{k: v for k, v in environ.items() if not is_secret_name(k, user)}, **dict(extra)}
 
 
 @dataclass(frozen=True)
@@ -120,22 +125,17 @@ class Executor:
         return printable(self.masker(step.shown or shlex.join((step.program, *step.argv))))
 
     def run(self, step: Step) -> Completed:
-        attempt = 0
+        backoff = Backoff(step.retries, self.backoff, self.max_backoff)
         while True:
-            self.log.debug("command", command=self.line(step), attempt=attempt + 1)
+            self.log.debug("step", command=self.line(step), attempt=backoff.failed + 1)
             done = self._run_once(step)
             if done.ok:
                 return done
-            if attempt >= step.retries or not step.retry_if(done.stderr):
+            if not step.retry_if(done.stderr) or not backoff.again(
+                    self.log, step.what, self.masker(last_line(done.stderr))):
                 if not step.check:
                     return done
                 raise step.error(self.failure_message(step, done))
-            attempt += 1
-            delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
-            self.log.warning("retry", what=step.what or step.program, attempt=attempt + 1,
-                             attempts=step.retries + 1, delay_s=delay,
-                             reason=self.masker(last_line(done.stderr)))
-            time.sleep(delay)
 
     def failure_message(self, step: Step, done: Completed) -> str:
         return self.masker(f"{step.what or step.program} failed (exit {done.returncode}): "

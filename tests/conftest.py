@@ -24,9 +24,11 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scripts" / "example-analysis"
-#: The CLI the tests start is this checkout's, whatever else is installed.
-OWN_PACKAGE = {"PYTHONPATH": str(ROOT)}
+
 ENV_FILE = Path(os.environ.get("LWC_TESTBED_ENV", "/run/lwc-testbed/env"))
+#: The package under test, also in the lwcontainer processes tests start (a worktree's, not
+#: whichever one the interpreter has installed).
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 STANDIN_OPTIONS = ("--cap-add SYS_ADMIN --security-opt seccomp=unconfined "
                    "--security-opt apparmor=unconfined")
 
@@ -120,7 +122,6 @@ class Job:
     def env(self, **overrides: str | None) -> dict[str, str]:
         env = {
             "PATH": os.environ["PATH"],
-            **OWN_PACKAGE,
             "HOME": str(self.home),
             "DOCKER_HOST": self.bed["DOCKER_HOST"],
             "LWC_LOG_FORMAT": "json",
@@ -136,6 +137,7 @@ class Job:
             "CI_REGISTRY_IMAGE": self.repository,
             "CI_COMMIT_SHORT_SHA": "c0ffee12",
             "LWC_PUSH_RETRIES": "1",
+            **PYTHONPATH,
         }
         env.update(overrides)
         return {k: v for k, v in env.items() if v is not None}
@@ -227,7 +229,7 @@ def pytest_collection_modifyitems(items):
 
 def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json",
-            "LWC_ENGINE": "docker", **OWN_PACKAGE}
+            "LWC_ENGINE": "docker", **PYTHONPATH}
     return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
                           env={**base, **env}, capture_output=True, text=True, timeout=60)
 

@@ -7,6 +7,8 @@ the secret-name rule, or a name the user lists in ``LWC_SECRET_VARIABLES``.
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Iterable, Mapping
 
@@ -57,3 +59,34 @@ def shell_case_pattern() -> str:
     words = [f"*{word}*" for word in SECRET_NAME_WORDS]
     prefixes = [f"{prefix}*" for prefix in JOB_SECRET_PREFIXES]
     return "|".join((*JOB_SECRET_VARIABLES, *prefixes, *words))
+
+
+def hidden_parts(name: str, value: str) -> tuple[str, ...]:
+    """The secrets inside a structured secret's value, which text may show on their own: the
+    password of a URL's ``user:password@`` (``CI_REPOSITORY_URL``), each ``auth`` of a docker
+    config (``DOCKER_AUTH_CONFIG``) and the ``user:password`` it encodes."""
+    parts: list[str] = []
+    for match in re.finditer(r"://[^/@\s:]*:([^/@\s]+)@", value):
+        parts.append(match.group(1))
+    if name == "DOCKER_AUTH_CONFIG":
+        try:
+            auths = json.loads(value).get("auths") or {}
+            encoded = [entry.get("auth") or "" for entry in auths.values()]
+        except (ValueError, AttributeError):
+            encoded = []
+        for auth in filter(None, encoded):
+            parts.append(auth)
+            try:
+                pair = base64.b64decode(auth, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+            parts.extend((pair, pair.partition(":")[2]))
+    return tuple(part for part in parts if len(part) >= MIN_SECRET_LENGTH)
+
+
+def masked_texts(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Every text the masker hides: each secret's value and the secrets hidden inside it."""
+    out: list[str] = []
+    for name, value in secret_values(env).items():
+        out.extend((value, *hidden_parts(name, value)))
+    return tuple(out)

@@ -18,11 +18,10 @@ from ..errors import ConfigError
 from .platform import ci_style
 from .reference import Reference, InvalidReference, extra_target, parse, parse_target
 from .tags import derived_tags
+from .secrets import USER_SECRETS, is_secret_name, secret_values, user_secret_names
 
 DEFAULT_AUTOMOUNTER_IMAGE = "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master"
 PASSWORD_VARIABLES = ("CI_REGISTRY_PASSWORD", "CI_JOB_TOKEN", "CI_BUILD_TOKEN")
-#: Masked everywhere and kept out of every child's environment.
-SECRET_VARIABLES = (*PASSWORD_VARIABLES, "GITHUB_TOKEN")
 PULL_POLICIES = ("missing", "always", "never")
 TAG_RULES = ("auto", "always", "never")
 PUSH_POLICIES = ("auto", "never")
@@ -74,6 +73,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_BUILD_ENV", "--build-env", "", "names of variables passed into the build (comma "
          "or space separated): each value comes from lwcontainer's environment and never goes "
          "on a command line; a secret is refused"),
+    Spec(USER_SECRETS, "--secret-variables", "", "names of the user's own secret variables "
+         "(comma or space separated), besides the job's (CI_JOB_TOKEN, CI_REPOSITORY_URL, "
+         "DOCKER_AUTH_CONFIG, CI_JOB_JWT*, … and every name with PASSWORD, SECRET, TOKEN, "
+         "PASSWD or CREDENTIAL): masked in logs, kept from every child process, refused in "
+         "LWC_BUILD_ENV, searched for in the in-place layer"),
     Spec("CI_REGISTRY", "--registry", "", "registry to log in to; no registry: no login, no push"),
     Spec("CI_REGISTRY_USER", "--registry-user", "", "registry user name"),
     Spec("CI_REGISTRY_PASSWORD", "--registry-password", "",
@@ -156,7 +160,7 @@ SPEC_BY_NAME = {spec.variable: spec for spec in SPECS}
 #: Settings by what they are about: --help shows each subcommand the groups it uses.
 GROUPS: dict[str, tuple[str, ...]] = {
     "Image": ("LWC_ENGINE", "FROM", "TO", "LWC_EXTRA_TAGS", "LWC_TAG_LATEST"),
-    "Build": ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_ENV", "LWC_PULL",
+    "Build": ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_ENV", USER_SECRETS, "LWC_PULL",
               "LWC_BUILD_TIMEOUT"),
     "Registry": ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD", "LWC_PUSH",
                  "LWC_INSECURE_REGISTRIES", "LWC_KEEP_LOGIN", "LWC_PUSH_RETRIES",
@@ -240,6 +244,7 @@ class Settings:
     ci_style: str | None
     dind_host: str | None
     docker_tls_certdir: str | None
+    secret_variables: tuple[str, ...] = ()  # LWC_SECRET_VARIABLES: the user's own secrets
 
     @property
     def push_enabled(self) -> bool:
@@ -287,7 +292,7 @@ class Settings:
             project_dir=project_dir,
             build_script=_build_script(get.text("LWC_BUILD_SCRIPT"), project_dir,
                                        check=require_from),
-            build_env=_build_env(get),
+            build_env=_build_env(get, env),
             **_registry(get, env),
             insecure_registries=split_list(get.text("LWC_INSECURE_REGISTRIES")),
             pull=get.choice("LWC_PULL", PULL_POLICIES),
@@ -320,6 +325,7 @@ class Settings:
             ci_style=ci_style(env),
             dind_host=get.optional("LWC_DIND_HOST"),
             docker_tls_certdir=get.optional("DOCKER_TLS_CERTDIR"),
+            secret_variables=_secret_variables(env),
         )
         _refuse_secrets_in_public_values(settings, env)
         return settings
@@ -335,28 +341,45 @@ PUBLIC_FIELDS = {"to_image": "TO", "extra_tags": "LWC_EXTRA_TAGS", "from_image":
 
 def _refuse_secrets_in_public_values(settings: Settings, env: Mapping[str, str]) -> None:
     """A secret's value never goes into a tag, a label or the report."""
-    secrets = [env[name] for name in SECRET_VARIABLES if len(env.get(name) or "") >= 4]
+    secrets = secret_values(env)
     for field_name, variable in PUBLIC_FIELDS.items():
         value = getattr(settings, field_name)
         text = " ".join(map(str, value)) if isinstance(value, tuple) else str(value or "")
-        if any(secret in text for secret in secrets):
-            raise ConfigError(variable, "contains the value of a secret variable "
-                                        f"({', '.join(SECRET_VARIABLES)}); it would be pushed "
-                                        "as a tag or written into a label and the report")
+        found = sorted(name for name, secret in secrets.items() if secret in text)
+        if found:
+            raise ConfigError(variable, f"contains the value of a secret variable ({found[0]}); "
+                                        "it would be pushed as a tag or written into a label "
+                                        "and the report")
 
 
 _VARIABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-_SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
-def _build_env(get: _Getter) -> tuple[str, ...]:
+def _secret_variables(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = user_secret_names(env)
+    for name in names:
+        if not _VARIABLE_RE.fullmatch(name):
+            raise ConfigError(USER_SECRETS, f"{name!r} is not a variable name")
+    return names
+
+
+def _build_env(get: _Getter, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Names passed into the build: never a secret variable (the job's, the name rule's, the
+    user's), nor one whose value carries a secret's value under an innocent name."""
     names = split_list(get.text("LWC_BUILD_ENV"))
+    user = _secret_variables(env)
+    secrets = secret_values(env)
     for name in names:
         if not _VARIABLE_RE.fullmatch(name):
             raise ConfigError("LWC_BUILD_ENV", f"{name!r} is not a variable name")
-        if name in SECRET_VARIABLES or _SECRET_NAME_RE.search(name):
+        if is_secret_name(name, user):
             raise ConfigError("LWC_BUILD_ENV", f"{name} holds a secret; it never goes into the "
                                                "build (and so never into the image)")
+        carried = sorted(s for s, value in secrets.items() if value in (env.get(name) or ""))
+        if carried:
+            raise ConfigError("LWC_BUILD_ENV", f"{name} contains the value of {carried[0]}, a "
+                                               "secret; it never goes into the build (and so "
+                                               "never into the image)")
     return names
 
 

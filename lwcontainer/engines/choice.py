@@ -19,11 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
 from .docker import probe as docker_probe
-from .inplace.image import LAYER_FILE
+from .inplace.artifact import LAYER_FILE
+from ..config import git
 from ..config.settings import AUTO_ENGINE, DOCKER, INPLACE, PODMAN, Settings
 from ..errors import EngineError
 from ..executor import Executor
@@ -43,7 +41,7 @@ def choose_engine(settings: Settings, executor: Executor, environ: Mapping[str, 
 def decide(settings: Settings, executor: Executor, environ: Mapping[str, str],
            publishes: bool) -> tuple[str, str]:
     if publishes:
-        untracked, why = untracked_layer(settings.project_dir)
+        untracked, why = untracked_layer(settings.project_dir, environ)
         if untracked:
             return INPLACE, why
         if why:
@@ -73,22 +71,19 @@ def workstation(settings: Settings, executor: Executor,
     return DOCKER, f"{detail}; podman is not installed either"
 
 
-def untracked_layer(project_dir: Path) -> tuple[bool, str]:
-    """(does a captured layer lie in the checkout, untracked by git?, why). Only git's clear
-    answer counts: a layer git tracks, or a checkout git will not read, never chooses."""
+def untracked_layer(project_dir: Path, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """(does a captured layer lie in the checkout, untracked by git?, why). Only a clear answer
+    counts: a layer git tracks, or a checkout git cannot read, never chooses."""
     layer = project_dir / LAYER_FILE
-    if not layer.is_file():
+    if layer.is_symlink() or not layer.is_file():
         return False, ""
-    try:
-        git = local["git"]
-    except CommandNotFound:
-        return False, f"{layer} found, but git is not installed to tell whether it is committed"
-    rc, _, err = git["-C", str(project_dir), "ls-files", "--error-unmatch", "--",
-                     LAYER_FILE].run(retcode=None)
+    rc, _ = git.run(project_dir, environ, "ls-files", "--error-unmatch", "--", LAYER_FILE)
+    untracked = (f"a captured layer {layer} that git does not track: 'publish' with the "
+                 "in-place engine (LWC_ENGINE unset)")
     if rc == 0:
         return False, f"{layer} is committed to the checkout: it does not choose the engine"
-    if rc == 1 or "not a git repository" in err.lower():
-        return True, (f"a captured layer {layer} that git does not track: 'publish' with the "
-                      "in-place engine (LWC_ENGINE unset)")
-    last = err.strip().splitlines()[-1] if err.strip() else f"exit {rc}"
-    return False, f"{layer} found, but git cannot tell whether it is committed: {last}"
+    if rc == 1:
+        return True, untracked
+    if not (project_dir / ".git").exists() and rc in (127, 128):  # no checkout: not committed
+        return True, untracked
+    return False, f"{layer} found, but git cannot tell whether it is committed (exit {rc})"

@@ -3,7 +3,8 @@
 Each source is a context manager with ``volume()`` (how containers mount it), ``wait_mounted``
 (cheap, on the source's side, while a pull is still ``pending``) and ``start_probe(image)`` (as
 the build will see it: a ``Probe`` to wait on). The host's CVMFS and "none" are here; the
-automounter has a module of its own. Waits take futures, never callbacks.
+automounter has a module of its own. Waits take the pull as a future; the probe hands its
+stdout lines to a callback of its own (``Probe._line``) that only sets an event.
 """
 from __future__ import annotations
 

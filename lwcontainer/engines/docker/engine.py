@@ -58,11 +58,12 @@ class DockerEngine:
                     "build": settings.build_timeout,
                     # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
                     "probe": settings.cvmfs_timeout + settings.transfer_timeout}
+        hide = settings.secret_variables
         self.docker = DockerCli(executor, self.cli,
-                                child_environment(environ, self.cli.variables()), timeouts)
+                                child_environment(environ, self.cli.variables(), hide), timeouts)
         # 'lwcontainer login' logs in to the user's own config, where the login stays.
         self.user_docker = DockerCli(executor, self.cli,
-                                     child_environment(environ, self.cli.variables(False)),
+                                     child_environment(environ, self.cli.variables(False), hide),
                                      timeouts)
         self.private_login = True
         self.base: dict = {}
@@ -352,15 +353,7 @@ class DockerEngine:
     def base_digest(self) -> str | None:
         if self.s.from_image.digest:
             return self.s.from_image.digest
-        wanted = self.s.from_image.normalized.repository
-        for repo_digest in self.base.get("RepoDigests") or ():
-            name, _, digest = repo_digest.partition("@")
-            try:
-                if parse(name).normalized.repository == wanted:
-                    return digest
-            except InvalidReference:
-                continue
-        return None
+        return repo_digest(self.base, self.s.from_image.normalized.repository) or None
 
     def tag(self) -> None:
         with self.stages.stage("tag"):
@@ -394,12 +387,18 @@ class DockerEngine:
                                    f"{self.s.to_image.repository}@sha256:" + "0" * 64]}]))
         if not done.ok or not done.stdout.strip():
             return ""
-        wanted = self.s.to_image.normalized.repository
-        for repo_digest in json.loads(done.stdout)[0].get("RepoDigests") or ():
-            name, _, digest = repo_digest.partition("@")
-            try:
-                if parse(name).normalized.repository == wanted:
-                    return f"{self.s.to_image.repository}@{digest}"
-            except InvalidReference:
-                continue
-        return ""
+        digest = repo_digest(json.loads(done.stdout)[0], self.s.to_image.normalized.repository)
+        return f"{self.s.to_image.repository}@{digest}" if digest else ""
+
+
+def repo_digest(inspected: Mapping, repository: str) -> str:
+    """The digest an image inspection records for ``repository`` (fully qualified), from its
+    ``RepoDigests`` (``name@sha256:...``, the name spelled as the engine likes); "" if none."""
+    for entry in inspected.get("RepoDigests") or ():
+        name, _, digest = entry.partition("@")
+        try:
+            if parse(name).normalized.repository == repository:
+                return digest
+        except InvalidReference:
+            continue
+    return ""

@@ -16,7 +16,8 @@ from contextlib import nullcontext
 from typing import ContextManager, Mapping
 
 from . import capture
-from .image import Layer, assemble
+from .artifact import Layer
+from .image import assemble
 from .publish import Publisher
 from ...config.settings import Settings
 from ...errors import BuildError, ConfigError
@@ -36,7 +37,8 @@ class InplaceEngine:
         self.stages = stages
         self.log = get_logger()
         self.env = child_environment(environ, {"LWC_BUILD_SCRIPT": settings.build_script,
-                                               "LWC_BUILD_ENV": " ".join(settings.build_env)})
+                                               "LWC_BUILD_ENV": " ".join(settings.build_env)},
+                                     settings.secret_variables)
         self.image = None
         self.layer = None
 

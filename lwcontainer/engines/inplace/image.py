@@ -1,17 +1,13 @@
-"""The captured layer, the base image as its registry has it, and the new image's config and
-manifest: plain values and pure functions, no requests."""
+"""The base image as its registry has it and the new image's config and manifest: plain values
+and pure functions, no requests. The captured layer is artifact.py's."""
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from .artifact import Layer
 from ...errors import ConfigError
-
-LAYER_FILE = "lwcontainer-layer.tar.gz"
-META_FILE = "lwcontainer-layer.json"
-FORMAT = 1
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -23,54 +19,6 @@ FAMILY = {
                    "application/vnd.oci.image.layer.v1.tar+gzip"),
 }
 ROLE_LABEL = "lwcontainer.role"
-
-
-@dataclass(frozen=True)
-class Layer:
-    """What the capture wrote: the layer file and its description."""
-
-    path: Path
-    diff_id: str
-    digest: str
-    size: int
-    uncompressed_size: int
-    os: str
-    architecture: str
-    build_script: str
-    created: int
-
-    @classmethod
-    def read(cls, directory: Path) -> Layer:
-        meta_path, path = directory / META_FILE, directory / LAYER_FILE
-        if not meta_path.is_file() or not path.is_file():
-            raise ConfigError("LWC_ENGINE", f"no captured layer in {directory} ({LAYER_FILE}, "
-                                            f"{META_FILE}): run the capture job first "
-                                            "(bash .gitlab/lwcontainer-capture.sh in FROM)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != FORMAT:
-                raise ConfigError("LWC_ENGINE", f"{meta_path} has format {meta.get('format')!r}; "
-                                                f"this lwcontainer reads {FORMAT}: regenerate the "
-                                                "capture script with 'lwcontainer init --force'")
-            layer = cls(path, meta["diff_id"], meta["digest"], int(meta["size"]),
-                        int(meta["uncompressed_size"]), meta["os"], meta["architecture"],
-                        str(meta["build_script"]), int(meta["created"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError("LWC_ENGINE", f"{meta_path} is not a layer description: "
-                                            f"{exc}") from None
-        layer.verify()
-        return layer
-
-    def verify(self) -> None:
-        """The file is the one described (an artifact can be truncated or swapped)."""
-        digest = hashlib.sha256()
-        with self.path.open("rb") as file:
-            for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
-        found = "sha256:" + digest.hexdigest()
-        if found != self.digest or self.path.stat().st_size != self.size:
-            raise ConfigError("LWC_ENGINE", f"{self.path} is not the layer {META_FILE} describes "
-                                            f"({found}, expected {self.digest}): capture again")
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,17 @@ machine's disk: on the same registry they are mounted across repositories; from 
 they are streamed blob by blob, and skipped where the target already has them."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .image import Base, Layer, NewImage, pick_platform
+from .artifact import Layer
+from .image import Base, NewImage, pick_platform
 from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError
 from ...config.reference import Reference, insecure_registry
 from ...config.settings import Settings
 from ...errors import ConfigError, EngineError, LoginError, PushError
-from ...executor import MAX_BACKOFF_S
 from ...output.logs import get_logger
+from ...retry import Backoff
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Publisher:
         for blob in base_layers:
             self._base_blob(client, repository, blob)
         if not client.has_blob(repository, layer.digest):
-            with layer.path.open("rb") as file:  # streamed, whatever its size
+            with layer.open() as file:  # streamed, whatever its size
                 client.upload(repository, layer.digest, file, layer.size)
             self.transfer.uploaded += 1
         if not client.has_blob(repository, image.config_digest):
@@ -133,20 +133,15 @@ class Publisher:
         self.transfer.copied += 1
 
     def _retrying(self, action: Callable[[], str], retries: int, what: str) -> str:
-        attempt = 0
+        backoff = Backoff(retries, self.backoff)
         while True:
             try:
                 return action()
             except RegistryError as exc:
                 if exc.auth:
                     raise LoginError(f"pushing {what} was refused: {exc}") from None
-                if attempt >= retries:
-                    raise PushError(f"pushing {what} failed after {attempt + 1} attempt(s): "
+                if not backoff.again(self.log, f"push {what}", str(exc)):
+                    raise PushError(f"pushing {what} failed after {backoff.failed} attempt(s): "
                                     f"{exc}. The captured layer is kept; run 'lwcontainer "
                                     f"publish' again (same settings) once the registry is "
                                     f"back") from None
-                attempt += 1
-                delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)
-                self.log.warning("retry", what=f"push {what}", attempt=attempt + 1,
-                                 attempts=retries + 1, delay_s=delay, reason=str(exc))
-                time.sleep(delay)

@@ -1,0 +1,155 @@
+"""Issue 17, checkout trust and the smaller findings: one test each, engine-free. What the
+checkout, its .env, the build and a committed report cannot make lwcontainer do, and which
+variables are the job's secrets everywhere. The real-engine ones are in test_trust_e2e.py."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from plumbum import local
+
+from lwcontainer import cli, pipeline
+from lwcontainer.config import git
+from lwcontainer.config.settings import SPEC_BY_NAME, Settings
+from lwcontainer.config.sources import gather
+from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.docker.client import DockerCli
+from lwcontainer.engines.docker.engine import DockerEngine
+from lwcontainer.engines.inplace.engine import InplaceEngine
+from lwcontainer.errors import ConfigError
+from lwcontainer.executor import Executor
+from lwcontainer.output.masking import Masker
+from lwcontainer.stages import Stages
+
+from test_orchestration import Recorder
+
+TOKEN = "glcbt-64_job-token-value-0123"
+#: The job's secrets under names that do not say so, and the user's own.
+INNOCENT = {
+    "CI_REPOSITORY_URL": f"https://gitlab-ci-token:{TOKEN}@gitlab.example.org/me/ana.git",
+    "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"r.example.org": {
+        "auth": "dXNlcjpkb2NrZXItYXV0aC1wYXNzd29yZA=="}}}),  # user:docker-auth-password
+    "CI_JOB_JWT_V2": "eyJhbGciOiJSUzI1NiJ9.jwt-payload.jwt-signature",
+    "EOS_KEYTAB": "keytab-bytes-of-the-user",
+}
+
+
+def secret_env(**more: str) -> dict[str, str]:
+    return {"CI_JOB_TOKEN": TOKEN, **INNOCENT, "LWC_SECRET_VARIABLES": "EOS_KEYTAB", **more}
+
+
+# -- M6: the job's secret variables, one list, everywhere --------------------------------------
+def test_m6_every_secret_variable_is_masked_in_what_lwcontainer_prints(project, monkeypatch,
+                                                                      capsys):
+    values = [*INNOCENT.values(), "docker-auth-password", "dXNlcjpkb2NrZXItYXV0aC1wYXNzd29yZA=="]
+
+    def broken(engine, stages, settings, dry_run):
+        raise RuntimeError("bug near " + " and ".join(values))
+
+    monkeypatch.setattr(pipeline, "whole_job", broken)
+    with local.env(FROM="r.io/x:1", LWC_LOG_FORMAT="json", HOME=str(project), **secret_env()):
+        monkeypatch.chdir(project)
+        monkeypatch.setattr(os, "environ", dict(local.env))
+        code = cli.main(["--dry-run"])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == 1 and "internal_error" in text
+    for value in values:
+        assert value not in text, value
+
+
+def test_m6_no_secret_variable_reaches_a_child(project):
+    environ = {"PATH": "/usr/bin", "HOME": str(project), "KEEP_ME": "1", **secret_env()}
+    s = Settings.from_mapping({"FROM": "r.io/x:1", **environ}, cwd=project)
+    docker = DockerEngine(s, Recorder({}), Stages(s, Masker(), io.StringIO()), environ,
+                          local_socket=Path("/nonexistent"))
+    inplace = InplaceEngine(s, Executor(Masker()), Stages(s, Masker(), io.StringIO()), environ)
+    for env in (docker.docker.env, docker.user_docker.env, inplace.env):
+        assert env["KEEP_ME"] == "1"
+        leaked = sorted(set(secret_env()) - {"LWC_SECRET_VARIABLES"} & set(env))
+        assert leaked == []
+
+
+@pytest.mark.parametrize("name", ["CI_REPOSITORY_URL", "DOCKER_AUTH_CONFIG", "CI_JOB_JWT_V2",
+                                  "EOS_KEYTAB"])
+def test_m6_build_env_refuses_secrets_under_innocent_names(project, name):
+    with pytest.raises(ConfigError, match=f"^LWC_BUILD_ENV: {name} holds a secret"):
+        Settings.from_mapping({"FROM": "r.io/x:1", **secret_env(), "LWC_BUILD_ENV": name},
+                              cwd=project)
+
+
+def test_m6_build_env_refuses_a_variable_whose_value_contains_a_secret(project):
+    env = secret_env(GIT_REMOTE=f"https://me:{TOKEN}@git.example.org/x.git",
+                     LWC_BUILD_ENV="GIT_REMOTE")
+    with pytest.raises(ConfigError, match="^LWC_BUILD_ENV: GIT_REMOTE contains the value of "
+                                          "CI_JOB_TOKEN"):
+        Settings.from_mapping({"FROM": "r.io/x:1", **env}, cwd=project)
+
+
+def test_m6_a_users_secret_never_becomes_a_tag(project):
+    env = secret_env(TO="r.io/me/ana:keytab-bytes-of-the-user")
+    with pytest.raises(ConfigError, match="^TO: contains the value of a secret"):
+        Settings.from_mapping({"FROM": "r.io/x:1", **env}, cwd=project)
+
+
+def test_m6_secret_variables_is_a_setting_the_checkout_cannot_set(project):
+    spec = SPEC_BY_NAME["LWC_SECRET_VARIABLES"]
+    assert not spec.dotenv and not spec.secret
+    (project / ".env").write_text("FROM=r.io/x:1\nLWC_SECRET_VARIABLES=\n")
+    from conftest import lwc
+    done = lwc("--dry-run", cwd=project)
+    assert done.returncode == 2 and "LWC_SECRET_VARIABLES" in done.stderr
+    with pytest.raises(ConfigError, match="^LWC_SECRET_VARIABLES: 'A-B' is not a variable name"):
+        Settings.from_mapping({"FROM": "r.io/x:1", "LWC_SECRET_VARIABLES": "OK_NAME A-B"},
+                              cwd=project)
+
+
+# -- M7: the checkout's .git is untrusted ------------------------------------------------------
+def git_repository(path: Path, owner: int | None = None) -> str:
+    """A one-commit repository at ``path`` with a monitor planted in its config (as a build or
+    an earlier job could); returns HEAD."""
+    path.mkdir(parents=True, exist_ok=True)
+    quiet = dict(check=True, capture_output=True, text=True)
+    subprocess.run(["git", "init", "-q", str(path)], **quiet)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@x",
+                    "commit", "-q", "--allow-empty", "-m", "one"], **quiet)
+    sha = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], **quiet).stdout.strip()
+    with open(path / ".git" / "config", "a") as config:
+        config.write(f"[core]\n\tfsmonitor = touch {path}.monitor-ran #\n"
+                     f"\thooksPath = {path}/.githooks\n")
+    if owner is not None:
+        subprocess.run(["chown", "-R", f"{owner}:{owner}", str(path)], check=True)
+    return sha
+
+
+def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_checkout(tmp_path):
+    project = tmp_path / "ana"
+    sha = git_repository(project, owner=1000)  # the runner's user, not ours
+    environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    raw = gather(environ, {}, cwd=project)
+    assert raw["CI_COMMIT_SHA"] == sha and raw["CI_COMMIT_SHORT_SHA"] == sha[:8]
+    assert not Path(f"{project}.monitor-ran").exists()
+    # The planted monitor is real: an ordinary 'git status' runs it; lwcontainer's git does not.
+    rc, _ = git.run(project, environ, "status")
+    assert rc == 0 and not Path(f"{project}.monitor-ran").exists()
+    subprocess.run(["git", "-c", "safe.directory=*", "-C", str(project), "status"],
+                   capture_output=True)
+    assert Path(f"{project}.monitor-ran").exists()
+
+
+def test_m7_the_build_container_gets_git_read_only(project):
+    s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
+    (project / ".git").mkdir()
+    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    p = str(s.project_dir)
+    assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
+    (project / ".git").rmdir()
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+        .create_argv()
+    (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
+    with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
+        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
