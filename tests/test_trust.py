@@ -17,6 +17,7 @@ from lwcontainer.config import git
 from lwcontainer.config.settings import SPEC_BY_NAME, Settings
 from lwcontainer.config.sources import gather
 from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.cli import EngineCli
 from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
@@ -26,6 +27,8 @@ from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
 from test_orchestration import Recorder
+
+DOCKER = EngineCli("docker", "Docker engine")
 
 TOKEN = "glcbt-64_job-token-value-0123"
 #: The job's secrets under names that do not say so, and the user's own.
@@ -144,12 +147,12 @@ def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_che
 def test_m7_the_build_container_gets_git_read_only(project):
     s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
     (project / ".git").mkdir()
-    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
     p = str(s.project_dir)
     assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
     (project / ".git").rmdir()
-    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})) \
         .create_argv()
     (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
     with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
-        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+        BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
