@@ -1,6 +1,8 @@
 """GitHub Actions: masking for its log (its variables under GitLab's names: config/platform.py)."""
 from __future__ import annotations
 
+from ..output.masking import MIN_PART
+
 
 def escape_data(text: str) -> str:
     """As GitHub's toolkit escapes a workflow command's data."""
@@ -9,7 +11,8 @@ def escape_data(text: str) -> str:
 
 def add_mask_commands(secret: str) -> list[str]:
     """``::add-mask::`` lines for a secret: GitHub masks line by line, so a multi-line secret
-    gets one command per line, and the whole of it once more."""
-    lines = [line for line in secret.replace("\r", "").split("\n") if line]
-    parts = lines if len(lines) > 1 else []
+    gets one command per line, and the whole of it once more. A line shorter than the masker's
+    MIN_PART is not masked on its own (a line ``}`` would mask every ``}`` in the log)."""
+    lines = [line for line in secret.replace("\r", "").split("\n") if len(line) >= MIN_PART]
+    parts = [line for line in lines if line != secret]
     return [f"::add-mask::{escape_data(part)}" for part in [secret, *parts]]

@@ -21,8 +21,12 @@ from . import git
 from .platform import github_defaults
 from .settings import DOTENV_ALLOWED, SPEC_BY_NAME
 
+#: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the
+#: jobs' own, read by the CI file, never by lwcontainer; known, so never warned about.
+SCAFFOLD_VARIABLES = ("LWC_RUNNER_TAG", "LWC_PACKAGE_INDEX")
 # Names a user may mean although no Spec has them (read elsewhere, or by the docker CLI).
-KNOWN_NAMES = frozenset({*SPEC_BY_NAME, "CI_JOB_TOKEN", "CI_BUILD_TOKEN", "GITHUB_TOKEN", "HOME",
+KNOWN_NAMES = frozenset({*SPEC_BY_NAME, *SCAFFOLD_VARIABLES, "CI_JOB_TOKEN", "CI_BUILD_TOKEN",
+                         "GITHUB_TOKEN", "HOME",
                          "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
                          "LWC_BUILD_ENV", "LWC_TESTBED_ENV", "LWC_REQUIRE_DOCKER"})
 
