@@ -22,7 +22,7 @@ from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
-from lwcontainer.executor import Executor
+from lwcontainer.executor import Completed, Executor
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
@@ -156,3 +156,61 @@ def test_m7_the_build_container_gets_git_read_only(project):
     (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
     with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
         BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
+
+
+# -- orphans after SIGKILL -----------------------------------------------------------------------
+def test_orphans_an_owner_is_a_process_on_this_host_and_its_start_time(project):
+    from lwcontainer.engines.docker import owner
+    me = owner.this_process()
+    assert owner.Owner.parse(str(me)) == me and me.alive()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    assert not owner.Owner(me.host, finished.pid, me.start).alive()  # gone
+    assert not owner.Owner(me.host, me.pid, str(int(me.start) + 1)).alive()  # pid reused
+    assert owner.Owner("another-runner", finished.pid, "1").alive()  # not ours to judge
+    assert owner.Owner.parse("no-owner") is None
+
+
+def listing(*rows: tuple[str, str, str, str]) -> str:
+    """docker ps lines: ID, name, state, owner label, keep label."""
+    return "".join("\t".join((row[0], f"lwc-{row[0]}", *row[1:])) + "\n" for row in rows)
+
+
+def test_orphans_build_and_lease_containers_carry_their_owner(project):
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.automounter import Automounter
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
+    label = f"lwcontainer.owner={owner.this_process()}"
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
+    assert label in argv and "lwcontainer.keep=1" not in argv
+    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {}),
+                                                  keep=True).create_argv()
+    x = Recorder({})
+    with Automounter(s, DockerCli(x, DOCKER, {})).lease():
+        pass
+    assert label in x.ran("create")[0]
+
+
+def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project):
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.automounter import Automounter
+    me = owner.this_process()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = f"{me.host}/{dead.pid}/{me.start}"
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
+    rows = [("orphan1", "running", gone, ""), ("orphan2", "created", gone, ""),
+            ("kept-done", "exited", gone, "1"), ("kept-killed", "running", gone, "1")]
+    x = Recorder({("ps",): Completed(0, listing(*rows), "")})
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
+    mounter.started, mounter.id = True, "a" * 64
+    mounter.release()
+    removed = [argv[-1] for argv in x.ran("rm")]
+    assert removed[:3] == ["orphan1", "orphan2", "kept-killed"]
+    assert x.ran("stop", "--time", "10", "a" * 64), "orphans do not keep the automounter"
+    live = [("other-run", "running", str(me), ""), ("elsewhere", "created", "runner-b/1/1", "")]
+    x = Recorder({("ps",): Completed(0, listing(*rows[:1], *live), "")})
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
+    mounter.started, mounter.id = True, "a" * 64
+    mounter.release()
+    assert [argv[-1] for argv in x.ran("rm")] == ["orphan1"] and not x.ran("stop")

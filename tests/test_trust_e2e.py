@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
+from test_reliability_e2e import Watch
 from test_trust import git_repository
 
 
@@ -35,3 +36,25 @@ echo built > artifact.txt
     subprocess.run(["git", "-c", "safe.directory=*", "-C", str(job.project), "status"],
                    capture_output=True, check=True)
     assert not marker.exists()
+
+
+def test_orphans_a_sigkilled_runs_build_container_is_removed_by_the_next_run(job):
+    quick_build(job, "echo build-started\nsleep 600\n")
+    proc = job.popen(CI_REGISTRY=None, LWC_PUSH="never")
+    watch = Watch(proc)
+    try:
+        watch.wait_for("build-started")
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait(timeout=20)
+    left = [name for name in job.containers() if name != job.automounter]
+    assert len(left) == 1, job.containers()  # the killed run's build container, still running
+    # The next run starts its own automounter, builds, and at the end stops it: the orphan
+    # is gone (removed at the start) and does not count as a build in progress.
+    job.bed.docker("rm", "-f", job.automounter)
+    quick_build(job, "echo second\n")
+    result = job.run(CI_REGISTRY=None, LWC_PUSH="never")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [event["container"] for event in result.events("orphan_removed")] == left
+    assert result.events("automounter_stopped") and not result.events("automounter_kept")
+    assert job.containers() == []

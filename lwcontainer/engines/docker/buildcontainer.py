@@ -6,7 +6,7 @@ from pathlib import Path
 
 from structlog.contextvars import bound_contextvars
 
-from . import commands
+from . import commands, owner
 from ... import signals
 from ...errors import BuildError, ConfigError
 from ...executor import last_line
@@ -37,6 +37,7 @@ class BuildContainer:
     def create_argv(self) -> commands.Argv:
         return commands.build_create(self.settings, self.name, self.volume,
                                      git=checkout_git(self.settings.project_dir),
+                                     labels=owner.labels(keep=self.keep),
                                      options=self.options)
 
     def __enter__(self) -> str:
