@@ -21,8 +21,7 @@ EXIT_MEANINGS = {
     ExitCode.OK: "done",
     ExitCode.INTERNAL: "internal error (a bug: the log has the traceback, secrets masked)",
     ExitCode.CONFIG: "configuration or usage error",
-    ExitCode.ENGINE: "engine unreachable (docker: no Docker engine answers; podman: it cannot "
-                     "run) or a registry unreachable (inplace: FROM's registry)",
+    ExitCode.ENGINE: "the engine or a registry unreachable (the error names which)",
     ExitCode.LOGIN: "registry login refused",
     ExitCode.CVMFS: "CVMFS not available in time",
     ExitCode.BUILD: "build script (or the capture) failed; its own exit code is logged",

@@ -214,3 +214,39 @@ def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project
     mounter.started, mounter.id = True, "a" * 64
     mounter.release()
     assert [argv[-1] for argv in x.ran("rm")] == ["orphan1"] and not x.ran("stop")
+
+
+# -- M4: the checkout cannot choose where to push ----------------------------------------------
+CI = {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": TOKEN,
+      "CI_REGISTRY_IMAGE": "r.example.org/me/ana"}
+
+
+@pytest.mark.parametrize("to,environ", [
+    ("r.example.org/victim-group/production:latest", CI),
+    ("r.example.org/me/ana-evil:v1", CI),  # a name that merely starts like it
+    ("other.example.org/me/ana:v1", CI),
+    ("victim-group/production:latest", CI),  # Docker Hub
+    ("r.example.org/me/ana:v1", {}),  # outside CI: no registry host at all
+    ("victim-group/production:latest", {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u",
+                                        "CI_JOB_TOKEN": TOKEN}),  # pushed to Docker Hub
+])
+def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
+    (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
+    with pytest.raises(ConfigError, match="^TO: .*CI_REGISTRY_IMAGE"):
+        gather({"PATH": os.environ["PATH"], **environ}, {}, cwd=project)
+
+
+@pytest.mark.parametrize("to,environ", [
+    ("r.example.org/me/ana:v2", CI),
+    ("r.example.org/me/ana/cc7:v2", CI),
+    ("myanalysis:v2", {}),
+    ("lwcontainer/ana:v2", {"CI_REGISTRY": "r.example.org", "LWC_PUSH": "never"}),
+])
+def test_m4_the_checkouts_env_may_name_its_own_repository_or_a_local_image(project, to, environ):
+    (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
+    assert gather({"PATH": os.environ["PATH"], **environ}, {}, cwd=project)["TO"] == to
+    # What the user sets wins and is the user's to choose.
+    (project / ".env").write_text("FROM=r.io/x:1\nTO=r.example.org/victim/prod:1\n")
+    raw = gather({"PATH": os.environ["PATH"], **CI, "TO": "r.example.org/other/x:1"}, {},
+                 cwd=project)
+    assert raw["TO"] == "r.example.org/other/x:1"

@@ -41,6 +41,11 @@ class Reference:
     def normalized(self) -> Reference:
         """Fully qualified, as docker completes it: docker.io, library/ for an official image,
         latest when neither tag nor digest is given."""
+        if self.domain is None and "/" in self.path and "." in self.path.split("/", 1)[0]:
+            # docker splits off a first component with '.' as the registry host; one that is
+            # no valid host (a_b.com) stays part of the path, with no registry at all
+            return Reference(None, self.path, self.tag or (None if self.digest else "latest"),
+                             self.digest)
         domain = self.domain if self.domain not in (None, "index.docker.io") else "docker.io"
         path = f"library/{self.path}" if domain == "docker.io" and "/" not in self.path \
             else self.path
@@ -67,9 +72,11 @@ def parse(text: str) -> Reference:
         _check_digest(text, digest)
     name, tag = _split_tag(text, name)
     domain, path = _split_domain(text, name)
-    if len(path) + (len(domain) + 1 if domain else 0) > MAX_NAME_LENGTH:
-        raise InvalidReference(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
-    return Reference(domain, path, tag, digest or None)
+    ref = Reference(domain, path, tag, digest or None)
+    if len(ref.normalized.path) > MAX_NAME_LENGTH:  # docker counts the path only, library/ too
+        raise InvalidReference(f"{text!r}: its repository path {ref.normalized.path[:20]!r}… is "
+                               f"longer than {MAX_NAME_LENGTH} characters")
+    return ref
 
 
 def _check_text(text: str) -> None:

@@ -59,7 +59,8 @@ SPECS: tuple[Spec, ...] = (
          "(no engine, no privileges: build inside FROM on the runner, publish through the "
          "registry API)"),
     Spec("FROM", "--from", "", "base image the build runs in", shown="(required)", dotenv=True),
-    Spec("TO", "--to", "", "image reference to tag and push",
+    Spec("TO", "--to", "", "image reference to tag and push; from the checkout's .env only "
+         "CI_REGISTRY_IMAGE or a repository below it (outside CI: a local name, not pushed)",
          shown="${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
                "locally lwcontainer/<dir>:<git short sha|latest>", dotenv=True),
     Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
@@ -381,6 +382,37 @@ def _build_env(get: _Getter, env: Mapping[str, str]) -> tuple[str, ...]:
                                                "secret; it never goes into the build (and so "
                                                "never into the image)")
     return names
+
+
+def checkout_target(text: str, env: Mapping[str, str]) -> None:
+    """TO from the checkout's .env (M4): its repository must be CI_REGISTRY_IMAGE or lie below
+    it; outside CI (no CI_REGISTRY_IMAGE), a local image: no registry host, and not pushed
+    (a name without a host would be pushed to Docker Hub). Else a ConfigError naming the rule."""
+    get = _Getter(env)
+    try:
+        target = parse_target(text)
+    except InvalidReference:
+        return  # Settings names the bad reference
+    own = get.optional("CI_REGISTRY_IMAGE")
+    if own is not None:
+        try:
+            repository = parse(own).normalized.repository
+        except InvalidReference:
+            return  # Settings names it
+        wanted = target.normalized.repository
+        if wanted == repository or wanted.startswith(repository + "/"):
+            return
+        where = f"CI_REGISTRY_IMAGE ({own}) or a repository below it"
+    else:
+        pushed = get.optional("CI_REGISTRY") is not None and \
+            (get.optional("LWC_PUSH") or "auto").lower() != "never"
+        if target.domain is None and not pushed:
+            return
+        where = ("CI_REGISTRY_IMAGE or a repository below it, or, outside CI (no "
+                 "CI_REGISTRY_IMAGE), a local image without a registry host that is not pushed")
+    raise ConfigError("TO", f"{text!r} from the checkout's .env: the checkout may name only "
+                            f"{where}; set TO in the environment or on the command line to "
+                            "push elsewhere")
 
 
 def _report_prefix(get: _Getter) -> str:
