@@ -158,7 +158,7 @@ def run_image(image: str, volume: Argv, workspace: str | None, tty: bool,
 
 def lease_create(s: Settings, name: str, labels: Argv = ()) -> Argv:
     """A never-started container of the automounter image, counted as a build in progress."""
-    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels, *options,
+    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels,
             str(s.automounter_image))
 
 
