@@ -118,5 +118,5 @@ def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing()
     assert argv[:6] == ("run", "--rm", "-i", "--network", "none", "--user")
     assert "sha256:abc" in argv
     assert not any(word in modes.FIND.replace("2>/dev/null", "")
-                   for word in ("chmod", "chown", ">", "rm "))  # only reads
+                   for word in ("chmod", "chown", ">", " rm "))  # only reads
     assert "-perm -0002" in modes.FIND and "! -perm -1000" in modes.FIND
