@@ -19,13 +19,15 @@ class BuildContainer:
     always removed on exit, unless kept after success for a later 'commit'."""
 
     def __init__(self, settings: Settings, docker: DockerCli, volume: commands.Argv = (),
-                 keep: bool = False, existing: str | None = None) -> None:
+                 keep: bool = False, existing: str | None = None,
+                 cvmfs_wait: int | None = None) -> None:
         self.docker = docker
         self.x = docker.executor
         self.settings = settings
         self.volume = volume
         self.keep = keep
         self.existing = existing
+        self.cvmfs_wait = cvmfs_wait  # seconds its first step waits for CVMFS; None: no check
         job = slug(settings.job_id) if settings.job_id else "local"
         self.name = existing or (f"lwc-{slug(settings.project_name)[:40]}-{job}-"
                                  f"{secrets.token_hex(4)}")
@@ -34,7 +36,8 @@ class BuildContainer:
     def __enter__(self) -> str:
         if not self.existing:
             try:
-                self.docker.run(commands.build_create(self.settings, self.name, self.volume),
+                self.docker.run(commands.build_create(self.settings, self.name, self.volume,
+                                                      self.cvmfs_wait),
                                 error=BuildError, what="build container create")
             except BaseException:  # a signal may land after docker created it: remove by name
                 with signals.deferred():
