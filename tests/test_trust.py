@@ -6,17 +6,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from plumbum import local
 
 from lwcontainer import cli, pipeline
+from lwcontainer.config import git
 from lwcontainer.config.settings import SPEC_BY_NAME, Settings
+from lwcontainer.config.sources import gather
+from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
-from lwcontainer.executor import Executor
+from lwcontainer.executor import Completed, Executor
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
@@ -101,3 +106,108 @@ def test_m6_secret_variables_is_a_setting_the_checkout_cannot_set(project):
     with pytest.raises(ConfigError, match="^LWC_SECRET_VARIABLES: 'A-B' is not a variable name"):
         Settings.from_mapping({"FROM": "r.io/x:1", "LWC_SECRET_VARIABLES": "OK_NAME A-B"},
                               cwd=project)
+
+
+# -- M7: the checkout's .git is untrusted ------------------------------------------------------
+def git_repository(path: Path, owner: int | None = None) -> str:
+    """A one-commit repository at ``path`` with a monitor planted in its config (as a build or
+    an earlier job could); returns HEAD."""
+    path.mkdir(parents=True, exist_ok=True)
+    quiet = dict(check=True, capture_output=True, text=True)
+    subprocess.run(["git", "init", "-q", str(path)], **quiet)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@x",
+                    "commit", "-q", "--allow-empty", "-m", "one"], **quiet)
+    sha = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], **quiet).stdout.strip()
+    with open(path / ".git" / "config", "a") as config:
+        config.write(f"[core]\n\tfsmonitor = touch {path}.monitor-ran #\n"
+                     f"\thooksPath = {path}/.githooks\n")
+    if owner is not None:
+        subprocess.run(["chown", "-R", f"{owner}:{owner}", str(path)], check=True)
+    return sha
+
+
+def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_checkout(tmp_path):
+    project = tmp_path / "ana"
+    sha = git_repository(project, owner=1000)  # the runner's user, not ours
+    environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    raw = gather(environ, {}, cwd=project)
+    assert raw["CI_COMMIT_SHA"] == sha and raw["CI_COMMIT_SHORT_SHA"] == sha[:8]
+    assert not Path(f"{project}.monitor-ran").exists()
+    # The planted monitor is real: an ordinary 'git status' runs it; lwcontainer's git does not.
+    rc, _ = git.run(project, environ, "status")
+    assert rc == 0 and not Path(f"{project}.monitor-ran").exists()
+    subprocess.run(["git", "-c", "safe.directory=*", "-C", str(project), "status"],
+                   capture_output=True)
+    assert Path(f"{project}.monitor-ran").exists()
+
+
+def test_m7_the_build_container_gets_git_read_only(project):
+    s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
+    (project / ".git").mkdir()
+    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    p = str(s.project_dir)
+    assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
+    (project / ".git").rmdir()
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+        .create_argv()
+    (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
+    with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
+        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+
+
+# -- orphans after SIGKILL -----------------------------------------------------------------------
+def test_orphans_an_owner_is_a_process_on_this_host_and_its_start_time(project):
+    from lwcontainer.engines.docker import owner
+    me = owner.this_process()
+    assert owner.Owner.parse(str(me)) == me and me.alive()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    assert not owner.Owner(me.host, finished.pid, me.start).alive()  # gone
+    assert not owner.Owner(me.host, me.pid, str(int(me.start) + 1)).alive()  # pid reused
+    assert owner.Owner("another-runner", finished.pid, "1").alive()  # not ours to judge
+    assert owner.Owner.parse("no-owner") is None
+
+
+def listing(*rows: tuple[str, str, str, str]) -> str:
+    """docker ps lines: ID, name, state, owner label, keep label."""
+    return "".join("\t".join((row[0], f"lwc-{row[0]}", *row[1:])) + "\n" for row in rows)
+
+
+def test_orphans_build_and_lease_containers_carry_their_owner(project):
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.automounter import Automounter
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
+    label = f"lwcontainer.owner={owner.this_process()}"
+    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    assert label in argv and "lwcontainer.keep=1" not in argv
+    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), {}),
+                                                  keep=True).create_argv()
+    x = Recorder({})
+    with Automounter(s, DockerCli(x, {})).lease():
+        pass
+    assert label in x.ran("create")[0]
+
+
+def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project):
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.automounter import Automounter
+    me = owner.this_process()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = f"{me.host}/{dead.pid}/{me.start}"
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
+    rows = [("orphan1", "running", gone, ""), ("orphan2", "created", gone, ""),
+            ("kept-done", "exited", gone, "1"), ("kept-killed", "running", gone, "1")]
+    x = Recorder({("ps",): Completed(0, listing(*rows), "")})
+    mounter = Automounter(s, DockerCli(x, {}))
+    mounter.started, mounter.id = True, "a" * 64
+    mounter.release()
+    removed = [argv[-1] for argv in x.ran("rm")]
+    assert removed[:3] == ["orphan1", "orphan2", "kept-killed"]
+    assert x.ran("stop", "--time", "10", "a" * 64), "orphans do not keep the automounter"
+    live = [("other-run", "running", str(me), ""), ("elsewhere", "created", "runner-b/1/1", "")]
+    x = Recorder({("ps",): Completed(0, listing(*rows[:1], *live), "")})
+    mounter = Automounter(s, DockerCli(x, {}))
+    mounter.started, mounter.id = True, "a" * 64
+    mounter.release()
+    assert [argv[-1] for argv in x.ran("rm")] == ["orphan1"] and not x.ran("stop")

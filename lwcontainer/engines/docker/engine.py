@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import commands
+from . import commands, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .client import DockerCli
@@ -168,6 +168,7 @@ class DockerEngine:
     # -- preparation ------------------------------------------------------------------------
     def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
         """CVMFS up and the build container created; returns its name."""
+        owner.remove_orphans(self.docker)  # what a killed run left: no build in progress
         cvmfs = self.open_cvmfs(cleanup)
         if cvmfs.source == "none":
             self.await_(fetch)

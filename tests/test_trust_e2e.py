@@ -1,0 +1,60 @@
+"""Issue 17 on the real test bed: what a build (or a killed run) leaves cannot steer the next."""
+from __future__ import annotations
+
+import subprocess
+
+from test_reliability_e2e import Watch
+from test_trust import git_repository
+
+
+def quick_build(job, script: str) -> None:
+    """A build script of a few shell lines (no CVMFS, no push: the finding is the engine's)."""
+    (job.project / ".gitlab" / "build.sh").write_text(script)
+
+
+QUICK = dict(LWC_CVMFS="none", CI_REGISTRY=None, LWC_PUSH="never")
+
+
+def test_m7_the_build_cannot_write_the_checkouts_git(job):
+    git_repository(job.project)
+    config = job.project / ".git" / "config"
+    config.write_text(config.read_text().replace("\tfsmonitor", "\t#fsmonitor"))
+    subprocess.run(["chmod", "-R", "a+rwX", str(job.project / ".git")], check=True)  # umask 0
+    before = config.read_text()
+    marker = job.root / "monitor-ran"
+    quick_build(job, f"""printf '[core]\\n\\tfsmonitor = touch {marker} #\\n' >> .git/config \\
+  && echo GIT-WRITTEN || echo GIT-READ-ONLY
+touch .git/hooks/planted 2>/dev/null && echo HOOK-WRITTEN || echo HOOK-READ-ONLY
+echo built > artifact.txt
+""")
+    result = job.run(**QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GIT-READ-ONLY" in result.stdout and "HOOK-READ-ONLY" in result.stdout
+    assert (job.project / "artifact.txt").read_text() == "built\n"  # the rest stays writable
+    assert config.read_text() == before
+    # The user's own git afterwards runs nothing the build planted.
+    subprocess.run(["git", "-c", "safe.directory=*", "-C", str(job.project), "status"],
+                   capture_output=True, check=True)
+    assert not marker.exists()
+
+
+def test_orphans_a_sigkilled_runs_build_container_is_removed_by_the_next_run(job):
+    quick_build(job, "echo build-started\nsleep 600\n")
+    proc = job.popen(CI_REGISTRY=None, LWC_PUSH="never")
+    watch = Watch(proc)
+    try:
+        watch.wait_for("build-started")
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait(timeout=20)
+    left = [name for name in job.containers() if name != job.automounter]
+    assert len(left) == 1, job.containers()  # the killed run's build container, still running
+    # The next run starts its own automounter, builds, and at the end stops it: the orphan
+    # is gone (removed at the start) and does not count as a build in progress.
+    job.bed.docker("rm", "-f", job.automounter)
+    quick_build(job, "echo second\n")
+    result = job.run(CI_REGISTRY=None, LWC_PUSH="never")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [event["container"] for event in result.events("orphan_removed")] == left
+    assert result.events("automounter_stopped") and not result.events("automounter_kept")
+    assert job.containers() == []
