@@ -181,7 +181,7 @@ class Automounter(CvmfsSource):
                     return
             else:
                 self._raise_if_stopped(probe.stderr)
-                return  # an image without /bin/sh: the confirming probe polls instead
+                return  # an image without /bin/sh: the build container's own check waits instead
             self.pause(deadline, POLL_S, missing)
 
     def missing(self) -> list[str] | None:

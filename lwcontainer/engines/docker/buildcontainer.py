@@ -1,4 +1,4 @@
-"""The build container: the recipe's ``docker run``, as a context manager."""
+"""The build container: the recipe's ``docker run`` (create, then start), as a context manager."""
 from __future__ import annotations
 
 import secrets
@@ -21,8 +21,9 @@ class BuildContainer:
 
     def __init__(self, settings: Settings, docker: DockerCli, volume: commands.Argv = (),
                  keep: bool = False, existing: str | None = None,
-                 cvmfs_wait: int | None = None) -> None:
+                 options: commands.Argv = (), cvmfs_wait: int | None = None) -> None:
         self.docker = docker
+        self.options = options
         self.x = docker.executor
         self.settings = settings
         self.volume = volume
@@ -38,7 +39,7 @@ class BuildContainer:
         return commands.build_create(self.settings, self.name, self.volume,
                                      git=checkout_git(self.settings.project_dir),
                                      labels=owner.labels(keep=self.keep),
-                                     cvmfs_wait=self.cvmfs_wait)
+                                     options=self.options, cvmfs_wait=self.cvmfs_wait)
 
     def __enter__(self) -> str:
         if not self.existing:
@@ -59,7 +60,7 @@ class BuildContainer:
             removed = self.docker.run(commands.remove(self.name), check=False)
             if removed.ok:
                 self.log.info("build_container_removed", container=self.name)
-            elif "No such container" not in removed.stderr:
+            elif self.docker.cli.missing_container not in removed.stderr.lower():
                 self.log.warning("build_container_not_removed", container=self.name,
                                  error=self.x.masker(last_line(removed.stderr)))
 
