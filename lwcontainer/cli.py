@@ -229,17 +229,27 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
         return self.execute(action, require_from=False)
 
 
+def init_switches() -> type:
+    """The settings init honours: where the project is, and the build script and build
+    environment its CI file names."""
+    attrs = {name: cli.SwitchAttr(SPEC_BY_NAME[name].switch, str, default=None, argname="VALUE",
+                                  help=SPEC_BY_NAME[name].help)
+             for name in ("LWC_PROJECT_DIR", "LWC_BUILD_SCRIPT", "LWC_BUILD_ENV")}
+    return type("InitSwitches", (), attrs)
+
+
 @Lwcontainer.subcommand("init")
-class Init(Command, switches("Build")):
-    """Scaffold this repository: GitLab CI job(s) running lwcontainer and a CMS .gitlab/build.sh.
+class Init(Command, init_switches()):
+    """Scaffold this repository: GitLab CI job(s) running lwcontainer and a CMS build script.
     --engine inplace (the default here: runners tagged cvmfs, no privileges) writes a capture and
-    a publish job and .gitlab/lwcontainer-capture.sh; --engine docker a privileged dind job.
-    Never overwrites a file unless --force."""
+    a publish job and .gitlab/lwcontainer-capture.sh; --engine docker a privileged dind job;
+    --component PATH@VERSION a pipeline that includes lwcontainer's CI/CD component. FROM goes
+    into .env too (for a local run). Never overwrites a file unless --force."""
 
     cmssw_release = cli.SwitchAttr("--cmssw-release", str, default=scaffold.DEFAULT_RELEASE,
                                    help="CMSSW release the build script sets up")
     base_image = cli.SwitchAttr("--base-image", str, default=scaffold.DEFAULT_BASE_IMAGE,
-                                help="FROM: the CMS base image to build on")
+                                help="FROM: the CMS base image to build on (CI file and .env)")
     force = cli.Flag("--force", help="overwrite existing files")
     scram_arch = cli.SwitchAttr("--scram-arch", str, default=scaffold.DEFAULT_SCRAM_ARCH,
                                 help="SCRAM_ARCH of that release")
@@ -253,13 +263,22 @@ class Init(Command, switches("Build")):
     matrix = cli.SwitchAttr("--matrix", str, list=True, argname="IMAGE",
                             help="one base image per parallel:matrix job (repeat the switch); "
                                  "each pushes $CI_REGISTRY_IMAGE/<image name>")
+    component = cli.SwitchAttr("--component", str, default=None, argname="PATH@VERSION",
+                               help="include lwcontainer's CI/CD component, e.g. "
+                                    f"gitlab.cern.ch/cms-cloud/lwcontainer@{__version__}")
 
     def main(self) -> int:
         def body(_masker: Masker) -> None:
             directory = Path(self.option("LWC_PROJECT_DIR") or ".").resolve()
-            scaffold.init(directory, self.cmssw_release, self.base_image, self.force,
-                          tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace",
-                          scram_arch=self.scram_arch, source=self.package_source)
+            options = scaffold.Options(
+                release=self.cmssw_release, base_image=self.base_image,
+                matrix=tuple(self.matrix), engine=self.option("LWC_ENGINE") or "inplace",
+                scram_arch=self.scram_arch, source=self.package_source,
+                build_script=self.LWC_BUILD_SCRIPT or scaffold.DEFAULT_BUILD_SCRIPT,
+                build_env=(self.LWC_BUILD_ENV if self.LWC_BUILD_ENV is not None
+                           else scaffold.DEFAULT_BUILD_ENV),
+                component=self.component)
+            scaffold.init(directory, options, self.force)
         return self.guard(body)
 
 

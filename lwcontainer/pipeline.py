@@ -1,15 +1,18 @@
 """The order of the stages, and what overlaps: nothing else. Each composition takes an engine
 (see ``lwcontainer.engines``) and works the same for every engine.
 
-whole job:  connect > workspace (prepare) > build > commit > [release workspace | measure]
-            while publishing > report
+whole job:  connect > workspace (prepare) > build > commit > publish (measuring meanwhile)
+            > release workspace > report
 publish:    connect > the image built earlier > publish > report
+
+Whatever runs a process to clean up (the workspace's release, the connection's end) runs on the
+main thread, where signals arrive and ``signals.deferred`` holds them until it is done; a
+background thread only measures the image.
 """
 from __future__ import annotations
 
 import sys
 from concurrent.futures import Future, wait
-from contextlib import ExitStack
 from typing import TextIO
 
 from . import signals
@@ -23,19 +26,16 @@ from .stages import Image, Stages, write_report
 
 def whole_job(engine: Engine, stages: Stages, settings: Settings, dry_run: bool) -> Image:
     with engine.connect():
-        with ExitStack() as workspace:
-            workspace.enter_context(engine.workspace())
+        with engine.workspace():  # released on leaving, on this (the main) thread
             engine.build()
             image = engine.commit()
-            release = workspace.pop_all()  # kept past this block: released while publishing
-        background = pool(dry_run, "lwc-release")
-        try:
-            released = background.submit(release.close)
-            measured = background.submit(engine.measure, image)
-            digest = _publish(engine, stages, settings, image, (released, measured), dry_run)
-        finally:
-            background.shutdown(wait=False)
-        image = _settle(released, measured, image)
+            background = pool(dry_run, "lwc-measure")
+            try:
+                measured = background.submit(engine.measure, image)
+                digest = _publish(engine, stages, settings, image, (measured,), dry_run)
+            finally:
+                background.shutdown(wait=False)
+            image = _settle(measured, image)
     write_report(stages, settings, image, digest, dry_run)
     _built(settings, image, digest)
     return image
@@ -67,12 +67,10 @@ def _publish(engine: Engine, stages: Stages, settings: Settings, image: Image,
         raise
 
 
-def _settle(released: Future, measured: Future, image: Image) -> Image:
-    """Wait for the release (its failures were logged by the engine) and the measurement."""
+def _settle(measured: Future, image: Image) -> Image:
+    """The measured image, once the measurement is done; the image as it was if it failed."""
     with signals.deferred():
-        wait((released, measured))
-    if released.exception() is not None:
-        get_logger().warning("release_failed", error=str(released.exception()))
+        wait((measured,))
     return measured.result() if measured.exception() is None else image
 
 

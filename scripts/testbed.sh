@@ -29,6 +29,7 @@ BRIDGE_CIDR=${LWC_TESTBED_BRIDGE_CIDR:-10.213.77.1/24}
 BENCH_RUN=/run/lwc-bench
 BENCH_STATE=/var/lib/lwc-bench
 BENCH_BRIDGE=lwc-br-bench
+GITLAB_CI_LOCAL=4.65.0  # the last release that runs on Node 18/20 (newer ones need Node 22)
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
 docker() { command docker --host "$SOCK" "$@"; }
@@ -43,11 +44,17 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)  # the dind TLS test makes certificates
   command -v shellcheck >/dev/null || missing+=(shellcheck)  # the scripts are linted in tests
-  [ ${#missing[@]} -eq 0 ] && return
-  log "installing ${missing[*]}"
-  [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  command -v npm >/dev/null || missing+=(npm)  # gitlab-ci-local runs the scaffolded pipelines
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ "$(gitlab-ci-local --version 2>/dev/null)" != "$GITLAB_CI_LOCAL" ]; then
+    log "installing gitlab-ci-local $GITLAB_CI_LOCAL (npm)"
+    npm install --global --no-audit --no-fund "gitlab-ci-local@$GITLAB_CI_LOCAL" >/dev/null
+  fi
 }
 
 bridge_up() { # name cidr: a bridge only this bed's engines use
@@ -135,6 +142,9 @@ busybox_rootfs() { # dir
 # unchanged one is taken from the engine's cache. Bump a recipe's text to force a rebuild.
 BUSYBOX_RECIPE="busybox-static rootfs v1"
 CMS_BASE_RECIPE="mmdebstrap apt bookworm g++ make; useradd cmsusr 1000; USER cmsusr WORKDIR /home/cmsusr CMD bash v1"
+# A Debian distro Python (PEP 668: pip refuses the system site), as groups' own job images have:
+# the scaffolded publish job must install into a venv of its own there.
+PYTHON_RECIPE="mmdebstrap apt bookworm python3 python3-pip; CMD bash v1"
 fixture_hash() { { echo "$1"; shift; [ $# -eq 0 ] || cat "$@"; } | sha256sum | cut -c1-12; }
 
 images_up() {
@@ -171,11 +181,23 @@ images_up() {
       "$tmp/rootfs.tar" "$CMS_BASE" >/dev/null
     rm -rf "$tmp"; log "built $CMS_BASE"
   fi
+
+  PYTHON="lwc-testbed/python-debian:$(fixture_hash "$PYTHON_RECIPE")"
+  if ! have_image "$PYTHON"; then
+    log "building $PYTHON with mmdebstrap (about a minute, once)"
+    tmp=$(mktemp -d)
+    mmdebstrap --quiet --variant=apt --include=python3,python3-pip bookworm "$tmp/rootfs.tar" \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' >&2
+    docker import -c 'CMD ["/bin/bash"]' \
+      -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      "$tmp/rootfs.tar" "$PYTHON" >/dev/null
+    rm -rf "$tmp"; log "built $PYTHON"
+  fi
 }
 
 prune_images() { # fixture images of older recipes
   docker images --format '{{.Repository}}:{{.Tag}}' | grep '^lwc-testbed/' \
-    | grep -v -x -e "$BUSYBOX" -e "$AUTOMOUNTER" -e "$CMS_BASE" \
+    | grep -v -x -e "$BUSYBOX" -e "$AUTOMOUNTER" -e "$CMS_BASE" -e "$PYTHON" \
     | xargs -r "$(command -v docker)" --host "$SOCK" rmi >/dev/null 2>&1 || true  # never another engine
 }
 
@@ -191,6 +213,7 @@ LWC_TESTBED_PASSWORD_FILE=$STATE/registry/password
 LWC_TESTBED_BUSYBOX=${BUSYBOX:-}
 LWC_TESTBED_AUTOMOUNTER=${AUTOMOUNTER:-}
 LWC_TESTBED_CMS_BASE=${CMS_BASE:-}
+LWC_TESTBED_PYTHON=${PYTHON:-}
 ENV
 }
 

@@ -16,7 +16,7 @@ from lwcontainer.ci.sections import Sections
 from lwcontainer.ci.tags import derived_tags, sanitise_tag
 from lwcontainer.errors import ConfigError
 from lwcontainer.config.reference import TAG_RE
-from lwcontainer.ci.scaffold import gitlab_ci
+from lwcontainer.ci.scaffold import Options, gitlab_ci
 from lwcontainer.config.settings import Settings
 
 
@@ -151,7 +151,8 @@ def test_created_from_source_date_epoch_then_commit_timestamp(tmp_path):
 
 # -- init --matrix ---------------------------------------------------------------------------
 def test_matrix_job_one_entry_per_base_image():
-    job = yaml.safe_load(gitlab_ci("unused", ("r.io/cms/cc7-cms:latest", "r.io/cms/el8-cms:2024")))
+    job = yaml.safe_load(gitlab_ci(Options(engine="docker", matrix=(
+        "r.io/cms/cc7-cms:latest", "r.io/cms/el8-cms:2024"))))
     job = job["build_image"]
     assert job["parallel"]["matrix"] == [
         {"FROM": "r.io/cms/cc7-cms:latest", "IMAGE_NAME": "cc7-cms",
@@ -161,4 +162,4 @@ def test_matrix_job_one_entry_per_base_image():
     assert job["variables"]["TO"] == "$CI_REGISTRY_IMAGE/$IMAGE_NAME:$CI_COMMIT_SHORT_SHA"
     assert "FROM" not in job["variables"]
     with pytest.raises(ConfigError, match="--matrix"):
-        gitlab_ci("unused", ("a/x:1", "b/x:1"))
+        gitlab_ci(Options(engine="docker", matrix=("a/x:1", "b/x:1")))

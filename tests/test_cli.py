@@ -47,7 +47,7 @@ def test_readme_is_in_step_with_the_code():
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_tables.py"), "--check"])
     assert check.returncode == 0, "run scripts/readme_tables.py to refresh README's tables"
     commands = re.findall(r"^make \w+", readme, re.M)
-    assert commands == ["make image", "make test"]
+    assert sorted(set(commands)) == ["make image", "make test"]  # (one offline variant)
 
 
 @pytest.mark.parametrize("env, setting", [

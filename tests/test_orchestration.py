@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import structlog.testing
 
-from lwcontainer import pipeline
+from lwcontainer import pipeline, signals
 from lwcontainer.config.settings import Settings
 from lwcontainer.engines.docker import commands
 from lwcontainer.engines.docker.engine import DockerEngine
-from lwcontainer.errors import BuildError, LoginError, PushError
+from lwcontainer.errors import BuildError, Interrupted, LoginError, PushError
 from lwcontainer.executor import Completed, DryRunExecutor, Executor, Step
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Image, Stages
@@ -154,13 +158,60 @@ def test_a_failed_push_keeps_the_image_and_still_writes_the_report(settings):
     assert not x.ran("rmi")
 
 
-def test_release_of_the_workspace_overlaps_the_push(settings):
-    """The build container's removal may run on another thread while pushing."""
+def test_the_workspace_is_released_on_the_main_thread_after_the_push(settings):
     x = Recorder(answers())
     whole_job(settings(), x)
-    removal = [t for argv, t in x.calls if argv[:2] == ("rm", "--force")
-               and argv[-1].startswith("lwc-")]
-    assert removal and all(t.startswith("lwc-release") for t in removal)
+    removal = [(i, t) for i, (argv, t) in enumerate(x.calls) if argv[:2] == ("rm", "--force")
+               and argv[-1] == build_container(x)]
+    pushed = max(i for i, (argv, _) in enumerate(x.calls) if argv[:1] == ("push",))
+    assert removal and all(t == "MainThread" and i > pushed for i, t in removal)
+    assert x.ran("stop", "--time", "10", "cvmfs")
+
+
+def build_container(x: Recorder) -> str:
+    return next(argv[2] for argv in x.ran("create", "--name") if "r.io/cms/base:1" in argv)
+
+
+class Signalling(Recorder):
+    """Sends this process SIGTERM while running the steps named, as a user's kill would land."""
+
+    def __init__(self, answers, during: Callable[[tuple[str, ...]], bool]) -> None:
+        super().__init__(answers)
+        self.during = during
+
+    def run(self, step: Step) -> Completed:
+        done = super().run(step)
+        if self.during(step.argv):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs in the main thread at its next bytecode
+        return done
+
+
+@pytest.fixture
+def handlers():
+    """lwcontainer's own signal handlers, as main() installs them; the test runner's back after."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals.install()
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(settings, handlers):
+    """SIGTERM while pushing, and again while the build container is being removed: the second
+    waits until cleanup is done (signals.deferred holds it on the main thread), so the
+    automounter this run started is still stopped; nothing is reported."""
+    x = Signalling(answers(), during=lambda argv: argv[:1] == ("push",) or (
+        argv[:1] == ("rm",) and argv[-1].startswith("lwc-") and "lease" not in argv[-1]))
+    s = settings()
+    with pytest.raises(Interrupted):
+        whole_job(s, x)
+    cleanup = [(argv[:2], t) for argv, t in x.calls if argv[:1] in (("rm",), ("stop",))]
+    assert (("stop", "--time"), "MainThread") in cleanup
+    assert cleanup and all(t == "MainThread" for _, t in cleanup)
+    builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
+    assert set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
+    assert not s.report.exists()
 
 
 def test_dry_run_prints_the_plan_in_order_and_runs_nothing(settings, tmp_path):
@@ -234,8 +285,8 @@ def run_fake(settings, engine):
 def test_orchestration_order_for_any_engine(settings):
     engine = FakeEngine()
     s, image = run_fake(settings, engine)
-    assert engine.log == ["connect", "prepare", "build", "commit", "release", "measure",
-                          "publish", "disconnect"]
+    assert engine.log == ["connect", "prepare", "build", "commit", "measure", "publish",
+                          "release", "disconnect"]
     assert image == Image("sha256:x", 7)
 
 

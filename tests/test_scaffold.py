@@ -1,5 +1,6 @@
 """lwcontainer init: what it writes, and that it never overwrites without --force."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lwcontainer import __version__
+
 
 def init(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json"}
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json",
+           **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
     return subprocess.run([sys.executable, "-m", "lwcontainer", "init", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=60)
 
@@ -27,7 +31,7 @@ def test_init_docker_writes_a_dind_job_and_an_executable_build_script(tmp_path):
     assert job["variables"]["DOCKER_TLS_CERTDIR"] == "/certs"
     assert job["variables"]["FROM"] == "r.io/cms/el8:1"
     assert job["variables"]["TO"] == "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA"
-    assert "python3 -m lwcontainer" in job["script"]
+    assert "/tmp/lwc-venv/bin/python -m lwcontainer" in job["script"]
     assert job["artifacts"]["reports"]["dotenv"] == "lwcontainer.env"
     script = tmp_path / ".gitlab" / "build.sh"
     assert os.access(script, os.X_OK)
@@ -37,7 +41,7 @@ def test_init_docker_writes_a_dind_job_and_an_executable_build_script(tmp_path):
                      'cmsrel "$CMSSW_RELEASE"', "cmsenv", "scram b", "CMSSW_13_0_0"):
         assert practice in text
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    assert done.stderr.count('"event": "wrote"') == 2
+    assert done.stderr.count('"event": "wrote"') == 3  # .gitlab-ci.yml, build.sh, .env
     assert "lwcontainer.env" in (tmp_path / ".gitignore").read_text().splitlines()
 
 
@@ -56,13 +60,13 @@ def test_init_inplace_is_the_default_and_writes_capture_and_publish_jobs(tmp_pat
                                                              "lwcontainer-layer.json"}
     assert publish["needs"] == ["lwc-capture"]
     assert ci[".lwc-publish"]["variables"]["LWC_ENGINE"] == "inplace"
-    assert "python3 -m lwcontainer publish" in ci[".lwc-publish"]["script"]
+    assert "/tmp/lwc-venv/bin/python -m lwcontainer publish" in ci[".lwc-publish"]["script"]
     assert ci[".lwc-publish"]["artifacts"]["reports"]["dotenv"] == "lwcontainer.env"
     install = " ".join(ci[".lwc-publish"]["script"])
     assert '--index-url "$LWC_PACKAGE_INDEX" "lwcontainer==' in install  # an exact version
     assert 'test -n "$LWC_PACKAGE_INDEX" ||' in install  # stops, saying why, while unset
-    assert ci[".lwc-publish"]["rules"][0]["if"].startswith("$CI_COMMIT_TAG")
-    assert ci[".lwc-publish"]["rules"][1]["variables"] == {"LWC_PUSH": "never"}
+    assert ci[".lwc-publish"]["rules"][1]["if"].startswith("$CI_COMMIT_TAG")
+    assert ci[".lwc-publish"]["rules"][2]["variables"] == {"LWC_PUSH": "never"}
     build = (tmp_path / ".gitlab" / "build.sh").read_text()
     assert "export SCRAM_ARCH=${SCRAM_ARCH:-slc7_amd64_gcc820}" in build
     assert 'scram b -j "$BUILD_JOBS"' in build and "nproc" in build and "cpu.max" in build
@@ -108,8 +112,8 @@ def test_init_can_install_from_a_pinned_git_url_but_not_a_bare_name(tmp_path):
     done = init(tmp_path, "--package-source", "git+https://gitlab.example/grp/lwcontainer.git@v0.1.0")
     assert done.returncode == 0, done.stderr
     ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
-    assert ci[".lwc-publish"]["script"][0] == \
-        'pip install "git+https://gitlab.example/grp/lwcontainer.git@v0.1.0"'
+    assert ci[".lwc-publish"]["script"][1] == \
+        '$pip install "git+https://gitlab.example/grp/lwcontainer.git@v0.1.0"'
     (tmp_path / "x").mkdir()
     refused = init(tmp_path / "x", "--package-source", "lwcontainer")
     assert refused.returncode == 2 and "--package-source" in refused.stderr
@@ -136,3 +140,138 @@ def test_every_scaffolded_pipeline_is_valid_for_gitlab(tmp_path, args):
                               "--builtin-schema", "vendor.gitlab-ci",
                               str(tmp_path / ".gitlab-ci.yml")], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def check_schema(*paths: Path) -> None:
+    checked = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"),
+                              "--builtin-schema", "vendor.gitlab-ci", *map(str, paths)],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_init_honours_build_script_and_build_env(tmp_path):
+    done = init(tmp_path, "--build-script", "ci/make-image.sh", "--build-env", "CMSSW_RELEASE,MY_OPT")
+    assert done.returncode == 0, done.stderr
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    assert ci["variables"]["LWC_BUILD_SCRIPT"] == "ci/make-image.sh"
+    assert ci["variables"]["LWC_BUILD_ENV"] == "CMSSW_RELEASE MY_OPT"
+    assert os.access(tmp_path / "ci" / "make-image.sh", os.X_OK)
+    assert not (tmp_path / ".gitlab" / "build.sh").exists()
+    (tmp_path / "d").mkdir()
+    docker = init(tmp_path / "d", "--engine", "docker", "--build-env", "")
+    assert docker.returncode == 0, docker.stderr
+    ci = yaml.safe_load((tmp_path / "d" / ".gitlab-ci.yml").read_text())
+    assert ci["variables"]["LWC_BUILD_ENV"] == ""  # nothing passed into the build
+    check_schema(tmp_path / ".gitlab-ci.yml", tmp_path / "d" / ".gitlab-ci.yml")
+
+
+@pytest.mark.parametrize("args", [("--build-script", "../outside.sh"),
+                                  ("--build-script", "/etc/build.sh"),
+                                  ("--build-env", "CI_JOB_TOKEN"),
+                                  ("--build-env", "A-B"),
+                                  ("--component", "lwcontainer"),
+                                  ("--component", "gitlab.cern.ch/g/lwcontainer@1.0",
+                                   "--matrix", "r.io/a/b:1")])
+def test_init_refuses_bad_build_options(tmp_path, args):
+    done = init(tmp_path, *args)
+    assert done.returncode == 2 and args[0] in done.stderr, done.stderr
+    assert not (tmp_path / ".gitlab-ci.yml").exists()
+
+
+def test_init_base_image_also_sets_from_in_dotenv(tmp_path):
+    assert init(tmp_path, "--base-image", "r.io/cms/el9:2").returncode == 0
+    from lwcontainer.config.sources import gather
+    assert gather({}, {}, cwd=tmp_path)["FROM"] == "r.io/cms/el9:2"  # what a local run uses
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".env").write_text("LWC_EXTRA_TAGS=dev")  # kept, FROM added
+    assert init(other, "--base-image", "r.io/cms/el9:2").returncode == 0
+    assert (other / ".env").read_text().splitlines()[0] == "LWC_EXTRA_TAGS=dev"
+    assert gather({}, {}, cwd=other)["FROM"] == "r.io/cms/el9:2"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / ".env").write_text("FROM=r.io/mine:1\n")  # a FROM of the user's is never replaced
+    assert init(mine, "--base-image", "r.io/cms/el9:2").returncode == 0
+    assert (mine / ".env").read_text() == "FROM=r.io/mine:1\n"
+
+
+def test_the_component_templates_are_generated_from_the_scaffold():
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "scripts" / "component_templates.py"),
+                           "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("engine", ["inplace", "docker"])
+def test_both_documents_of_each_component_template_validate(tmp_path, engine):
+    root = Path(__file__).resolve().parent.parent
+    header, jobs = (root / "templates" / f"{engine}.yml").read_text().split("\n---\n")
+    spec = yaml.safe_load(header)["spec"]["inputs"]
+    assert set(spec) == {"base-image", "runner-tag", "package-source", "build-script",
+                         "build-env", "extra-tags"}
+    (tmp_path / "spec.yml").write_text(header)
+    (tmp_path / "jobs.yml").write_text(jobs)
+    check_schema(tmp_path / "spec.yml", tmp_path / "jobs.yml")
+    used = set(re.findall(r"\$\[\[ inputs\.([a-z-]+) \]\]", jobs))
+    assert used == set(spec)  # every input is used, and no job uses an undeclared one
+
+
+def test_init_component_writes_the_include_form(tmp_path):
+    done = init(tmp_path, "--component", "gitlab.cern.ch/cms-cloud/lwcontainer@0.3.0",
+                "--base-image", "r.io/cms/el8:1", "--build-script", "ci/build.sh")
+    assert done.returncode == 0, done.stderr
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    assert ci["include"] == [{"component": "gitlab.cern.ch/cms-cloud/lwcontainer/inplace@0.3.0",
+                              "inputs": {"base-image": "r.io/cms/el8:1", "runner-tag": "cvmfs",
+                                         "package-source": "lwcontainer==" + __version__,
+                                         "build-script": "ci/build.sh",
+                                         "build-env": "CMSSW_RELEASE SCRAM_ARCH ANALYSIS_DIRS "
+                                                      "BUILD_JOBS"}}]
+    assert ci["variables"] == {"LWC_PACKAGE_INDEX": ""}
+    assert "merge_request_event" in str(ci["workflow"])
+    assert os.access(tmp_path / "ci" / "build.sh", os.X_OK)
+    assert os.access(tmp_path / ".gitlab" / "lwcontainer-capture.sh", os.X_OK)
+    check_schema(tmp_path / ".gitlab-ci.yml")
+    (tmp_path / "d").mkdir()
+    assert init(tmp_path / "d", "--engine", "docker", "--component", "g.example/x/lwc@1",
+                "--package-source", "git+https://g.example/x/lwc.git@v1").returncode == 0
+    ci = yaml.safe_load((tmp_path / "d" / ".gitlab-ci.yml").read_text())
+    assert ci["include"][0]["component"] == "g.example/x/lwc/docker@1"
+    assert ci["include"][0]["inputs"]["package-source"] == "git+https://g.example/x/lwc.git@v1"
+    assert "variables" not in ci
+    check_schema(tmp_path / "d" / ".gitlab-ci.yml")
+
+
+def test_readme_shows_the_component_include():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "component: $CI_SERVER_FQDN/" in readme and "lwcontainer init --component" in readme
+
+
+@pytest.mark.parametrize("args", [(), ("--engine", "docker"),
+                                  ("--matrix", "r.io/a/cc7:1", "--matrix", "r.io/a/el8:2"),
+                                  ("--engine", "docker", "--matrix", "r.io/a/cc7:1")])
+def test_the_scaffold_installs_into_a_venv_of_the_job(tmp_path, args):
+    assert init(tmp_path, *args).returncode == 0
+    text = (tmp_path / ".gitlab-ci.yml").read_text()
+    assert "--break-system-packages" not in text
+    assert "python3 -m venv /tmp/lwc-venv" in text and "--python /tmp/lwc-venv/bin/python" in text
+    assert "python3 -m lwcontainer" not in text  # only the venv's python runs it
+
+
+def test_the_scaffolds_own_variables_are_known_settings(tmp_path):
+    """No job warns unknown_setting about a variable the scaffold itself sets."""
+    from structlog.testing import capture_logs
+
+    from lwcontainer.config.sources import warn_unknown
+    texts = []
+    for n, args in enumerate([(), ("--engine", "docker"), ("--component", "g.example/x/l@1")]):
+        (tmp_path / str(n)).mkdir()
+        assert init(tmp_path / str(n), *args).returncode == 0
+        texts.append((tmp_path / str(n) / ".gitlab-ci.yml").read_text())
+    root = Path(__file__).resolve().parent.parent
+    texts += [(root / "templates" / f"{e}.yml").read_text() for e in ("inplace", "docker")]
+    names = set(re.findall(r"\bLWC_[A-Z_]+\b", "\n".join(texts)))
+    assert {"LWC_RUNNER_TAG", "LWC_PACKAGE_INDEX", "LWC_BUILD_ENV"} <= names
+    with capture_logs() as logs:
+        warn_unknown({name: "x" for name in names})
+    assert logs == []

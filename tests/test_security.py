@@ -287,3 +287,11 @@ def test_dry_run_escapes_control_characters(project, fake_docker):
                **env)
     assert "\x1b" not in done.stdout
     assert "\\x1b" in done.stdout or "\\u001b" in done.stdout
+
+
+def test_github_add_mask_skips_lines_the_masker_would_not_mask_alone():
+    """A line '}' of a JSON key would make GitHub mask every '}' in the log."""
+    commands = add_mask_commands('{\n  "key": "long-secret-value"\n}')
+    assert commands == ["::add-mask::{%0A  \"key\": \"long-secret-value\"%0A}",
+                        "::add-mask::  \"key\": \"long-secret-value\""]
+    assert not any(c in ("::add-mask::{", "::add-mask::}") for c in commands)

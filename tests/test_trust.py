@@ -6,13 +6,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from plumbum import local
 
 from lwcontainer import cli, pipeline
+from lwcontainer.config import git
 from lwcontainer.config.settings import SPEC_BY_NAME, Settings
+from lwcontainer.config.sources import gather
+from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
@@ -101,3 +106,50 @@ def test_m6_secret_variables_is_a_setting_the_checkout_cannot_set(project):
     with pytest.raises(ConfigError, match="^LWC_SECRET_VARIABLES: 'A-B' is not a variable name"):
         Settings.from_mapping({"FROM": "r.io/x:1", "LWC_SECRET_VARIABLES": "OK_NAME A-B"},
                               cwd=project)
+
+
+# -- M7: the checkout's .git is untrusted ------------------------------------------------------
+def git_repository(path: Path, owner: int | None = None) -> str:
+    """A one-commit repository at ``path`` with a monitor planted in its config (as a build or
+    an earlier job could); returns HEAD."""
+    path.mkdir(parents=True, exist_ok=True)
+    quiet = dict(check=True, capture_output=True, text=True)
+    subprocess.run(["git", "init", "-q", str(path)], **quiet)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@x",
+                    "commit", "-q", "--allow-empty", "-m", "one"], **quiet)
+    sha = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], **quiet).stdout.strip()
+    with open(path / ".git" / "config", "a") as config:
+        config.write(f"[core]\n\tfsmonitor = touch {path}.monitor-ran #\n"
+                     f"\thooksPath = {path}/.githooks\n")
+    if owner is not None:
+        subprocess.run(["chown", "-R", f"{owner}:{owner}", str(path)], check=True)
+    return sha
+
+
+def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_checkout(tmp_path):
+    project = tmp_path / "ana"
+    sha = git_repository(project, owner=1000)  # the runner's user, not ours
+    environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    raw = gather(environ, {}, cwd=project)
+    assert raw["CI_COMMIT_SHA"] == sha and raw["CI_COMMIT_SHORT_SHA"] == sha[:8]
+    assert not Path(f"{project}.monitor-ran").exists()
+    # The planted monitor is real: an ordinary 'git status' runs it; lwcontainer's git does not.
+    rc, _ = git.run(project, environ, "status")
+    assert rc == 0 and not Path(f"{project}.monitor-ran").exists()
+    subprocess.run(["git", "-c", "safe.directory=*", "-C", str(project), "status"],
+                   capture_output=True)
+    assert Path(f"{project}.monitor-ran").exists()
+
+
+def test_m7_the_build_container_gets_git_read_only(project):
+    s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
+    (project / ".git").mkdir()
+    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    p = str(s.project_dir)
+    assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
+    (project / ".git").rmdir()
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+        .create_argv()
+    (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
+    with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
+        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()

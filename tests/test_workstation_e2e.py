@@ -1,6 +1,7 @@
 """The workstation journey on the real test bed: make image, run, host CVMFS, init, progress."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,10 +21,21 @@ def local_env(job, **extra: str) -> dict[str, str]:
     return env
 
 
+def readme_offline_line() -> list[str]:
+    """The set-up section's one-line offline build, as argv."""
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                if line.startswith("make image FROM="))
+    return shlex.split(line.replace("$PWD", str(ROOT)))
+
+
 def test_make_image_builds_a_local_runnable_image_and_pushes_nothing(job, tmp_path):
+    """README's offline line, with the bed's base image as the local one."""
     project = tmp_path / f"ana-{job.token}"
     shutil.copytree(EXAMPLE, project)
-    done = subprocess.run(["make", "-C", str(ROOT), "image", f"PROJECT={project}"],
+    argv = [f"FROM={job.bed['LWC_TESTBED_CMS_BASE']}" if word.startswith("FROM=") else word
+            for word in readme_offline_line()]
+    assert f"LWC_CVMFS_HOST_DIR={FIXTURE_CVMFS}" in argv
+    done = subprocess.run([*argv[:2], "-C", str(ROOT), *argv[2:], f"PROJECT={project}"],
                           env={**local_env(job), "MAKEFLAGS": ""}, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

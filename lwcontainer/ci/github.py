@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from ..output.masking import MIN_PART
+
 
 def github_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """GitLab's variable names filled from GitHub Actions' (lowest priority)."""
@@ -37,7 +39,8 @@ def escape_data(text: str) -> str:
 
 def add_mask_commands(secret: str) -> list[str]:
     """``::add-mask::`` lines for a secret: GitHub masks line by line, so a multi-line secret
-    gets one command per line, and the whole of it once more."""
-    lines = [line for line in secret.replace("\r", "").split("\n") if line]
-    parts = lines if len(lines) > 1 else []
+    gets one command per line, and the whole of it once more. A line shorter than the masker's
+    MIN_PART is not masked on its own (a line ``}`` would mask every ``}`` in the log)."""
+    lines = [line for line in secret.replace("\r", "").split("\n") if len(line) >= MIN_PART]
+    parts = [line for line in lines if line != secret]
     return [f"::add-mask::{escape_data(part)}" for part in [secret, *parts]]

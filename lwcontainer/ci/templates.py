@@ -1,7 +1,60 @@
-"""What ``lwcontainer init`` writes: GitLab CI job(s) and a CMS build script."""
+"""What ``lwcontainer init`` writes: GitLab CI job(s), a CMS build script, and the CI/CD
+component's templates (``templates/*.yml``, which ``init --component`` includes)."""
 from __future__ import annotations
 
 DOCKER_VERSION = "24.0.7"
+DEFAULT_BUILD_SCRIPT = ".gitlab/build.sh"
+DEFAULT_BUILD_ENV = "CMSSW_RELEASE SCRAM_ARCH ANALYSIS_DIRS BUILD_JOBS"
+#: The job's own virtual environment, outside the checkout (the build can write the checkout).
+VENV = "/tmp/lwc-venv"
+
+# One pipeline per event: a merge request's pipeline while one is open (not also the branch's),
+# else the branch's; tags. GitLab's documented way to avoid duplicate pipelines.
+WORKFLOW = """\
+workflow:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+    - if: $CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS
+      when: never
+    - if: $CI_COMMIT_BRANCH || $CI_COMMIT_TAG
+"""
+
+# The same rules on every job, so every job is in every pipeline and every `needs:` exists:
+# merge requests build and check and push nothing; the default branch and tags push; other
+# branches build and check without pushing.
+RULES = """
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+      variables:
+        LWC_PUSH: never
+    - if: $CI_COMMIT_TAG || $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
+    - when: on_success
+      variables:
+        LWC_PUSH: never"""
+
+# lwcontainer goes into a virtual environment of the job: works in the official python images
+# and in Debian/Ubuntu distro Pythons (PEP 668 refuses pip into the system site), where
+# ensurepip may be missing: then an empty venv filled by the system's pip (--python).
+VENV_LINES = f"""\
+    - >-
+      python3 -m venv {VENV} >/dev/null 2>&1 && pip="{VENV}/bin/python -m pip" ||
+      {{ python3 -m venv --without-pip --clear {VENV} &&
+      pip="python3 -m pip --python {VENV}/bin/python"; }}
+"""
+INDEX_GUARD = """\
+    - >-
+      test -n "$LWC_PACKAGE_INDEX" || {{ echo "Set LWC_PACKAGE_INDEX (a CI/CD variable) to the
+      package index that serves lwcontainer, or {alternative}"; exit 1; }}
+"""
+INDEX_VARIABLES = """\
+  # the package index that serves lwcontainer (set it as a CI/CD variable, or here)
+  LWC_PACKAGE_INDEX: ""
+"""
+INDEX_INSTALL = (INDEX_GUARD.format(alternative="run 'lwcontainer init --package-source\n      "
+                                                "git+https://...@TAG'")
+                 + VENV_LINES
+                 + '    - $pip install --index-url "$LWC_PACKAGE_INDEX" "lwcontainer=={version}"\n')
+GIT_INSTALL = VENV_LINES + '    - $pip install "{source}"\n'
+LWC = f"{VENV}/bin/python -m lwcontainer"
 
 GITLAB_CI = """\
 # Written by `lwcontainer init --engine docker`: builds a light-weight image of this analysis
@@ -9,10 +62,13 @@ GITLAB_CI = """\
 # It needs a runner that allows privileged docker-in-docker services (the CVMFS automounter is
 # a privileged container): name that runner's tag in LWC_RUNNER_TAG. CERN's shared runners
 # no longer allow this; there, use `lwcontainer init --engine inplace`.
+# Merge requests build and check, and push nothing; the default branch and tags push.
+{workflow}
 variables:
   LWC_RUNNER_TAG: privileged-dind   # the tag of a runner of yours that allows privileged services
-{install_variables}  # passed into the build by name (read by .gitlab/build.sh)
-  LWC_BUILD_ENV: CMSSW_RELEASE SCRAM_ARCH ANALYSIS_DIRS BUILD_JOBS
+{install_variables}  LWC_BUILD_SCRIPT: {build_script}
+  # passed into the build by name (read by the build script)
+  LWC_BUILD_ENV: "{build_env}"
 
 build_image:
   stage: build
@@ -27,7 +83,7 @@ build_image:
     - apk add --no-cache python3 py3-pip bash
 {install}
   script:
-    - python3 -m lwcontainer
+    - {lwc}
   artifacts:
     reports:
       dotenv: lwcontainer.env
@@ -61,6 +117,9 @@ BUILD_SH = """\
 set -euo pipefail
 # cmsrel and cmsenv are aliases
 shopt -s expand_aliases
+# GitLab's docker and Kubernetes executors check out with permissive modes (rw for all) and may
+# run the job with umask 0000: what this script creates and copies is group/world read-only.
+umask 022
 
 CMSSW_RELEASE=${{CMSSW_RELEASE:-{cmssw_release}}}
 # The release's architecture; set before cmsset_default.sh, which would pick the image's default.
@@ -104,7 +163,8 @@ for dir in $ANALYSIS_DIRS; do
     echo "ANALYSIS_DIRS: $dir is no directory of the checkout" >&2
     exit 2
   fi
-  cp -a "$CHECKOUT/$dir" "$CMSSW_RELEASE/src/AnalysisCode/"
+  # not `cp -a`: the checkout's modes (rw for all, see umask above) stay out of the image
+  cp -R "$CHECKOUT/$dir" "$CMSSW_RELEASE/src/AnalysisCode/"
 done
 
 cd "$CMSSW_RELEASE/src"
@@ -122,10 +182,13 @@ INPLACE_CI = """\
 #   lwc-capture   runs in FROM itself: the build script runs with /cvmfs mounted, and what it
 #                 changed on the root filesystem is written as one layer (an artifact);
 #   lwc-publish   adds that layer to FROM's layers through the registry API and pushes TO.
+# Merge requests build and check, and push nothing; the default branch and tags push.
+{workflow}
 variables:
   LWC_RUNNER_TAG: cvmfs          # runners that mount /cvmfs into the job
-{install_variables}  # passed into the build by name (read by .gitlab/build.sh)
-  LWC_BUILD_ENV: CMSSW_RELEASE SCRAM_ARCH ANALYSIS_DIRS BUILD_JOBS
+{install_variables}  LWC_BUILD_SCRIPT: {build_script}
+  # passed into the build by name (read by the build script)
+  LWC_BUILD_ENV: "{build_env}"
 
 stages: [build, deploy]
 
@@ -133,6 +196,7 @@ stages: [build, deploy]
   stage: build
   image: $FROM
   tags: [$LWC_RUNNER_TAG]
+  rules:{rules}
   script:
     - bash .gitlab/lwcontainer-capture.sh
   artifacts:
@@ -147,7 +211,7 @@ stages: [build, deploy]
   rules:{rules}
   script:
 {install}
-    - python3 -m lwcontainer publish
+    - {lwc} publish
   artifacts:
     reports:
       dotenv: lwcontainer.env
@@ -168,27 +232,124 @@ lwc-publish{suffix}:
     TO: {to}{prefix}
 """
 
-# Push from the default branch and tags; elsewhere build (and check) without pushing.
-RULES = """
-    - if: $CI_COMMIT_TAG || $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
-    - when: on_success
-      variables:
-        LWC_PUSH: never"""
-
-# lwcontainer installed at an exact version, from the group's package index, or from git.
-INDEX_VARIABLES = """\
-  # the package index that serves lwcontainer (set it as a CI/CD variable, or here)
-  LWC_PACKAGE_INDEX: ""
+# -- the CI/CD component (templates/<engine>.yml): the same jobs, set by inputs ---------------
+COMPONENT_SPEC = """\
+# lwcontainer's GitLab CI/CD component ({engine} engine), written by
+# scripts/component_templates.py from lwcontainer/ci/templates.py: edit those, not this file.
+# Include it from a project's .gitlab-ci.yml (`lwcontainer init --component PATH@VERSION`):
+#   include:
+#     - component: $CI_SERVER_FQDN/<group>/lwcontainer/{engine}@<version>
+#       inputs: {{base-image: ..., runner-tag: ...}}
+# Merge requests build and check, and push nothing; the default branch and tags push. The
+# project's own pipeline should carry a `workflow:` against duplicate pipelines (init writes it).
+spec:
+  inputs:
+    base-image:
+      description: FROM, the CMS base image the build runs in
+      default: {base_image}
+    runner-tag:
+      description: {runner_help}
+      default: {runner_tag}
+    package-source:
+      description: what pip installs - lwcontainer==VERSION (from $LWC_PACKAGE_INDEX, pip's
+        --index-url) or a git URL pinned to a tag, git+https://HOST/PATH@TAG
+      default: lwcontainer=={version}
+    build-script:
+      description: the build script, a path inside the project (LWC_BUILD_SCRIPT)
+      default: {build_script}
+    build-env:
+      description: names of variables passed into the build (LWC_BUILD_ENV)
+      default: {build_env}
+    extra-tags:
+      description: more tags to push besides TO's (LWC_EXTRA_TAGS, comma or space separated)
+      default: ""
+---
 """
-INDEX_INSTALL = """\
+_INPUT = "$[[ inputs.{} ]]"
+COMPONENT_INSTALL = (
+    """\
     - >-
-      test -n "$LWC_PACKAGE_INDEX" || {{ echo "Set LWC_PACKAGE_INDEX (a CI/CD variable) to the
-      package index that serves lwcontainer, or run 'lwcontainer init --package-source
-      git+https://...@TAG'"; exit 1; }}
-    - pip install {pip_flags}--index-url "$LWC_PACKAGE_INDEX" "lwcontainer=={version}"
+      case "$[[ inputs.package-source ]]" in git+*) ;; *) test -n "$LWC_PACKAGE_INDEX" || {
+      echo "Set LWC_PACKAGE_INDEX (a CI/CD variable) to the package index that serves
+      lwcontainer, or give the input package-source as git+https://...@TAG"; exit 1; } ;; esac
 """
-GIT_INSTALL = """\
-    - pip install {pip_flags}"{source}"
+    + VENV_LINES
+    + '    - $pip install ${LWC_PACKAGE_INDEX:+--index-url "$LWC_PACKAGE_INDEX"} '
+      '"$[[ inputs.package-source ]]"\n')
+COMPONENT_VARIABLES = """\
+    FROM: $[[ inputs.base-image ]]
+    LWC_BUILD_SCRIPT: $[[ inputs.build-script ]]
+    LWC_BUILD_ENV: "$[[ inputs.build-env ]]"
+    LWC_EXTRA_TAGS: "$[[ inputs.extra-tags ]]"
+"""
+
+COMPONENT_INPLACE = """\
+lwc-capture:
+  stage: build
+  image: $[[ inputs.base-image ]]
+  tags:
+    - $[[ inputs.runner-tag ]]
+  variables:
+{variables}  rules:{rules}
+  script:
+    - bash .gitlab/lwcontainer-capture.sh
+  artifacts:
+    paths: [lwcontainer-layer.tar.gz, lwcontainer-layer.json]
+    expire_in: 1 day
+
+lwc-publish:
+  stage: deploy
+  image: python:3.12-slim
+  needs: [lwc-capture]
+  variables:
+    LWC_ENGINE: inplace
+{variables}    TO: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA
+  rules:{rules}
+  script:
+{install}
+    - {lwc} publish
+  artifacts:
+    reports:
+      dotenv: lwcontainer.env
+"""
+
+COMPONENT_DOCKER = """\
+build_image:
+  stage: build
+  image: docker:{docker_version}
+  services:
+    - docker:{docker_version}-dind
+  tags:
+    - $[[ inputs.runner-tag ]]
+  variables:
+    DOCKER_TLS_CERTDIR: "/certs"
+{variables}    TO: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA
+  rules:{rules}
+  before_script:
+    - apk add --no-cache python3 py3-pip bash
+{install}
+  script:
+    - {lwc}
+  artifacts:
+    reports:
+      dotenv: lwcontainer.env
+"""
+
+# What `init --component PATH@VERSION` writes: the project's pipeline includes the component.
+INCLUDE_CI = """\
+# Written by `lwcontainer init --component {component}`: lwcontainer's CI/CD component
+# ({engine} engine) builds a light-weight image of this analysis and pushes it to this
+# project's container registry. Merge requests build and check, and push nothing; the default
+# branch and tags push.
+{workflow}{variables}
+include:
+  - component: {path}/{engine}@{version}
+    inputs:
+      base-image: {base_image}
+      runner-tag: {runner_tag}
+      package-source: "{source}"
+      build-script: {build_script}
+      build-env: "{build_env}"
 """
 
 GITIGNORE_LINES = ("lwcontainer.env", "lwcontainer-layer.tar.gz", "lwcontainer-layer.json")

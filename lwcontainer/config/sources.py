@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from dotenv import dotenv_values
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
 
 from ..ci.github import github_defaults
 from ..errors import ConfigError
 from ..output.logs import get_logger
+from . import git
 from .settings import DOTENV_ALLOWED, SPEC_BY_NAME
 
+#: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the
+#: jobs' own, read by the CI file, never by lwcontainer; known, so never warned about.
+SCAFFOLD_VARIABLES = ("LWC_RUNNER_TAG", "LWC_PACKAGE_INDEX")
 # Names a user may mean although no Spec has them (read elsewhere, or by the docker CLI).
-KNOWN_NAMES = frozenset({*SPEC_BY_NAME, "CI_JOB_TOKEN", "CI_BUILD_TOKEN", "GITHUB_TOKEN", "HOME",
+KNOWN_NAMES = frozenset({*SPEC_BY_NAME, *SCAFFOLD_VARIABLES, "CI_JOB_TOKEN", "CI_BUILD_TOKEN",
+                         "GITHUB_TOKEN", "HOME",
                          "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
                          "LWC_BUILD_ENV", "LWC_TESTBED_ENV", "LWC_REQUIRE_DOCKER"})
 
@@ -106,18 +109,16 @@ def warn_unknown(environ: Mapping[str, str]) -> None:
                                  hint=f"did you mean {hint}?" if hint else None)
 
 
-def git_defaults(project_dir: Path) -> dict[str, str]:
+def git_defaults(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """CI_COMMIT_SHA / CI_COMMIT_SHORT_SHA from the project's own git HEAD: only when the
     project directory is the top of a git work tree, never a repository it merely lies in
-    (a scratch copy inside lwcontainer's own checkout is not lwcontainer's commit)."""
-    try:
-        git = local["git"]
-    except CommandNotFound:
+    (a scratch copy inside lwcontainer's own checkout is not lwcontainer's commit). The
+    checkout's .git is untrusted: git runs hardened (config/git.py)."""
+    project = project_dir.resolve()
+    rc, top = git.run(project, environ, "rev-parse", "--show-toplevel")
+    if rc != 0 or Path(top.strip()).resolve() != project:
         return {}
-    rc, top, _ = git["-C", str(project_dir), "rev-parse", "--show-toplevel"].run(retcode=None)
-    if rc != 0 or Path(top.strip()).resolve() != project_dir.resolve():
-        return {}
-    rc, out, _ = git["-C", str(project_dir), "rev-parse", "HEAD"].run(retcode=None)
+    rc, out = git.run(project, environ, "rev-parse", "HEAD")
     sha = out.strip()
     if rc != 0 or len(sha) < 8:
         return {}
@@ -140,5 +141,5 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     given = {k: v for k, v in switches.items() if v is not None}
     merged = {**file_values, **environ, **given}
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
-    defaults = git_defaults(project_dir) if project_dir.is_dir() else {}
+    defaults = git_defaults(project_dir, environ) if project_dir.is_dir() else {}
     return {**defaults, **github_defaults(merged), **merged}

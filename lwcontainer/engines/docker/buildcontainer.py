@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from structlog.contextvars import bound_contextvars
 
 from . import commands
 from ... import signals
-from ...errors import BuildError
+from ...errors import BuildError, ConfigError
 from ...executor import last_line
 from .client import DockerCli
 from ...output.logs import get_logger
@@ -31,11 +32,15 @@ class BuildContainer:
                                  f"{secrets.token_hex(4)}")
         self.log = get_logger()
 
+    def create_argv(self) -> commands.Argv:
+        return commands.build_create(self.settings, self.name, self.volume,
+                                     git=checkout_git(self.settings.project_dir))
+
     def __enter__(self) -> str:
         if not self.existing:
+            argv = self.create_argv()
             try:
-                self.docker.run(commands.build_create(self.settings, self.name, self.volume),
-                                error=BuildError, what="build container create")
+                self.docker.run(argv, error=BuildError, what="build container create")
             except BaseException:  # a signal may land after docker created it: remove by name
                 with signals.deferred():
                     self.docker.run(commands.remove(self.name), check=False)
@@ -53,3 +58,14 @@ class BuildContainer:
             elif "No such container" not in removed.stderr:
                 self.log.warning("build_container_not_removed", container=self.name,
                                  error=self.x.masker(last_line(removed.stderr)))
+
+
+def checkout_git(project: Path) -> bool:
+    """Has the checkout a ``.git`` (a directory, or a worktree's file) to mount read-only? A
+    link there is refused: docker would mount whatever host path the checkout names."""
+    path = project / ".git"
+    if path.is_symlink():
+        raise ConfigError("LWC_PROJECT_DIR", f"{path} is a symbolic link; the build mounts the "
+                                             "checkout's .git read-only and will not follow a "
+                                             "link to a host path: make .git a directory")
+    return path.exists()
