@@ -252,8 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
                           or self.path_only.startswith(p)), None)
         slow_headers = any(self.path_only.startswith(p) for p in self.registry.drip_headers)
         lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        slow = slow_headers or (drip_body is not None and self.command != "HEAD")
         for key, value in {"Content-Length": str(len(body)),
-                           "Content-Type": "application/json", **(headers or {})}.items():
+                           "Content-Type": "application/json", **(headers or {}),
+                           **({"Connection": "close"} if slow else {})}.items():
             lines.append(f"{key}: {value}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if slow_headers:

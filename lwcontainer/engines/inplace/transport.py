@@ -67,33 +67,35 @@ _current = threading.local()
 
 
 class _Watch:
-    """One request's deadline: the connections it used, shut down when the time is up."""
+    """One request's deadline: the sockets it used, shut down when the time is up. Sockets,
+    not connections: http.client hands a socket over to the response (and forgets it) when the
+    server says it will close the connection."""
 
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
         self.lock = threading.Lock()
-        self.connections: list[HTTPConnection] = []
+        self.sockets: list[socket.socket] = []
         self.fired = self.done = False
         self.timer = threading.Timer(limit.seconds, self.fire)
         self.timer.daemon = True
         self.timer.start()
 
-    def add(self, connection: HTTPConnection) -> None:
+    def add(self, sock: socket.socket) -> None:
         with self.lock:
-            if connection not in self.connections:
-                self.connections.append(connection)
+            if sock not in self.sockets:
+                self.sockets.append(sock)
             fired = self.fired and not self.done
         if fired:
-            _shut(connection)
+            _shut(sock)
 
     def fire(self) -> None:
         with self.lock:
             if self.done:
                 return
             self.fired = True
-            connections = list(self.connections)
-        for connection in connections:
-            _shut(connection)
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shut(sock)
 
     def finish(self) -> None:
         with self.lock:
@@ -101,38 +103,38 @@ class _Watch:
         self.timer.cancel()
 
 
-def _shut(connection: HTTPConnection) -> None:
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # ends a blocked send or receive in the other thread
+    except OSError:
+        pass
 
 
-def _watched(connection: HTTPConnection) -> None:
+def _watched(sock: socket.socket | None) -> None:
     watch = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.add(connection)
+    if watch is not None and sock is not None:
+        watch.add(sock)
 
 
 class _WatchedHTTP(HTTPConnection):
-    def connect(self) -> None:
-        _watched(self)
-        super().connect()
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # the TCP socket, before any TLS handshake
+        _watched(sock)
+        return sock
 
-    def request(self, *args, **kwargs):  # noqa: ANN002 - urllib3's signature
-        _watched(self)
+    def request(self, *args, **kwargs):
+        _watched(self.sock)  # a connection kept alive from an earlier request
         return super().request(*args, **kwargs)
 
 
 class _WatchedHTTPS(HTTPSConnection):
-    def connect(self) -> None:
-        _watched(self)
-        super().connect()
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # the TCP socket, before any TLS handshake
+        _watched(sock)
+        return sock
 
     def request(self, *args, **kwargs):
-        _watched(self)
+        _watched(self.sock)
         return super().request(*args, **kwargs)
 
 
