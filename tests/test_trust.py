@@ -17,15 +17,18 @@ from lwcontainer.config import git
 from lwcontainer.config.settings import SPEC_BY_NAME, Settings
 from lwcontainer.config.sources import gather
 from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.cli import EngineCli
 from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
-from lwcontainer.executor import Executor
+from lwcontainer.executor import Completed, Executor
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
 from test_orchestration import Recorder
+
+DOCKER = EngineCli("docker", "Docker engine")
 
 TOKEN = "glcbt-64_job-token-value-0123"
 #: The job's secrets under names that do not say so, and the user's own.
@@ -144,12 +147,106 @@ def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_che
 def test_m7_the_build_container_gets_git_read_only(project):
     s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
     (project / ".git").mkdir()
-    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
     p = str(s.project_dir)
     assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
     (project / ".git").rmdir()
-    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})) \
         .create_argv()
     (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
     with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
-        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+        BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
+
+
+# -- orphans after SIGKILL -----------------------------------------------------------------------
+def test_orphans_an_owner_is_a_process_on_this_host_and_its_start_time(project):
+    from lwcontainer.engines.docker import owner
+    me = owner.this_process()
+    assert owner.Owner.parse(str(me)) == me and me.alive()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    assert not owner.Owner(me.host, finished.pid, me.start).alive()  # gone
+    assert not owner.Owner(me.host, me.pid, str(int(me.start) + 1)).alive()  # pid reused
+    assert owner.Owner("another-runner", finished.pid, "1").alive()  # not ours to judge
+    assert owner.Owner.parse("no-owner") is None
+
+
+def listing(*rows: tuple[str, str, str, str]) -> str:
+    """docker ps lines: ID, name, state, owner label, keep label."""
+    return "".join("\t".join((row[0], f"lwc-{row[0]}", *row[1:])) + "\n" for row in rows)
+
+
+def test_orphans_build_and_lease_containers_carry_their_owner(project):
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.automounter import Automounter
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
+    label = f"lwcontainer.owner={owner.this_process()}"
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
+    assert label in argv and "lwcontainer.keep=1" not in argv
+    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {}),
+                                                  keep=True).create_argv()
+    x = Recorder({})
+    with Automounter(s, DockerCli(x, DOCKER, {})).lease():
+        pass
+    assert label in x.ran("create")[0]
+
+
+def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project):
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.automounter import Automounter
+    me = owner.this_process()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = f"{me.host}/{dead.pid}/{me.start}"
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
+    rows = [("orphan1", "running", gone, ""), ("orphan2", "created", gone, ""),
+            ("kept-done", "exited", gone, "1"), ("kept-killed", "running", gone, "1")]
+    x = Recorder({("ps",): Completed(0, listing(*rows), "")})
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
+    mounter.started, mounter.id = True, "a" * 64
+    mounter.release()
+    removed = [argv[-1] for argv in x.ran("rm")]
+    assert removed[:3] == ["orphan1", "orphan2", "kept-killed"]
+    assert x.ran("stop", "--time", "10", "a" * 64), "orphans do not keep the automounter"
+    live = [("other-run", "running", str(me), ""), ("elsewhere", "created", "runner-b/1/1", "")]
+    x = Recorder({("ps",): Completed(0, listing(*rows[:1], *live), "")})
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
+    mounter.started, mounter.id = True, "a" * 64
+    mounter.release()
+    assert [argv[-1] for argv in x.ran("rm")] == ["orphan1"] and not x.ran("stop")
+
+
+# -- M4: the checkout cannot choose where to push ----------------------------------------------
+CI = {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": TOKEN,
+      "CI_REGISTRY_IMAGE": "r.example.org/me/ana"}
+
+
+@pytest.mark.parametrize("to,environ", [
+    ("r.example.org/victim-group/production:latest", CI),
+    ("r.example.org/me/ana-evil:v1", CI),  # a name that merely starts like it
+    ("other.example.org/me/ana:v1", CI),
+    ("victim-group/production:latest", CI),  # Docker Hub
+    ("r.example.org/me/ana:v1", {}),  # outside CI: no registry host at all
+    ("victim-group/production:latest", {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u",
+                                        "CI_JOB_TOKEN": TOKEN}),  # pushed to Docker Hub
+])
+def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
+    (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
+    with pytest.raises(ConfigError, match="^TO: .*CI_REGISTRY_IMAGE"):
+        gather({"PATH": os.environ["PATH"], **environ}, {}, cwd=project)
+
+
+@pytest.mark.parametrize("to,environ", [
+    ("r.example.org/me/ana:v2", CI),
+    ("r.example.org/me/ana/cc7:v2", CI),
+    ("myanalysis:v2", {}),
+    ("lwcontainer/ana:v2", {"CI_REGISTRY": "r.example.org", "LWC_PUSH": "never"}),
+])
+def test_m4_the_checkouts_env_may_name_its_own_repository_or_a_local_image(project, to, environ):
+    (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
+    assert gather({"PATH": os.environ["PATH"], **environ}, {}, cwd=project)["TO"] == to
+    # What the user sets wins and is the user's to choose.
+    (project / ".env").write_text("FROM=r.io/x:1\nTO=r.example.org/victim/prod:1\n")
+    raw = gather({"PATH": os.environ["PATH"], **CI, "TO": "r.example.org/other/x:1"}, {},
+                 cwd=project)
+    assert raw["TO"] == "r.example.org/other/x:1"

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from structlog.contextvars import bound_contextvars
 
-from . import commands
+from . import commands, owner
 from ... import signals
 from .client import DockerCli
 from .cvmfs import POLL_S, CvmfsSource, settled
@@ -161,7 +161,7 @@ class Automounter(CvmfsSource):
         still being pulled, it tells other runs that this automounter is in use."""
         name = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
         try:  # created, then recorded: a signal in between still removes it by its name
-            self.docker.run(commands.lease_create(self.s, name), check=False)
+            self.docker.run(commands.lease_create(self.s, name, owner.labels()), check=False)
             yield
         finally:
             with signals.deferred():
@@ -203,7 +203,7 @@ class Automounter(CvmfsSource):
         if self.s.keep_automounter:
             self.log.info("automounter_kept", name=name, reason="LWC_KEEP_AUTOMOUNTER is set")
             return
-        others = self.docker.run(commands.active_builds(), check=False).stdout.split()
+        others = owner.remove_orphans(self.docker)  # a killed run's build is no user
         if others:
             self.log.info("automounter_kept", name=name,
                           reason=f"{len(others)} other build(s) still use it")

@@ -14,6 +14,8 @@ Argv = tuple[str, ...]
 #: Inside the automounter container the shared directory is always here (its image's contract).
 AUTOMOUNTER_MOUNTS = "/cvmfsmounts"
 BUILD_ROLE_LABEL = "lwcontainer.role"
+OWNER_LABEL = "lwcontainer.owner"  # host/pid/start time of the run that made it (owner.py)
+KEEP_LABEL = "lwcontainer.keep"  # kept after the build for 'lwcontainer commit'
 
 STALE_MARK = "lwcontainer: unmounted stale mount "
 # The automounter's entrypoint, wrapped: first unmount whatever a dead automounter left below
@@ -129,16 +131,19 @@ def watch_as_build(volume: Argv, image: str, name: str, seconds: int,
             "-c", WATCH_SCRIPT, "watch", str(seconds), "/cvmfs", *repos)
 
 
-def build_create(s: Settings, name: str, volume: Argv, git: bool = False) -> Argv:
+def build_create(s: Settings, name: str, volume: Argv, git: bool = False,
+                 labels: Argv = (), options: Argv = ()) -> Argv:
     """The recipe's ``docker run``, split in create and start: the container exists (and marks
     the automounter as in use) while CVMFS is awaited. Checkout mounted at its own path (its
     ``.git``, when there is one, read-only: git on the host runs what ``.git/config`` names),
     CVMFS as chosen, no privileges; the LWC_BUILD_ENV variables by name (``-e NAME``: docker
-    takes the value from its own environment, so it is never on a command line)."""
+    takes the value from its own environment, so it is never on a command line). ``options``:
+    what another CLI needs besides (podman: --unsetenv)."""
     project = str(s.project_dir)
     passed = tuple(arg for variable in s.build_env for arg in ("-e", variable))  # by name only
     readonly_git = ("-v", f"{project}/.git:{project}/.git:ro") if git else ()
-    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *passed,
+    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels, *options,
+            *passed,
             *volume, "-v", f"{project}:{project}", *readonly_git, "-w", project,
             str(s.from_image), "/bin/bash", s.build_script)
 
@@ -151,10 +156,16 @@ def run_image(image: str, volume: Argv, workspace: str | None, tty: bool,
             image, *command)
 
 
-def lease_create(s: Settings, name: str) -> Argv:
+def lease_create(s: Settings, name: str, labels: Argv = ()) -> Argv:
     """A never-started container of the automounter image, counted as a build in progress."""
-    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build",
+    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels,
             str(s.automounter_image))
+
+
+def owner_labels(owner: str, keep: bool = False) -> Argv:
+    """Who made a build or lease container (engines/docker/owner.py), and whether it is kept
+    for a later 'lwcontainer commit'."""
+    return ("--label", f"{OWNER_LABEL}={owner}", *(("--label", f"{KEEP_LABEL}=1") if keep else ()))
 
 
 def build_start(name: str) -> Argv:
@@ -174,10 +185,15 @@ def push(ref: str) -> Argv:
     return ("push", ref)
 
 
-def active_builds() -> Argv:
-    """Build containers of any run that are created or running: users of the automounter."""
-    return ("ps", "--quiet", "--filter", f"label={BUILD_ROLE_LABEL}=build",
-            "--filter", "status=created", "--filter", "status=running")
+BUILD_FIELDS = ("{{.ID}}", "{{.Names}}", "{{.State}}", '{{.Label "%s"}}' % OWNER_LABEL,
+                '{{.Label "%s"}}' % KEEP_LABEL)
+
+
+def build_containers() -> Argv:
+    """Every build and lease container on the engine, of any run, in any state: one line each,
+    BUILD_FIELDS separated by tabs."""
+    return ("ps", "--all", "--no-trunc", "--filter", f"label={BUILD_ROLE_LABEL}=build",
+            "--format", "\t".join(BUILD_FIELDS))
 
 
 def commit_changes(base_config: Mapping | None, labels: Mapping[str, str]) -> tuple[str, ...]:

@@ -6,42 +6,57 @@
 # no privileges), in the project directory: records the root filesystem, runs the build script
 # as the docker engine would (/bin/bash SCRIPT, a clean environment), then writes what changed on
 # the root filesystem's own mount as one OCI layer:
-#   lwcontainer-layer.tar.gz    added and changed entries, deletions as .wh. whiteouts
+#   lwcontainer-layer.tar.gz    added and changed entries (with their extended attributes),
+#                               deletions as .wh. whiteouts
 #   lwcontainer-layer.json      what `lwcontainer publish` needs (diff id, digest, platform ...)
-# and exits with the build script's status (no layer when it fails).
-# Needs only bash, coreutils, findutils, GNU tar and gzip: CMS base images have no usable Python.
+# and exits with the build script's status (no layer when it fails). Before writing the layer it
+# searches it for the values of the job's secret variables and refuses if one is there.
+#
+# Needs only bash (4.2 or later), coreutils (8.22), findutils (4.5.11), GNU tar (1.26), gzip,
+# grep and awk (gawk or mawk): what CMS base images have. No Python.
 #
 # Settings (environment): LWC_BUILD_SCRIPT (default @BUILD_SCRIPT@), LWC_BUILD_ENV (names of
-# variables passed into the build), SOURCE_DATE_EPOCH (entry times clamped to it).
+# variables passed into the build), @USER_SECRETS@ (more secret variables' names),
+# SOURCE_DATE_EPOCH (entry times clamped to it).
 set -uo pipefail
 export LC_ALL=C
 
 FORMAT=1
-SCRIPT=${LWC_BUILD_SCRIPT:-@BUILD_SCRIPT@}
-PROJECT=$(pwd -P)
-LAYER=$PROJECT/lwcontainer-layer.tar.gz
-META=$PROJECT/lwcontainer-layer.json
+SECRET_MIN_LENGTH=@SECRET_MIN_LENGTH@   # shorter values would match everywhere
+FS=/                                    # the root filesystem captured (tests point it elsewhere)
+MOUNTINFO=/proc/self/mountinfo
 
-say() { printf 'lwcontainer capture: %s\n' "$*" >&2; }
-die() { say "$*"; exit "${2:-2}"; }
+say() { printf 'lwcontainer capture: %s\n' "$1" >&2; }
+warn() { say "warning: $1"; }
+die() { say "$1"; exit "${2:-2}"; }
+now_ms() { local ns; ns=$(date +%s%N); echo $((ns / 1000000)); }
 
-in_container() {
-  # The root filesystem of a container: an overlay (docker, containerd, podman), or a marker
-  # file of an engine, or a Kubernetes pod. On a host, capturing would record the host.
-  [ -e /.dockerenv ] || [ -e /run/.containerenv ] && return 0
-  [ -n "${KUBERNETES_SERVICE_HOST:-}" ] && return 0
-  local root_type
-  root_type=$(awk '$5 == "/" { for (i = 7; $i != "-"; i++); print $(i + 1) }' /proc/self/mountinfo | tail -n 1)
+# -- where it runs -----------------------------------------------------------------------------
+in_container() { # [mountinfo] [root]: is / a container's root filesystem?
+  # An engine's marker, an overlay root (docker, containerd, podman, kaniko-like runners), or a
+  # Kubernetes pod's service-account mount. On a host, capturing would record the host.
+  local info=${1:-$MOUNTINFO} root=${2:-} root_type
+  [ -e "$root/.dockerenv" ] || [ -e "$root/run/.containerenv" ] && return 0
+  root_type=$(awk '$5 == "/" { for (i = 7; $i != "-"; i++); t = $(i + 1) } END { print t }' "$info")
   case $root_type in overlay|fuse-overlayfs|aufs) return 0 ;; esac
-  return 1
+  awk '$5 ~ /^(\/var)?\/run\/secrets\/kubernetes\.io\/serviceaccount$/ { found = 1 }
+       END { exit !found }' "$info"
 }
 
-# Every mount point but / (unescaped from mountinfo's octal), and the project: never captured.
-mount_points() {
-  awk '$5 != "/" { print $5 }' /proc/self/mountinfo | while IFS= read -r m; do
+mount_points() { # [mountinfo]: every mount point but /, NUL-separated, unescaped
+  local m
+  awk '$5 != "/" { print $5 }' "${1:-$MOUNTINFO}" | while IFS= read -r m; do
     printf '%b\0' "${m//\\/\\0}"   # \040 -> \0040: printf %b reads octal as \0NNN
   done
-  printf '%s\0' "$PROJECT" "$WORK"
+}
+
+rel() { # an absolute path as find prints it when run in $FS (./usr/lib), or nothing outside $FS
+  local top=${FS%/}
+  case $1 in
+    "$FS") printf . ;;
+    "$top"/*) printf '.%s' "${1#"$top"}" ;;
+    *) return 1 ;;
+  esac
 }
 
 glob_quote() { # a literal path for find -path
@@ -50,18 +65,266 @@ glob_quote() { # a literal path for find -path
   printf '%s' "$s"
 }
 
-# find's arguments that prune every excluded path and what lies below it.
-prune_args() {
-  PRUNE=(\( -path /proc -o -path /sys -o -path /dev)
-  local m
-  while IFS= read -r -d '' m; do
-    PRUNE+=(-o -path "$(glob_quote "$m")")
-  done < <(mount_points | sort -zu)
+# PRUNE (find's arguments) and $WORK/never (sorted, one a line): what is never captured. Mounts
+# on another device are not entered (find -xdev), only their mount point is listed, and taken
+# off the lists afterwards; -path tests (costly on every path) only for /proc, /sys, /dev, the
+# project, the work directory and mounts on the root's own device.
+prune_setup() {
+  local m i rootdev mismatch=
+  local -a mounts=() devs=()
+  while IFS= read -r -d '' m; do mounts+=("$m"); done < <(mount_points "$MOUNTINFO")
+  PRUNE=(\( -path ./proc -o -path ./sys -o -path ./dev)
+  for m in "$PROJECT" "$WORK"; do
+    m=$(rel "$m") && PRUNE+=(-o -path "$(glob_quote "$m")")
+  done
+  : >"$WORK/never0"
+  if [ ${#mounts[@]} -gt 0 ]; then
+    rootdev=$(stat -c %d -- "$FS")
+    mapfile -t devs < <(stat -c %d -- "${mounts[@]}" 2>/dev/null)
+    [ ${#devs[@]} -eq ${#mounts[@]} ] || mismatch=1
+    for i in "${!mounts[@]}"; do
+      m=$(rel "${mounts[i]}") || continue
+      if [ -n "$mismatch" ] || [ "${devs[i]}" = "$rootdev" ]; then
+        PRUNE+=(-o -path "$(glob_quote "$m")")
+      fi
+      printf '%s\0' "$m" >>"$WORK/never0"
+    done
+  fi
   PRUNE+=(\) -prune -o)
+  printf '.\0' >>"$WORK/never0"   # the root directory itself is no entry of the layer
+  lines "$WORK/never0" | sort -u >"$WORK/never"
 }
 
-walk() { # every path on the root filesystem, NUL-separated, sorted; extra find tests in "$@"
-  find / -xdev "${PRUNE[@]}" "$@" -print0 2>/dev/null | sort -z
+# -- lists -------------------------------------------------------------------------------------
+# find writes NUL-separated paths; the set operations (sort, comm, awk) work on lines. Swapping
+# NUL and newline is exact both ways: a newline in a name becomes a NUL inside its line.
+lines() { tr '\0\n' '\n\0' <"$1"; }
+nuls() { tr '\n\0' '\0\n' <"$1"; }
+count_lines() { local n; n=$(wc -l <"$1"); echo $((n)); }
+
+walk_before() { # -> before0: every path, NUL-separated
+  (cd "$FS" && find . -xdev "${PRUNE[@]}" -print0 2>/dev/null) >"$WORK/before0"
+  [ -s "$WORK/before0" ] || die "find could not walk the root filesystem" 1
+}
+
+walk_after() { # one walk -> after0 (every path), dirs0, changed0 (ctime after the marker),
+  # files0 (changed regular files), open0 (changed and world-writable, not a sticky directory)
+  # ctime, not mtime: cp -a and tar keep old mtimes, but every write sets the inode's ctime.
+  (cd "$FS" && find . -xdev "${PRUNE[@]}" -fprint0 "$WORK/after0" \
+     \( -type d -fprint0 "$WORK/dirs0" -o -true \) \
+     -cnewer "$WORK/marker" -fprint0 "$WORK/changed0" \
+     \( -type f -fprint0 "$WORK/files0" -o -true \) \
+     \( -type l -o ! -perm -0002 -o -type d -perm -1000 -o -fprint0 "$WORK/open0" \) \
+     2>/dev/null)
+  [ -s "$WORK/after0" ] || die "find could not walk the root filesystem" 1
+}
+
+deleted() { # BEFORE AFTER (sorted lines): paths in the first, not in the second
+  comm -23 "$1" "$2"
+}
+
+whiteouts() { # DELETED DIRS: each deleted path whose parent is, after the build, a directory
+  # (find lists a directory only when every ancestor is one). Nothing inside a deleted
+  # directory, or one that became a file or a symlink: the parent's own entry covers it.
+  awk 'FILENAME == ARGV[1] { dir[$0]; next }
+       { parent = $0; sub(/\/[^\/]*$/, "", parent); if (parent in dir) print }' "$2" "$1"
+}
+
+entry_list() { # CHANGED WHITEOUTS: the layer's entries in order, one a line
+  # Sorted by path, and each directory's whiteouts right after the directory's own entry (the
+  # root's first of all), before any other entry inside it. Parents of whiteouts that did not
+  # change are added (their entry is what FROM has). A whiteout is archived from an empty
+  # placeholder that tar renames: $STAGE/<parent>/.wh.<name> (listed in $WORK/staged), or, when
+  # .wh.<name> is too long for a file name, $STAGE_LONG/<n> (names in $WORK/long-dst).
+  awk '{ sub(/\/[^\/]*$/, ""); if ($0 != ".") print }' "$2" | sort -u \
+    | comm -13 "$1" - | sort -m "$1" - \
+    | awk -v stage="$STAGE" -v long="$STAGE_LONG" -v staged="$WORK/staged" \
+          -v long_dst="$WORK/long-dst" '
+      function emit(key) { if (key in wh) { printf "%s", wh[key]; delete wh[key] } }
+      FILENAME == ARGV[1] {
+        parent = $0; sub(/\/[^\/]*$/, "", parent)
+        name = substr($0, length(parent) + 2)
+        if (length(name) > 251) {
+          placeholder = long "/" ++n
+          print parent "/.wh." name > long_dst
+        } else {
+          placeholder = stage substr(parent, 2) "/.wh." name
+          print "." substr(parent, 2) "/.wh." name > staged
+        }
+        wh[parent] = wh[parent] placeholder "\n"
+        next
+      }
+      !root { emit("."); root = 1 }
+      { print; emit($0) }
+      END { if (!root) emit(".") }' "$2" -
+}
+
+awk_keeps_nul() { # does this awk keep a NUL inside a line (mawk 1.3.3 does not)?
+  local n
+  n=$(printf 'a\0b\n' | awk '{ print length($0) }')
+  [ "$n" = 3 ]
+}
+
+has_nul() { local n; n=$(tr -cd '\0' <"$1" | wc -c); [ "$n" -gt 0 ]; }
+
+# -- the layer ---------------------------------------------------------------------------------
+tar_features() { # TAR_OPTS and NOTES for this tar; its help text kept first, then read
+  local help probe
+  help=$(tar --help 2>&1)
+  case $help in *--transform*) ;; *) die "FROM's tar is not GNU tar, which the capture needs" ;; esac
+  # shellcheck disable=SC2054  # the commas belong to --pax-option's value
+  TAR_OPTS=(--no-recursion --numeric-owner --format=posix
+            --pax-option=exthdr.name=PaxHeaders/%f,delete=atime,delete=ctime)
+  XATTRS=false
+  case $help in
+    *--xattrs-exclude*)
+      probe=$(tar --xattrs --xattrs-exclude=security.selinux -c -f "$WORK/probe.tar" \
+                -C "$WORK" marker 2>&1) && [ -z "$probe" ] && XATTRS=true ;;
+  esac
+  if $XATTRS; then
+    # every namespace tar can read (user, security.capability, trusted for root, POSIX ACLs as
+    # system.posix_acl_*), as SCHILY.xattr records; SELinux labels belong to the runtime
+    TAR_OPTS+=(--xattrs --xattrs-exclude=security.selinux)
+  else
+    NOTES+=("extended attributes (file capabilities, ACLs, user.*) are not carried: FROM's tar cannot write them")
+    warn "${NOTES[${#NOTES[@]} - 1]}"
+  fi
+  if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+    TAR_OPTS+=(--mtime="@$SOURCE_DATE_EPOCH")
+    case $help in
+      *--clamp-mtime*) TAR_OPTS+=(--clamp-mtime) ;;
+      *) NOTES+=("every entry's time is SOURCE_DATE_EPOCH: FROM's tar cannot clamp times") ;;
+    esac
+  fi
+}
+
+layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts, placeholders
+  local sorting list
+  lines "$WORK/before0" | sort >"$WORK/before" &
+  sorting=$!
+  lines "$WORK/after0" | sort >"$WORK/after"
+  wait "$sorting" || die "sort failed" 1
+  deleted "$WORK/before" "$WORK/after" >"$WORK/deleted"
+  lines "$WORK/dirs0" >"$WORK/dirs"
+  lines "$WORK/changed0" | sort | comm -23 - "$WORK/never" >"$WORK/changed"
+  if ! awk_keeps_nul; then
+    for list in deleted dirs changed; do
+      has_nul "$WORK/$list" && die "FROM's awk cannot handle a file name with a newline in it (one is among the $list paths); a gawk or a newer mawk can"
+    done
+  fi
+  if [ -s "$WORK/deleted" ]; then
+    whiteouts "$WORK/deleted" "$WORK/dirs" >"$WORK/whiteouts"
+  else
+    : >"$WORK/whiteouts"
+  fi
+  STAGE=$(rel "$WORK/wh") && STAGE_LONG=$(rel "$WORK/whl") \
+    || die "the work directory $WORK must lie inside $FS"
+  : >"$WORK/staged"; : >"$WORK/long-dst"
+  entry_list "$WORK/changed" "$WORK/whiteouts" >"$WORK/entries"
+}
+
+write_tar() { # entries -> layer.tar; whiteouts from empty placeholders, renamed by tar
+  local epoch=${SOURCE_DATE_EPOCH:-0} n=0 dst delim
+  local -a rename=()
+  mkdir "$WORK/wh" "$WORK/whl" || die "cannot write into $WORK" 1
+  while IFS= read -r -d '' dst; do   # rare: one --transform each
+    n=$((n + 1))
+    : >"$WORK/whl/$n" || die "cannot write into $WORK" 1
+    dst=${dst//\\/\\\\}; dst=${dst//&/\\&}
+    for delim in $'\001' $'\002' $'\003' $'\004' $'\005' $'\006' ''; do
+      case $dst in *"$delim"*) ;; *) break ;; esac
+    done
+    [ -n "$delim" ] || die "cannot name a whiteout for ${dst:0:80}..." 1
+    rename+=("--transform=s${delim}^${STAGE_LONG//./\\.}/$n\$${delim}${dst}${delim}SH")
+  done < <(nuls "$WORK/long-dst")
+  (umask 022 && cd "$WORK/wh" \
+    && awk '{ sub(/\/[^\/]*$/, ""); print }' "$WORK/staged" | sort -u >"$WORK/staged-dirs" \
+    && nuls "$WORK/staged-dirs" | xargs -0 -r mkdir -p -- \
+    && nuls "$WORK/staged" | xargs -0 -r touch -d "@$epoch" -- \
+    && cd "$WORK/whl" && find . -type f -exec touch -d "@$epoch" -- {} +) \
+    || die "cannot write the whiteout placeholders in $WORK" 1
+  nuls "$WORK/entries" >"$WORK/entries0"
+  tar -C "$FS" -c -f "$WORK/layer.tar" "${TAR_OPTS[@]}" ${rename[@]+"${rename[@]}"} \
+    --transform="s|^${STAGE//./\\.}/|./|SH" --null -T "$WORK/entries0" 2>"$WORK/tar.err" \
+    || { cat "$WORK/tar.err" >&2; die "tar could not archive the changed files" 1; }
+}
+
+# -- the job's secrets -------------------------------------------------------------------------
+is_secret_name() { # NAME [USER_NAMES...]: the rule of lwcontainer's settings (config/secrets.py)
+  local name=$1 user
+  shift
+  [ "$name" = @USER_SECRETS@ ] && return 1   # a list of names, not a secret
+  case ${name^^} in @SECRET_CASE@) return 0 ;; esac
+  for user in "$@"; do [ "$name" = "$user" ] && return 0; done
+  return 1
+}
+
+user_secret_names() { IFS=$', \t\n' read -r -a USER_SECRET_NAMES <<<"${@USER_SECRETS@:-}"; }
+
+collect_secrets() { # SECRET_NAMES/SECRET_VALUES: the job's secret variables in this environment
+  local name value line longest
+  SECRET_NAMES=(); SECRET_VALUES=()
+  for name in $(compgen -e); do
+    is_secret_name "$name" ${USER_SECRET_NAMES[@]+"${USER_SECRET_NAMES[@]}"} || continue
+    value=${!name-}
+    longest=""
+    while :; do   # a value of several lines: its longest line (grep -F reads one a line)
+      line=${value%%$'\n'*}
+      [ ${#line} -gt ${#longest} ] && longest=$line
+      [ "$line" = "$value" ] && break
+      value=${value#*$'\n'}
+    done
+    [ ${#longest} -ge "$SECRET_MIN_LENGTH" ] || continue
+    SECRET_NAMES+=("$name"); SECRET_VALUES+=("$longest")
+  done
+}
+
+search_secrets() { # LAYER_TAR: refuse (exit 2, no layer) when it carries a secret's value
+  local i found where
+  [ ${#SECRET_NAMES[@]} -gt 0 ] || return 0
+  (umask 077 && printf '%s\n' "${SECRET_VALUES[@]}" >"$WORK/secrets") || die "cannot write $WORK" 1
+  grep -F -a -q -f "$WORK/secrets" -- "$1"
+  found=$?
+  [ "$found" -eq 1 ] && return 0
+  [ "$found" -eq 0 ] || die "grep could not search the layer for the job's secrets" 1
+  for i in "${!SECRET_NAMES[@]}"; do
+    printf '%s\n' "${SECRET_VALUES[i]}" >"$WORK/secrets"
+    grep -F -a -q -f "$WORK/secrets" -- "$1" || continue
+    lines "$WORK/files0" | sort | comm -23 - "$WORK/never" | nuls /dev/stdin >"$WORK/search0"
+    where=$(cd "$FS" && xargs -0 -r grep -F -a -l -f "$WORK/secrets" -- <"$WORK/search0" \
+              2>/dev/null | sed -e 's|^\./|/|' | tr '\n' ' ')
+    where=${where//"${SECRET_VALUES[i]}"/[MASKED]}
+    where=${where% }
+    [ -n "$where" ] || where="the name, link target or attributes of an entry"
+    die "the layer would carry the value of ${SECRET_NAMES[i]} (in $where): no layer written. The build runs with the job's privileges and can read the job's environment; keep its secrets out of the files the build writes" 2
+  done
+  die "the layer would carry the value of a secret variable: no layer written" 2
+}
+
+warn_open() { # changed entries anyone may write: named, never changed
+  local n shown
+  lines "$WORK/open0" | sort | comm -23 - "$WORK/never" >"$WORK/open"
+  [ -s "$WORK/open" ] || return 0
+  n=$(count_lines "$WORK/open")
+  shown=$(head -n 20 "$WORK/open" | sed -e 's|^\./|/|' | tr '\n\0' ' ?')
+  warn "the layer holds $n world-writable entries (files, or directories without the sticky bit), modes kept as the build set them: ${shown% }$([ "$n" -gt 20 ] && echo ' ...')"
+}
+
+# -- the build ---------------------------------------------------------------------------------
+build_environment() { # env -i arguments: the docker engine's clean environment
+  BUILD_ENV=(HOME="${HOME:-/}" PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}")
+  [ -n "${USER:-}" ] && BUILD_ENV+=(USER="$USER")
+  [ -n "${LANG:-}" ] && BUILD_ENV+=(LANG="$LANG")
+  local name
+  local -a names=()
+  IFS=$', \t\n' read -r -a names <<<"${LWC_BUILD_ENV:-}"
+  for name in ${names[@]+"${names[@]}"}; do
+    case $name in ''|*[!A-Za-z0-9_]*) die "LWC_BUILD_ENV: '$name' is not a variable name" ;; esac
+    if is_secret_name "$name" ${USER_SECRET_NAMES[@]+"${USER_SECRET_NAMES[@]}"}; then
+      die "LWC_BUILD_ENV: $name holds a secret and is never passed into the build"
+    fi
+    [ -n "${!name+set}" ] && BUILD_ENV+=("$name=${!name}")
+  done
 }
 
 json_string() {
@@ -77,130 +340,100 @@ architecture() {
   esac
 }
 
-build_environment() { # env -i arguments: the docker engine's clean environment
-  BUILD_ENV=(HOME="${HOME:-/}" PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}")
-  [ -n "${USER:-}" ] && BUILD_ENV+=(USER="$USER")
-  [ -n "${LANG:-}" ] && BUILD_ENV+=(LANG="$LANG")
-  local name
-  for name in ${LWC_BUILD_ENV:-}; do
-    name=${name%,}
-    case ${name^^} in  # the rule of lwcontainer's settings (LWC_BUILD_ENV)
-      *PASSWORD*|*SECRET*|*TOKEN*|*PASSWD*|*CREDENTIAL*)
-        die "LWC_BUILD_ENV: $name holds a secret and is never passed into the build" ;;
-      ''|*[!A-Za-z0-9_]*) die "LWC_BUILD_ENV: '$name' is not a variable name" ;;
-    esac
-    [ -n "${!name+set}" ] && BUILD_ENV+=("$name=${!name}")
-  done
-}
-
-# -- checks ----------------------------------------------------------------------------------
-in_container || die "refusing to run outside a container: this would capture the host's root filesystem. Run it as the CI job of image FROM (LWC_ENGINE=inplace)"
-[ -f "$SCRIPT" ] || die "LWC_BUILD_SCRIPT: $PROJECT/$SCRIPT does not exist"
-case $SCRIPT in /*|../*|*/../*) die "LWC_BUILD_SCRIPT: '$SCRIPT' must lie inside the project directory" ;; esac
-for tool in find sort tar gzip sha256sum awk stat; do
-  command -v "$tool" >/dev/null || die "FROM has no '$tool', which the capture needs"
-done
-build_environment
-rm -f "$LAYER" "$META"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/lwc-capture.XXXXXX") || die "cannot create a work directory"
-trap 'rm -rf "$WORK"' EXIT
-trap 'exit 130' INT TERM
-prune_args
-
-# -- before ----------------------------------------------------------------------------------
-started=$(date +%s)
-walk >"$WORK/before"
-touch "$WORK/marker"
-sleep 0.01 2>/dev/null || sleep 1   # a change in the same clock tick as the marker still counts
-
-# -- the build -------------------------------------------------------------------------------
-say "running /bin/bash $SCRIPT in $PROJECT"
-env -i "${BUILD_ENV[@]}" /bin/bash "$SCRIPT" </dev/null
-status=$?
-if [ "$status" -ne 0 ]; then
-  say "build script $SCRIPT exited with code $status: no layer written"
-  exit "$status"
-fi
-
-# -- after: what changed ---------------------------------------------------------------------
-# ctime, not mtime: cp -a and tar keep old mtimes, but every write sets the inode's ctime.
-walk -cnewer "$WORK/marker" >"$WORK/changed"
-walk >"$WORK/after"
-
-# Deleted: in before, not after. Only the topmost deleted path gets a whiteout, and none below a
-# path that is now a file (the new entry replaces the old directory whole).
-declare -A now=()
-while IFS= read -r -d '' p; do now[$p]=1; done <"$WORK/after"
-: >"$WORK/whiteouts"
-last=""
-while IFS= read -r -d '' p; do
-  [ -n "${now[$p]+x}" ] && continue
-  if [ -n "$last" ] && [ "${p#"$last"/}" != "$p" ]; then continue; fi
-  last=$p
-  parent=${p%/*}; covered=""
-  while [ -n "$parent" ]; do
-    if [ -n "${now[$parent]+x}" ] && [ ! -d "$parent" ] || [ -L "$parent" ]; then covered=1; break; fi
-    parent=${parent%/*}
-  done
-  [ -n "$covered" ] && continue
-  printf '%s\0' "$p" >>"$WORK/whiteouts"
-done <"$WORK/before"
-unset now
-
-# -- the layer -------------------------------------------------------------------------------
-mkdir "$WORK/wh"
-: >"$WORK/whlist"
-while IFS= read -r -d '' p; do
-  dir=$WORK/wh${p%/*}
-  mkdir -p "$dir" && : >"$dir/.wh.${p##*/}" || die "cannot write a whiteout for $p" 1
-  printf '.%s\0' "${p%/*}/.wh.${p##*/}" >>"$WORK/whlist"
-done <"$WORK/whiteouts"
-# the changed entries, relative (./usr/...), so no name is read as an option
-while IFS= read -r -d '' p; do
-  [ "$p" = / ] || printf '.%s\0' "$p"
-done <"$WORK/changed" >"$WORK/list"
-
-# shellcheck disable=SC2054  # the commas belong to --pax-option's value
-TAR_OPTS=(--no-recursion --numeric-owner --format=posix --null
-          --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime)
-if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
-  TAR_OPTS+=(--mtime="@$SOURCE_DATE_EPOCH")
-  tar --help 2>/dev/null | grep -q -- --clamp-mtime && TAR_OPTS+=(--clamp-mtime)
-fi
-tar -C / -c -f "$WORK/layer.tar" "${TAR_OPTS[@]}" -T "$WORK/list" 2>"$WORK/tar.err" \
-  || { cat "$WORK/tar.err" >&2; die "tar could not archive the changed files" 1; }
-if [ -s "$WORK/whlist" ]; then
-  tar -C "$WORK/wh" -r -f "$WORK/layer.tar" "${TAR_OPTS[@]}" --owner=0 --group=0 \
-    --mtime="@${SOURCE_DATE_EPOCH:-0}" -T "$WORK/whlist" || die "tar could not add the whiteouts" 1
-fi
-
-diff_id=sha256:$(sha256sum <"$WORK/layer.tar" | cut -d' ' -f1)
-tar_size=$(stat -c %s "$WORK/layer.tar")
-gzip -n -6 <"$WORK/layer.tar" >"$WORK/layer.tar.gz" || die "gzip failed" 1
-digest=sha256:$(sha256sum <"$WORK/layer.tar.gz" | cut -d' ' -f1)
-size=$(stat -c %s "$WORK/layer.tar.gz")
-created=${SOURCE_DATE_EPOCH:-$started}
-entries=$(tr -cd '\0' <"$WORK/list" | wc -c)
-deleted=$(tr -cd '\0' <"$WORK/whiteouts" | wc -c)
-
-cat >"$WORK/layer.json" <<JSON
+write_meta() { # digest size tar_size created entries whiteouts -> $WORK/layer.json
+  local notes="" note
+  for note in ${NOTES[@]+"${NOTES[@]}"}; do notes+="${notes:+, }$(json_string "$note")"; done
+  cat >"$WORK/layer.json" <<JSON
 {
   "format": $FORMAT,
   "generator": "lwcontainer @VERSION@",
-  "diff_id": "$diff_id",
-  "digest": "$digest",
-  "size": $size,
-  "uncompressed_size": $tar_size,
+  "diff_id": "$DIFF_ID",
+  "digest": "$1",
+  "size": $2,
+  "uncompressed_size": $3,
   "os": "linux",
   "architecture": "$(architecture)",
   "build_script": $(json_string "$SCRIPT"),
   "user": $(json_string "$(id -u):$(id -g)"),
-  "created": $created,
-  "entries": $entries,
-  "whiteouts": $deleted
+  "created": $4,
+  "entries": $5,
+  "whiteouts": $6,
+  "xattrs": $XATTRS,
+  "notes": [$notes]
 }
 JSON
-mv -f "$WORK/layer.tar.gz" "$LAYER" && mv -f "$WORK/layer.json" "$META" \
-  || die "cannot write the layer into $PROJECT" 1
-say "layer $digest: $entries entries, $deleted deletions, $size bytes -> $LAYER"
+}
+
+main() {
+  local started status tool probe t0 t_build size tar_size digest entries deletions overhead
+  SCRIPT=${LWC_BUILD_SCRIPT:-@BUILD_SCRIPT@}
+  PROJECT=$(pwd -P)
+  LAYER=$PROJECT/lwcontainer-layer.tar.gz
+  META=$PROJECT/lwcontainer-layer.json
+  NOTES=()
+
+  # -- checks: everything that can be known before the build ---------------------------------
+  in_container "$MOUNTINFO" "" || die "refusing to run outside a container: this would capture the host's root filesystem. Run it as the CI job of image FROM (LWC_ENGINE=inplace)"
+  [ -f "$SCRIPT" ] || die "LWC_BUILD_SCRIPT: $PROJECT/$SCRIPT does not exist"
+  case $SCRIPT in /*|../*|*/../*) die "LWC_BUILD_SCRIPT: '$SCRIPT' must lie inside the project directory" ;; esac
+  case ${SOURCE_DATE_EPOCH:-0} in ''|*[!0-9]*) die "SOURCE_DATE_EPOCH: '$SOURCE_DATE_EPOCH' is not a number of seconds" ;; esac
+  for tool in find sort comm tr tar gzip sha256sum awk grep sed stat xargs touch mktemp date; do
+    command -v "$tool" >/dev/null || die "FROM has no '$tool', which the capture needs"
+  done
+  t0=$(now_ms)
+  user_secret_names
+  build_environment
+  collect_secrets
+  probe=$(mktemp "$PROJECT/.lwcontainer-write-check.XXXXXX" 2>/dev/null) && rm -f "$probe" \
+    || die "cannot write into the project directory $PROJECT as uid $(id -u), where the layer goes: make the checkout writable by this user (GitLab's is), then rerun"
+  rm -f "$LAYER" "$META"
+
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/lwc-capture.XXXXXX") || die "cannot create a work directory"
+  trap 'rm -rf "$WORK"' EXIT
+  trap 'exit 130' INT TERM
+  case $WORK in /*) ;; *) WORK=$(pwd -P)/$WORK ;; esac
+  case $WORK in *[!A-Za-z0-9._/+-]*) die "TMPDIR: '$WORK' must be a plain path (letters, digits, . _ / + -)" ;; esac
+  touch "$WORK/marker"
+  tar_features
+  prune_setup
+
+  # -- before, the build ---------------------------------------------------------------------
+  started=$(date +%s)
+  walk_before
+  touch "$WORK/marker"
+  sleep 0.01 2>/dev/null || sleep 1   # a change in the same clock tick as the marker still counts
+  say "running /bin/bash $SCRIPT in $PROJECT"
+  t_build=$(now_ms)
+  env -i "${BUILD_ENV[@]}" /bin/bash "$SCRIPT" </dev/null
+  status=$?
+  t_build=$(($(now_ms) - t_build))
+  if [ "$status" -ne 0 ]; then
+    say "build script $SCRIPT exited with code $status: no layer written"
+    exit "$status"
+  fi
+
+  # -- after: the layer ----------------------------------------------------------------------
+  walk_after
+  layer_lists
+  write_tar
+  search_secrets "$WORK/layer.tar"
+  warn_open
+
+  DIFF_ID=sha256:$(sha256sum <"$WORK/layer.tar" | cut -d' ' -f1)
+  tar_size=$(stat -c %s "$WORK/layer.tar")
+  gzip -n -6 <"$WORK/layer.tar" >"$WORK/layer.tar.gz" || die "gzip failed" 1
+  digest=sha256:$(sha256sum <"$WORK/layer.tar.gz" | cut -d' ' -f1)
+  size=$(stat -c %s "$WORK/layer.tar.gz")
+  deletions=$(count_lines "$WORK/whiteouts")
+  entries=$(($(count_lines "$WORK/entries") - deletions))
+  write_meta "$digest" "$size" "$tar_size" "${SOURCE_DATE_EPOCH:-$started}" "$entries" "$deletions"
+  mv -f -T "$WORK/layer.tar.gz" "$LAYER" && mv -f -T "$WORK/layer.json" "$META" \
+    || die "cannot write the layer into $PROJECT" 1
+  overhead=$(($(now_ms) - t0 - t_build))
+  say "layer $digest: $entries entries, $deletions deletions, $size bytes -> $LAYER (capture $((overhead / 1000)).$(printf '%03d' $((overhead % 1000))) s besides the build's $((t_build / 1000)).$(printf '%03d' $((t_build % 1000))) s)"
+}
+
+# Run when executed (bash FILE, bash -c TEXT); sourcing it only defines the functions (tests).
+if [ "${BASH_SOURCE[0]:-$0}" = "$0" ]; then
+  main "$@"
+fi

@@ -21,13 +21,15 @@ from .image import assemble
 from .publish import Publisher
 from ...config.settings import Settings
 from ...errors import BuildError, ConfigError
-from ...executor import Executor, Step, child_environment
+from ...executor import TIMED_OUT, Executor, Step, child_environment
 from ...output.logs import get_logger
 from ...output.progress import progress
 from ...stages import Image, Stages, labels
 
 
 class InplaceEngine:
+    SUBCOMMANDS: frozenset[str] = frozenset()  # no single stages: 'lwcontainer', 'publish'
+
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
                  environ: Mapping[str, str]) -> None:
         self.s = settings
@@ -58,16 +60,24 @@ class InplaceEngine:
     def build(self) -> None:
         """The capture, here and now: this process must be running in FROM."""
         with self.stages.stage("capture"):
-            step = Step(("-c", capture.render(self.s.build_script), "lwcontainer-capture"),
-                        program="bash", env=self.env, cwd=str(self.s.project_dir), stream=True,
-                        check=False, what="capture",
-                        shown=f"bash {capture.SCRIPT_PATH} (generated; LWC_BUILD_SCRIPT="
-                              f"{self.s.build_script})")
-            done = self.x.run(step)
-            if not done.ok:
-                raise BuildError(f"the capture of build script {self.s.build_script} exited "
-                                 f"with code {done.returncode}: {self.x.masker(done.stderr[-600:])}"
-                                 .rstrip(": "))
+            done = self.x.run(self.capture_step())
+            if done.ok:
+                return
+            if done.returncode == TIMED_OUT and self.s.build_timeout:
+                raise BuildError(self.x.failure_message(self.capture_step(), done))
+            raise BuildError(f"the capture of build script {self.s.build_script} exited "
+                             f"with code {done.returncode}: {self.x.masker(done.stderr[-600:])}"
+                             .rstrip(": "))
+
+    def capture_step(self) -> Step:
+        """The generated capture script, run by bash here; LWC_BUILD_TIMEOUT bounds it (the
+        executor stops its whole process group: the build and the capture's own tools)."""
+        return Step(("-c", capture.render(self.s.build_script), "lwcontainer-capture"),
+                    program="bash", env=self.env, cwd=str(self.s.project_dir), stream=True,
+                    check=False, what="capture", timeout=self.s.build_timeout,
+                    timeout_setting="LWC_BUILD_TIMEOUT",
+                    shown=f"bash {capture.SCRIPT_PATH} (generated; LWC_BUILD_SCRIPT="
+                          f"{self.s.build_script})")
 
     def commit(self) -> Image:
         """The new image's config and manifest: FROM's, plus the captured layer."""

@@ -23,7 +23,6 @@ What a registry says is not trusted (transport.py adds the deadlines and the ori
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ import oras.auth.utils
 import oras.provider
 import requests
 
-from .transport import DeadlineExceeded, Limit, Refused, Transport, finish, origin, show
+from .transport import (DeadlineExceeded, Limit, Refused, Transport, finish, loopback, origin,
+                        show)
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -106,16 +106,6 @@ class Credentials:
     password: str = field(repr=False)
 
 
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.index("]")]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 class RegistryClient:
     """One registry host. ``scopes`` are the repositories and actions this run needs there
     (``repository:NAME:pull,push``): a bearer token is asked for all of them at once, so a
@@ -134,7 +124,7 @@ class RegistryClient:
         self.oras = oras.provider.Registry(hostname=self.api_host, insecure=insecure,
                                            auth_backend="token")
         self.trusted = {self.origin}  # who may see Authorization (transport.py enforces it)
-        adapter = Transport(small, self.trusted, is_loopback)
+        adapter = Transport(small, self.trusted)
         self.oras.session.mount("http://", adapter)
         self.oras.session.mount("https://", adapter)
         self.headers: dict[str, str] = {}
@@ -172,7 +162,7 @@ class RegistryClient:
             realm = header.realm = f"{self.scheme}://{realm}"
         where = origin(realm)
         if self.credentials is not None and where != self.origin and where[0] != "https" \
-                and not is_loopback(where[1]):
+                and not loopback(where[1]):
             raise RegistryError(f"{self.host}'s token service {show(where)} is another host "
                                 "over plain HTTP: CI_REGISTRY_USER's password goes to another "
                                 "host only over HTTPS (or on loopback)", 401)

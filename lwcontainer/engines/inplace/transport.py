@@ -29,6 +29,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ...config.reference import is_loopback
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -54,6 +56,11 @@ def origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme, 0)
+
+
+def loopback(hostname: str) -> bool:
+    """A URL's host name (no port, no brackets) on the loopback range."""
+    return is_loopback(f"[{hostname}]" if ":" in hostname else hostname)
 
 
 def show(where: tuple[str, str, int]) -> str:
@@ -154,11 +161,9 @@ class Transport(HTTPAdapter):
     """``trusted``: the origins that may receive ``Authorization``; ``default``: the limit of a
     request that gives none."""
 
-    def __init__(self, default: Limit, trusted: set[tuple[str, str, int]],
-                 is_loopback) -> None:
+    def __init__(self, default: Limit, trusted: set[tuple[str, str, int]]) -> None:
         self.default = default
         self.trusted = trusted
-        self.is_loopback = is_loopback
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
@@ -177,7 +182,7 @@ class Transport(HTTPAdapter):
         if where in self.trusted:
             return
         request.headers.pop("Authorization", None)
-        if where[0] != "https" and not self.is_loopback(where[1]):
+        if where[0] != "https" and not loopback(where[1]):
             raise Refused(f"{show(where)} is another origin than the registry's, over plain "
                           "HTTP and not on loopback: lwcontainer sends nothing there (a "
                           "registry may send clients elsewhere only over HTTPS)")
