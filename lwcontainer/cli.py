@@ -15,8 +15,9 @@ from .config.secrets import masked_texts
 from .config.settings import GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS, Settings
 from .config.sources import gather
 from .engines import make_engine
+from .engines.choice import choose_engine
 from .engines.docker import subcommands
-from .engines.docker.engine import DockerEngine
+from .engines.inplace import capture
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
 from .executor import DryRunExecutor, Executor
 from .output import logs, report
@@ -53,6 +54,7 @@ class Command(cli.Application):
     """Shared by the root and every subcommand: gather settings, run an action, map errors."""
 
     DESCRIPTION_MORE = "What each setting means, and its default: lwcontainer help settings"
+    publishes = False  # 'push'/'publish': a captured layer in the checkout may choose the engine
 
     def switch_values(self) -> dict[str, str | None]:
         chain = []
@@ -103,8 +105,10 @@ class Command(cli.Application):
             log.exception("internal_error", exit_code=int(ExitCode.INTERNAL))
             return int(ExitCode.INTERNAL)
 
-    def execute(self, action: Callable[[Run], int | None], require_from: bool = True) -> int:
-        """Gather and validate the settings, then run ``action`` on this run's parts."""
+    def execute(self, action: Callable[[Run], int | None], require_from: bool = True,
+                subcommand: str = "") -> int:
+        """Gather and validate the settings, then run ``action`` on this run's parts;
+        ``subcommand`` names a single-stage subcommand the engine must have."""
         def body(masker: Masker) -> int | None:
             environ = dict(os.environ)
             raw = gather(environ, self.switch_values(), self.option("env_file"))
@@ -119,8 +123,9 @@ class Command(cli.Application):
             if (settings.log_format, settings.log_level) != self.logging:
                 logs.configure(settings.log_format, settings.log_level, masker)
             executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)
+            settings = choose_engine(settings, executor, environ, self.publishes)
             stages = Stages(settings, masker, executor.out)
-            engine = make_engine(settings, executor, stages, environ)
+            engine = make_engine(settings, executor, stages, environ, subcommand)
             return action(Run(settings, executor, stages, engine, environ))
         return self.guard(body)
 
@@ -146,14 +151,6 @@ class Run:
     @property
     def dry_run(self) -> bool:
         return self.x.dry_run
-
-    def docker(self, command: str) -> DockerEngine:
-        """The docker engine, for the docker-only subcommands."""
-        if not isinstance(self.engine, DockerEngine):
-            raise ConfigError("LWC_ENGINE", f"'lwcontainer {command}' drives a Docker engine; "
-                                            f"with LWC_ENGINE={self.s.engine} run 'lwcontainer' "
-                                            "or 'lwcontainer publish'")
-        return self.engine
 
 
 class Lwcontainer(Command, switches(*ALL_GROUPS)):
@@ -184,7 +181,8 @@ class Login(Command, switches("Registry", "Engine", "Output")):
     """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.login_only(r.docker("login")), require_from=False)
+        return self.execute(lambda r: subcommands.login_only(r.engine), require_from=False,
+                            subcommand="login")
 
 
 @Lwcontainer.subcommand("automount")
@@ -192,7 +190,7 @@ class Automount(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.automount(r.docker("automount")))
+        return self.execute(lambda r: subcommands.automount(r.engine), subcommand="automount")
 
 
 @Lwcontainer.subcommand("build")
@@ -200,7 +198,8 @@ class Build(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
     """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.build_only(r.docker("build")) and None)
+        return self.execute(lambda r: subcommands.build_only(r.engine) and None,
+                            subcommand="build")
 
 
 @Lwcontainer.subcommand("run")
@@ -221,8 +220,8 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
             target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            return subcommands.run_image(r.docker("run"), target, workspace, tty, command)
-        return self.execute(action, require_from=False)
+            return subcommands.run_image(r.engine, target, workspace, tty, command)
+        return self.execute(action, require_from=False, subcommand="run")
 
 
 def init_switches() -> type:
@@ -273,7 +272,7 @@ class Init(Command, init_switches()):
                 build_script=self.LWC_BUILD_SCRIPT or scaffold.DEFAULT_BUILD_SCRIPT,
                 build_env=(self.LWC_BUILD_ENV if self.LWC_BUILD_ENV is not None
                            else scaffold.DEFAULT_BUILD_ENV),
-                component=self.component)
+                component=self.component, capture_script=capture.render())
             scaffold.init(directory, options, self.force)
         return self.guard(body)
 
@@ -301,15 +300,17 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
                                                f"in {r.s.report}; run 'lwcontainer build' first")
-            image = subcommands.commit_existing(r.docker("commit"), name)
+            image = subcommands.commit_existing(r.engine, name)
             write_report(r.stages, r.s, image, "", r.dry_run)
-        return self.execute(action)
+        return self.execute(action, subcommand="commit")
 
 
 @Lwcontainer.subcommand("push")
 class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI", "Labels")):
-    """Log in and push TO and the extra tags of an image already built (docker: the engine's;
-    inplace: the captured layer); write the report."""
+    """Log in and push TO and the extra tags of an image already built (docker, podman: the
+    engine's; inplace: the captured layer); write the report."""
+
+    publishes = True
 
     def main(self) -> int:
         return self.execute(lambda r: pipeline.publish_only(r.engine, r.stages, r.s, r.dry_run)

@@ -13,7 +13,7 @@ from lwcontainer.config.reference import parse
 from lwcontainer.engines.inplace.capture import render
 from lwcontainer.engines.inplace.image import (DOCKER_MANIFEST, OCI_MANIFEST, Base, Layer,
                                                assemble, pick_platform)
-from lwcontainer.engines.inplace.registry import is_loopback
+from lwcontainer.config.reference import is_loopback
 from lwcontainer.errors import ConfigError
 
 CONFIG = {"architecture": "amd64", "os": "linux",

@@ -17,6 +17,7 @@ from lwcontainer.config import git
 from lwcontainer.config.settings import SPEC_BY_NAME, Settings
 from lwcontainer.config.sources import gather
 from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.cli import EngineCli
 from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
@@ -26,6 +27,8 @@ from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
 from test_orchestration import Recorder
+
+DOCKER = EngineCli("docker", "Docker engine")
 
 TOKEN = "glcbt-64_job-token-value-0123"
 #: The job's secrets under names that do not say so, and the user's own.
@@ -144,15 +147,15 @@ def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_che
 def test_m7_the_build_container_gets_git_read_only(project):
     s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
     (project / ".git").mkdir()
-    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
     p = str(s.project_dir)
     assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
     (project / ".git").rmdir()
-    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})) \
         .create_argv()
     (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
     with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
-        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+        BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
 
 
 # -- orphans after SIGKILL -----------------------------------------------------------------------
@@ -178,12 +181,12 @@ def test_orphans_build_and_lease_containers_carry_their_owner(project):
     from lwcontainer.engines.docker.automounter import Automounter
     s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
     label = f"lwcontainer.owner={owner.this_process()}"
-    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
     assert label in argv and "lwcontainer.keep=1" not in argv
-    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), {}),
+    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {}),
                                                   keep=True).create_argv()
     x = Recorder({})
-    with Automounter(s, DockerCli(x, {})).lease():
+    with Automounter(s, DockerCli(x, DOCKER, {})).lease():
         pass
     assert label in x.ran("create")[0]
 
@@ -199,7 +202,7 @@ def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project
     rows = [("orphan1", "running", gone, ""), ("orphan2", "created", gone, ""),
             ("kept-done", "exited", gone, "1"), ("kept-killed", "running", gone, "1")]
     x = Recorder({("ps",): Completed(0, listing(*rows), "")})
-    mounter = Automounter(s, DockerCli(x, {}))
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
     mounter.started, mounter.id = True, "a" * 64
     mounter.release()
     removed = [argv[-1] for argv in x.ran("rm")]
@@ -207,7 +210,7 @@ def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project
     assert x.ran("stop", "--time", "10", "a" * 64), "orphans do not keep the automounter"
     live = [("other-run", "running", str(me), ""), ("elsewhere", "created", "runner-b/1/1", "")]
     x = Recorder({("ps",): Completed(0, listing(*rows[:1], *live), "")})
-    mounter = Automounter(s, DockerCli(x, {}))
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
     mounter.started, mounter.id = True, "a" * 64
     mounter.release()
     assert [argv[-1] for argv in x.ran("rm")] == ["orphan1"] and not x.ran("stop")

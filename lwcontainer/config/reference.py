@@ -1,6 +1,7 @@
 """Docker image references: parse and validate against the distribution reference grammar."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 
@@ -144,3 +145,20 @@ def extra_target(text: str, primary: Reference) -> Reference:
     if TAG_RE.fullmatch(text):
         return primary.with_tag(text)
     return parse_target(text)
+
+
+def is_loopback(host: str) -> bool:
+    """A registry host[:port] on the loopback range (or localhost)."""
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.index("]")]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_registry(host: str, listed: tuple[str, ...]) -> bool:
+    """Reached without TLS verification: the loopback range (as docker treats it) and the
+    registries of LWC_INSECURE_REGISTRIES; every other registry keeps TLS."""
+    return is_loopback(host) or host in listed

@@ -15,10 +15,10 @@ from typing import Iterable, Mapping
 
 from dotenv import dotenv_values
 
-from ..ci.github import github_defaults
 from ..errors import ConfigError
 from ..output.logs import get_logger
 from . import git
+from .platform import github_defaults
 from .settings import DOTENV_ALLOWED, SPEC_BY_NAME, checkout_target
 
 #: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the

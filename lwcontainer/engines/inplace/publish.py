@@ -9,8 +9,8 @@ from typing import Callable, Iterable
 
 from .artifact import Layer
 from .image import Base, NewImage, pick_platform
-from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError, is_loopback
-from ...config.reference import Reference
+from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError
+from ...config.reference import Reference, insecure_registry
 from ...config.settings import Settings
 from ...errors import ConfigError, EngineError, LoginError, PushError
 from ...output.logs import get_logger
@@ -50,7 +50,7 @@ class Publisher:
         credentials = None
         if self.s.registry and host == self.s.registry and self.s.registry_password:
             credentials = Credentials(self.s.registry_user or "", self.s.registry_password)
-        insecure = is_loopback(host) or host in self.s.insecure_registries
+        insecure = insecure_registry(host, self.s.insecure_registries)
         return RegistryClient(host, credentials, insecure, scopes, self.sent)
 
     # -- FROM -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ registries is streamed, never written to disk), and its retry decorator sleeps 3
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
@@ -22,6 +21,7 @@ import oras.auth
 import oras.auth.utils
 import oras.provider
 import requests
+
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -56,16 +56,6 @@ class RegistryError(Exception):
 class Credentials:
     user: str
     password: str = field(repr=False)
-
-
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.index("]")]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 class RegistryClient:
