@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,12 +12,12 @@ from . import __version__, pipeline, signals
 from .ci import scaffold
 from .ci.github import add_mask_commands
 from .config.secrets import masked_texts
-from .config.settings import (GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS,
-                              SYSTEM_DIRECTORIES, Settings)
+from .config.settings import GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS, Settings
 from .config.sources import gather
 from .engines import make_engine
+from .engines.choice import choose_engine
 from .engines.docker import subcommands
-from .engines.docker.engine import DockerEngine
+from .engines.inplace import capture
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
 from .executor import DryRunExecutor, Executor
 from .output import logs, report
@@ -55,6 +54,7 @@ class Command(cli.Application):
     """Shared by the root and every subcommand: gather settings, run an action, map errors."""
 
     DESCRIPTION_MORE = "What each setting means, and its default: lwcontainer help settings"
+    publishes = False  # 'push'/'publish': a captured layer in the checkout may choose the engine
 
     def switch_values(self) -> dict[str, str | None]:
         chain = []
@@ -105,8 +105,10 @@ class Command(cli.Application):
             log.exception("internal_error", exit_code=int(ExitCode.INTERNAL))
             return int(ExitCode.INTERNAL)
 
-    def execute(self, action: Callable[[Run], int | None], require_from: bool = True) -> int:
-        """Gather and validate the settings, then run ``action`` on this run's parts."""
+    def execute(self, action: Callable[[Run], int | None], require_from: bool = True,
+                subcommand: str = "") -> int:
+        """Gather and validate the settings, then run ``action`` on this run's parts;
+        ``subcommand`` names a single-stage subcommand the engine must have."""
         def body(masker: Masker) -> int | None:
             environ = dict(os.environ)
             raw = gather(environ, self.switch_values(), self.option("env_file"))
@@ -121,8 +123,9 @@ class Command(cli.Application):
             if (settings.log_format, settings.log_level) != self.logging:
                 logs.configure(settings.log_format, settings.log_level, masker)
             executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)
+            settings = choose_engine(settings, executor, environ, self.publishes)
             stages = Stages(settings, masker, executor.out)
-            engine = make_engine(settings, executor, stages, environ)
+            engine = make_engine(settings, executor, stages, environ, subcommand)
             return action(Run(settings, executor, stages, engine, environ))
         return self.guard(body)
 
@@ -148,14 +151,6 @@ class Run:
     @property
     def dry_run(self) -> bool:
         return self.x.dry_run
-
-    def docker(self, command: str) -> DockerEngine:
-        """The docker engine, for the docker-only subcommands."""
-        if not isinstance(self.engine, DockerEngine):
-            raise ConfigError("LWC_ENGINE", f"'lwcontainer {command}' drives a Docker engine; "
-                                            f"with LWC_ENGINE={self.s.engine} run 'lwcontainer' "
-                                            "or 'lwcontainer publish'")
-        return self.engine
 
 
 class Lwcontainer(Command, switches(*ALL_GROUPS)):
@@ -186,7 +181,8 @@ class Login(Command, switches("Registry", "Engine", "Output")):
     """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.login_only(r.docker("login")), require_from=False)
+        return self.execute(lambda r: subcommands.login_only(r.engine), require_from=False,
+                            subcommand="login")
 
 
 @Lwcontainer.subcommand("automount")
@@ -194,7 +190,7 @@ class Automount(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.automount(r.docker("automount")))
+        return self.execute(lambda r: subcommands.automount(r.engine), subcommand="automount")
 
 
 @Lwcontainer.subcommand("build")
@@ -202,12 +198,13 @@ class Build(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
     """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.build_only(r.docker("build")) and None)
+        return self.execute(lambda r: subcommands.build_only(r.engine) and None,
+                            subcommand="build")
 
 
 @Lwcontainer.subcommand("run")
 class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
-    """Run a command in a built image with CVMFS mounted exactly as for the build:
+    """Run a command in a built image with CVMFS mounted as the settings say (LWC_CVMFS):
     lwcontainer run [IMAGE] [-- CMD ...]. IMAGE defaults to the last one built (the report),
     else TO. Interactive with a TTY on a terminal; the exit code is the command's."""
 
@@ -217,16 +214,14 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
         image, command = split_run_args(args, _ARGV)
 
         def action(r: Run) -> int:
+            # The report lies in the checkout, which the build can write: only the image id
+            # (checked as sha256:<hex>) comes from it; CVMFS comes from the settings.
             previous = report.read(r.s.report, r.s.report_prefix)
             target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            engine = r.docker("run")
-            remembered = cvmfs_as_built(r.s, previous, {**r.environ, **self.switch_values()})
-            if remembered != r.s:  # CVMFS mounted the way the build had it
-                engine = DockerEngine(remembered, r.x, r.stages, r.environ)
-            return subcommands.run_image(engine, target, workspace, tty, command)
-        return self.execute(action, require_from=False)
+            return subcommands.run_image(r.engine, target, workspace, tty, command)
+        return self.execute(action, require_from=False, subcommand="run")
 
 
 def init_switches() -> type:
@@ -277,27 +272,9 @@ class Init(Command, init_switches()):
                 build_script=self.LWC_BUILD_SCRIPT or scaffold.DEFAULT_BUILD_SCRIPT,
                 build_env=(self.LWC_BUILD_ENV if self.LWC_BUILD_ENV is not None
                            else scaffold.DEFAULT_BUILD_ENV),
-                component=self.component)
+                component=self.component, capture_script=capture.render())
             scaffold.init(directory, options, self.force)
         return self.guard(body)
-
-
-def cvmfs_as_built(s: Settings, previous: dict[str, str], given: dict) -> Settings:
-    """The CVMFS source and host directory the build used (from its report), unless given
-    now. The report lies in the checkout, which the build can write: a host directory is taken
-    only if it is no system directory and holds one of the repositories."""
-    changes = {}
-    if not given.get("LWC_CVMFS") and previous.get("LWC_CVMFS_SOURCE"):
-        changes["cvmfs"] = previous["LWC_CVMFS_SOURCE"]
-    host = previous.get("LWC_CVMFS_HOST_DIR")
-    if not given.get("LWC_CVMFS_HOST_DIR") and host and changes.get("cvmfs", s.cvmfs) == "host":
-        if host in SYSTEM_DIRECTORIES or not any((Path(host) / r).is_dir()
-                                                 for r in s.cvmfs_repos):
-            raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host!r} from {s.report} holds none of "
-                                                    f"{', '.join(s.cvmfs_repos)}; give "
-                                                    "LWC_CVMFS_HOST_DIR")
-        changes["cvmfs_host_dir"] = host
-    return replace(s, **changes) if changes else s
 
 
 def split_run_args(args: tuple[str, ...], argv: list[str]) -> tuple[str | None, tuple[str, ...]]:
@@ -323,15 +300,17 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
                                                f"in {r.s.report}; run 'lwcontainer build' first")
-            image = subcommands.commit_existing(r.docker("commit"), name)
+            image = subcommands.commit_existing(r.engine, name)
             write_report(r.stages, r.s, image, "", r.dry_run)
-        return self.execute(action)
+        return self.execute(action, subcommand="commit")
 
 
 @Lwcontainer.subcommand("push")
 class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI", "Labels")):
-    """Log in and push TO and the extra tags of an image already built (docker: the engine's;
-    inplace: the captured layer); write the report."""
+    """Log in and push TO and the extra tags of an image already built (docker, podman: the
+    engine's; inplace: the captured layer); write the report."""
+
+    publishes = True
 
     def main(self) -> int:
         return self.execute(lambda r: pipeline.publish_only(r.engine, r.stages, r.s, r.dry_run)
@@ -383,7 +362,7 @@ Usage: lwcontainer [SWITCHES]                 the whole job, in the project dire
 Subcommands:
   publish     push an image built earlier (inplace: the captured layer) and write the report
   init        write GitLab CI jobs, .gitlab/build.sh (and the capture script) into a project
-  run         run a command in the built image with CVMFS mounted as for the build
+  run         run a command in the built image with CVMFS mounted (LWC_CVMFS)
   build, commit, push, login, automount     the docker engine's stages one by one
   help        'lwcontainer help settings' (every setting), 'lwcontainer help exit-codes'
 

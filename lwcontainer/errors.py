@@ -21,7 +21,7 @@ EXIT_MEANINGS = {
     ExitCode.OK: "done",
     ExitCode.INTERNAL: "internal error (a bug: the log has the traceback, secrets masked)",
     ExitCode.CONFIG: "configuration or usage error",
-    ExitCode.ENGINE: "Docker engine unreachable (inplace: FROM's registry unreachable)",
+    ExitCode.ENGINE: "the engine or a registry unreachable (the error names which)",
     ExitCode.LOGIN: "registry login refused",
     ExitCode.CVMFS: "CVMFS not available in time",
     ExitCode.BUILD: "build script (or the capture) failed; its own exit code is logged",

@@ -62,8 +62,8 @@ class Step:
     """One invocation, as a value: what to run, in which environment, what its failure means."""
 
     argv: tuple[str, ...]
+    program: str = field(kw_only=True)  # always given: an engine's EngineCli, or "bash"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    program: str = "docker"
     cwd: str | None = None
     timeout: float | None = None  # wall-clock limit in seconds; None: none (the build)
     timeout_setting: str = ""  # the setting that sets it, named when it fires
@@ -74,7 +74,7 @@ class Step:
     interactive: bool = False  # inherit the terminal: stdin, stdout and stderr are ours
     check: bool = True
     error: type[LwcError] = LwcError
-    what: str = "docker"
+    what: str = ""  # how messages name the step (default: the program)
     retries: int = 0
     retry_if: Callable[[str], bool] = transient
     placeholder: str = ""
@@ -138,7 +138,7 @@ class Executor:
                 raise step.error(self.failure_message(step, done))
 
     def failure_message(self, step: Step, done: Completed) -> str:
-        return self.masker(f"{step.what} failed (exit {done.returncode}): "
+        return self.masker(f"{step.what or step.program} failed (exit {done.returncode}): "
                            f"{tail_lines(done.stderr) or 'no message'}")
 
     def _spawn(self, step: Step) -> subprocess.Popen:
@@ -185,7 +185,8 @@ class Executor:
     def _timed_out(self, proc: subprocess.Popen, step: Step) -> Completed:
         _terminate(proc)
         where = f" ({step.timeout_setting})" if step.timeout_setting else ""
-        return Completed(TIMED_OUT, "", f"lwcontainer: {step.what} did not finish within "
+        return Completed(TIMED_OUT, "", f"lwcontainer: {step.what or step.program} did not "
+                                        f"finish within "
                                         f"{step.timeout:g}s{where}; stopped")
 
     def _stream(self, proc: subprocess.Popen, step: Step,

@@ -12,6 +12,7 @@ from structlog.contextvars import bound_contextvars
 
 from .ci.sections import Sections
 from .config.settings import Settings
+from .errors import Interrupted, LwcError
 from .output import report
 from .output.logs import get_logger
 from .output.masking import Masker
@@ -49,9 +50,20 @@ class Stages:
             try:
                 yield
                 outcome = "ok"
+            except Interrupted as exc:
+                if exc.signal_name == "aborted":  # a step the run's end cancelled: no failure
+                    outcome = "cancelled"
+                    self.log.debug("stage_done", outcome=outcome)
+                else:
+                    self.log.error("stage_done", outcome=outcome, signal=exc.signal_name)
+                raise
             except BaseException as exc:
-                self.log.error("stage_done", outcome=outcome, error=self.masker(str(exc)),
-                               duration_s=round(time.monotonic() - started, 3))
+                # The run's error is printed once, by the line that ends it ("failed"); a stage
+                # names only what is not one of lwcontainer's own errors.
+                self.log.error("stage_done", outcome=outcome,
+                               duration_s=round(time.monotonic() - started, 3),
+                               **({} if isinstance(exc, LwcError)
+                                  else {"error": self.masker(str(exc))}))
                 raise
             else:
                 self.log.info("stage_done", outcome=outcome,

@@ -24,6 +24,7 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scripts" / "example-analysis"
+
 ENV_FILE = Path(os.environ.get("LWC_TESTBED_ENV", "/run/lwc-testbed/env"))
 #: The package under test, also in the lwcontainer processes tests start (a worktree's, not
 #: whichever one the interpreter has installed).
@@ -227,7 +228,8 @@ def pytest_collection_modifyitems(items):
 
 
 def lwc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json", **PYTHONPATH}
+    base = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LWC_LOG_FORMAT": "json",
+            "LWC_ENGINE": "docker", **PYTHONPATH}
     return subprocess.run([sys.executable, "-m", "lwcontainer", *args], cwd=cwd,
                           env={**base, **env}, capture_output=True, text=True, timeout=60)
 

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from hypothesis import given, strategies as st
 
-from lwcontainer.ci.dind import engine
-from lwcontainer.ci.github import github_defaults
 from lwcontainer.ci.sections import Sections
-from lwcontainer.ci.tags import derived_tags, sanitise_tag
 from lwcontainer.errors import ConfigError
+from lwcontainer.config.platform import github_defaults
 from lwcontainer.config.reference import TAG_RE
+from lwcontainer.config.tags import derived_tags, sanitise_tag
+from lwcontainer.engines.docker.address import engine
 from lwcontainer.ci.scaffold import Options, gitlab_ci
 from lwcontainer.config.settings import Settings
 

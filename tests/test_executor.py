@@ -41,6 +41,7 @@ def fake(tmp_path):
 
 def step(*args, **kw):
     """A step with the environment it would get from the process's own (secrets removed)."""
+    kw.setdefault("program", "docker")  # the fake docker of tests/fakes
     return Step(*args, env=child_environment(local.env.getdict()), **kw)
 
 

@@ -39,6 +39,11 @@ def test_an_unreachable_registry_is_exit_3_naming_the_host(job):
                      CI_REGISTRY_IMAGE=None)
     assert result.returncode == 3, result.stderr[-2000:]
     assert "127.0.0.1:9" in failure(result) and "could not be reached" in failure(result)
+    failed = result.events("failed")
+    assert len(failed) == 1 and "Docker engine" not in failed[0]["meaning"]  # it answered
+    assert result.stderr.count("could not be reached") == 1  # printed once
+    assert not [e for e in result.events("stage_done") if e.get("outcome") == "failed"
+                and "error" in e]
 
 
 def test_an_automounter_image_that_cannot_be_pulled_is_never_called_cvmfs(job):
@@ -65,6 +70,18 @@ def test_a_wrong_host_cvmfs_directory_is_said_at_once(job, tmp_path, where, says
     assert "cms.cern.ch/cmsset_default.sh" in message  # the expected layout
     assert time.monotonic() - started < 30  # not LWC_CVMFS_TIMEOUT (300 s)
     assert not job.containers()
+
+
+def test_a_misspelled_host_cvmfs_directory_under_auto_is_never_bypassed(job, tmp_path):
+    """LWC_CVMFS=auto (the default) with a directory the user named: no quiet fallback to the
+    automounter, the directory named at once, exit 2, one error line."""
+    where = str(FIXTURE_CVMFS) + "-misspelled"
+    result = job.run(LWC_CVMFS_HOST_DIR=where)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert failure(result).startswith(f"LWC_CVMFS_HOST_DIR: {where} does not exist")
+    assert len(result.events("failed")) == 1
+    assert result.stderr.count("LWC_CVMFS_HOST_DIR: ") == 1  # printed once
+    assert not result.events("automounter_start") and not job.containers()
 
 
 def test_host_cvmfs_builds_first_time(job):

@@ -81,6 +81,7 @@ def test_generated_valid_references_parse(components, tag):
     ("docker.io/library/busybox", "docker.io/library/busybox:latest"),
     ("index.docker.io/cmssw/el8", "docker.io/cmssw/el8:latest"),
     ("r.io/a@sha256:" + "a" * 64, "r.io/a@sha256:" + "a" * 64),
-    ("gitlab-registry.cern.ch/cms/x:1", "gitlab-registry.cern.ch/cms/x:1")])
+    ("gitlab-registry.cern.ch/cms/x:1", "gitlab-registry.cern.ch/cms/x:1"),
+    ("a_b.com/c", "a_b.com/c:latest")])  # no host docker can parse: a path, no docker.io
 def test_normalized_is_fully_qualified_as_oci_base_name_asks(text, full):
     assert str(parse(text).normalized) == full

@@ -21,6 +21,11 @@ TABLE = {
     "x@sha256:" + HEX[:64].upper(): False, "x@md5:" + HEX[:32]: False,
     "x@1sha:" + HEX[:64]: False, "x@sha512:" + HEX[:64]: False, "bad_host.io:x/repo": False,
     "r.io/x:" + "t" * 129: False, "x:tag:tag": False,
+    # the 255-character limit is on the repository path, library/ included, never the domain
+    "gitlab-registry.cern.ch/" + "a" * 232: True, "r.io/" + "a" * 255: True,
+    "r.io/" + "a" * 256: False, "a" * 247: True, "a" * 248: False,
+    "docker.io/" + "a" * 247: True, "docker.io/" + "a" * 248: False,
+    "localhost:5000/" + "a/" * 127 + "a": True, "a_b.com/c": True,
 }
 
 
@@ -56,3 +61,9 @@ def test_the_table_is_the_docker_clis_verdict(testbed, cli_major, text, accepted
     assert done.returncode != 0
     cli_accepted = done.stderr.startswith("Error response from daemon")
     assert cli_accepted is accepted, done.stderr
+
+
+def test_a_host_docker_cannot_parse_stays_in_the_path_as_for_docker(testbed):
+    """docker's name for a_b.com/c is a_b.com/c: never docker.io/a_b.com/c."""
+    done = testbed.docker("create", "--pull", "never", "a_b.com/c", check=False)
+    assert f"No such image: {parse('a_b.com/c').normalized}" in done.stderr

@@ -179,7 +179,8 @@ def test_a_hanging_docker_call_is_stopped_at_its_limit(tmp_path):
                    FAKE_DOCKER_PLAN=str(plan)):
         x = Executor(Masker(), backoff=0)
         started = time.monotonic()
-        done = x.run(Step(("version",), env=child_environment(local.env.getdict()), timeout=1,
+        done = x.run(Step(("version",), program="docker",
+                          env=child_environment(local.env.getdict()), timeout=1,
                           timeout_setting="LWC_DOCKER_TIMEOUT", check=False, what="docker version"))
     assert time.monotonic() - started < 8
     assert done.returncode == TIMED_OUT and "LWC_DOCKER_TIMEOUT" in done.stderr
@@ -203,7 +204,7 @@ def test_retry_backoff_is_capped(monkeypatch):
     monkeypatch.setattr(time, "sleep", waits.append)
     x = Executor(Masker(), backoff=1.0)
     monkeypatch.setattr(x, "_run_once", lambda step: Completed(1, "", "503 unavailable"))
-    x.run(Step(("push", "r/x:1"), retries=20, check=False))
+    x.run(Step(("push", "r/x:1"), program="docker", retries=20, check=False))
     assert len(waits) == 20 and max(waits) == 30
 
 
@@ -230,7 +231,7 @@ def test_a_signal_during_the_build_containers_create_still_removes_it(project):
 
 # -- 9. SIGKILL ---------------------------------------------------------------------------------
 def test_children_are_tied_to_lwcontainer_and_a_killed_runs_config_is_removed(tmp_path):
-    argv = Executor.argv(Step(("version",)))
+    argv = Executor.argv(Step(("version",), program="docker"))
     assert argv[1:4] == ["--pdeathsig", "KILL", "--"], "setpriv ties each child to its parent"
     dead = tmp_path / f"{dockerconfig.PREFIX}999999999-abc"  # no such pid
     alive = tmp_path / f"{dockerconfig.PREFIX}{os.getpid()}-abc"

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from lwcontainer.engines.docker.cvmfs import choose_source
+from lwcontainer.errors import ConfigError
 from lwcontainer.config.settings import Settings
 
 
@@ -28,16 +29,35 @@ def test_auto_takes_the_host_when_every_repository_is_there(tmp_path, host_cvmfs
     assert choose_source(s, "unix:///run/docker.sock")[0] == "host"
 
 
-@pytest.mark.parametrize("env, address, fragment", [
-    ({"LWC_CVMFS_REPOS": "cms.cern.ch empty.cern.ch"}, None, "empty.cern.ch"),  # empty: not there
-    ({"LWC_CVMFS_REPOS": "cms.cern.ch grid.cern.ch"}, None, "grid.cern.ch"),
-    # A CI job with /cvmfs of its own, talking to a dind service it found: the engine is remote.
-    ({}, "tcp://docker:2376", "remote"),
+def test_auto_falls_back_to_the_automounter_for_a_remote_engine(tmp_path, host_cvmfs):
+    """A CI job with /cvmfs of its own, talking to a dind service it found."""
+    s = settings(tmp_path, LWC_CVMFS_HOST_DIR=str(host_cvmfs))
+    source, reason = choose_source(s, "tcp://docker:2376")
+    assert source == "automounter" and "remote" in reason
+
+
+def test_auto_falls_back_to_the_automounter_without_a_host_cvmfs(tmp_path):
+    s = settings(tmp_path)
+    if any((Path(s.cvmfs_host_dir) / r).is_dir() for r in s.cvmfs_repos):
+        pytest.skip("this host has a CVMFS of its own")
+    source, reason = choose_source(s, None)
+    assert source == "automounter" and "cms.cern.ch" in reason
+
+
+@pytest.mark.parametrize("where, repos, says", [
+    ("HOST", "cms.cern.ch empty.cern.ch", "does not hold empty.cern.ch"),  # empty: not there
+    ("HOST", "cms.cern.ch grid.cern.ch", "does not hold grid.cern.ch"),
+    ("/nonexistent/cvmfs", "cms.cern.ch", "does not exist on this host"),
+    ("HOST/cms.cern.ch", "cms.cern.ch", "is a repository itself"),
 ])
-def test_auto_falls_back_to_the_automounter(tmp_path, host_cvmfs, env, address, fragment):
-    s = settings(tmp_path, LWC_CVMFS_HOST_DIR=str(host_cvmfs), **env)
-    source, reason = choose_source(s, address)
-    assert source == "automounter" and fragment in reason
+def test_a_wrong_host_directory_the_user_named_is_exit_2_never_the_automounter(
+        tmp_path, host_cvmfs, where, repos, says):
+    where = where.replace("HOST", str(host_cvmfs))
+    s = settings(tmp_path, LWC_CVMFS_HOST_DIR=where, LWC_CVMFS_REPOS=repos)
+    with pytest.raises(ConfigError) as raised:
+        choose_source(s, None)
+    assert raised.value.exit_code == 2 and raised.value.setting == "LWC_CVMFS_HOST_DIR"
+    assert str(raised.value).startswith(f"LWC_CVMFS_HOST_DIR: {where} {says}")
 
 
 @pytest.mark.parametrize("mode", ["automounter", "host", "none"])

@@ -17,6 +17,7 @@ from lwcontainer.config import git
 from lwcontainer.config.settings import SPEC_BY_NAME, Settings
 from lwcontainer.config.sources import gather
 from lwcontainer.engines.docker.buildcontainer import BuildContainer
+from lwcontainer.engines.cli import EngineCli
 from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.engines.inplace.engine import InplaceEngine
@@ -26,6 +27,8 @@ from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
 from test_orchestration import Recorder
+
+DOCKER = EngineCli("docker", "Docker engine")
 
 TOKEN = "glcbt-64_job-token-value-0123"
 #: The job's secrets under names that do not say so, and the user's own.
@@ -144,15 +147,15 @@ def test_m7_lwcontainers_git_needs_no_safe_directory_and_runs_nothing_of_the_che
 def test_m7_the_build_container_gets_git_read_only(project):
     s = Settings.from_mapping({"FROM": "r.io/x:1"}, cwd=project)
     (project / ".git").mkdir()
-    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
     p = str(s.project_dir)
     assert argv[argv.index(f"{p}:{p}") + 1:][:2] == ("-v", f"{p}/.git:{p}/.git:ro")
     (project / ".git").rmdir()
-    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), {})) \
+    assert f"{p}/.git:{p}/.git:ro" not in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})) \
         .create_argv()
     (project / ".git").symlink_to("/etc")  # never mounts a host directory the checkout names
     with pytest.raises(ConfigError, match="^LWC_PROJECT_DIR: .*\\.git is a symbolic link"):
-        BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+        BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
 
 
 # -- orphans after SIGKILL -----------------------------------------------------------------------
@@ -178,12 +181,12 @@ def test_orphans_build_and_lease_containers_carry_their_owner(project):
     from lwcontainer.engines.docker.automounter import Automounter
     s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project)}, cwd=project)
     label = f"lwcontainer.owner={owner.this_process()}"
-    argv = BuildContainer(s, DockerCli(Recorder({}), {})).create_argv()
+    argv = BuildContainer(s, DockerCli(Recorder({}), DOCKER, {})).create_argv()
     assert label in argv and "lwcontainer.keep=1" not in argv
-    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), {}),
+    assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {}),
                                                   keep=True).create_argv()
     x = Recorder({})
-    with Automounter(s, DockerCli(x, {})).lease():
+    with Automounter(s, DockerCli(x, DOCKER, {})).lease():
         pass
     assert label in x.ran("create")[0]
 
@@ -199,7 +202,7 @@ def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project
     rows = [("orphan1", "running", gone, ""), ("orphan2", "created", gone, ""),
             ("kept-done", "exited", gone, "1"), ("kept-killed", "running", gone, "1")]
     x = Recorder({("ps",): Completed(0, listing(*rows), "")})
-    mounter = Automounter(s, DockerCli(x, {}))
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
     mounter.started, mounter.id = True, "a" * 64
     mounter.release()
     removed = [argv[-1] for argv in x.ran("rm")]
@@ -207,7 +210,62 @@ def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project
     assert x.ran("stop", "--time", "10", "a" * 64), "orphans do not keep the automounter"
     live = [("other-run", "running", str(me), ""), ("elsewhere", "created", "runner-b/1/1", "")]
     x = Recorder({("ps",): Completed(0, listing(*rows[:1], *live), "")})
-    mounter = Automounter(s, DockerCli(x, {}))
+    mounter = Automounter(s, DockerCli(x, DOCKER, {}))
     mounter.started, mounter.id = True, "a" * 64
     mounter.release()
     assert [argv[-1] for argv in x.ran("rm")] == ["orphan1"] and not x.ran("stop")
+
+
+# -- M4: the checkout cannot choose where to push ----------------------------------------------
+CI = {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": TOKEN,
+      "CI_REGISTRY_IMAGE": "r.example.org/me/ana"}
+
+
+@pytest.mark.parametrize("to,environ", [
+    ("r.example.org/victim-group/production:latest", CI),
+    ("r.example.org/me/ana-evil:v1", CI),  # a name that merely starts like it
+    ("other.example.org/me/ana:v1", CI),
+    ("victim-group/production:latest", CI),  # Docker Hub
+    ("r.example.org/me/ana:v1", {}),  # outside CI: no registry host at all
+    ("victim-group/production:latest", {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u",
+                                        "CI_JOB_TOKEN": TOKEN}),  # pushed to Docker Hub
+])
+def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
+    (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
+    with pytest.raises(ConfigError, match="^TO: .*CI_REGISTRY_IMAGE"):
+        gather({"PATH": os.environ["PATH"], **environ}, {}, cwd=project)
+
+
+@pytest.mark.parametrize("to,environ", [
+    ("r.example.org/me/ana:v2", CI),
+    ("r.example.org/me/ana/cc7:v2", CI),
+    ("myanalysis:v2", {}),
+    ("lwcontainer/ana:v2", {"CI_REGISTRY": "r.example.org", "LWC_PUSH": "never"}),
+])
+def test_m4_the_checkouts_env_may_name_its_own_repository_or_a_local_image(project, to, environ):
+    (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
+    assert gather({"PATH": os.environ["PATH"], **environ}, {}, cwd=project)["TO"] == to
+    # What the user sets wins and is the user's to choose.
+    (project / ".env").write_text("FROM=r.io/x:1\nTO=r.example.org/victim/prod:1\n")
+    raw = gather({"PATH": os.environ["PATH"], **CI, "TO": "r.example.org/other/x:1"}, {},
+                 cwd=project)
+    assert raw["TO"] == "r.example.org/other/x:1"
+
+
+# -- M5: the report is output, not input ---------------------------------------------------------
+def test_m5_run_takes_only_the_image_from_the_report(project, tmp_path):
+    from conftest import lwc
+    planted = tmp_path / "host-dir"
+    (planted / "cms.cern.ch").mkdir(parents=True)  # looks like a CVMFS: the old check passed
+    image_id = "sha256:" + "e" * 64
+    (project / "lwcontainer.env").write_text(f"LWC_IMAGE_ID={image_id}\nLWC_CVMFS_SOURCE=host\n"
+                                             f"LWC_CVMFS_HOST_DIR={planted}\n")
+    done = lwc("run", "--dry-run", "--", "ls", "/cvmfs", cwd=project)
+    assert done.returncode == 0, done.stderr
+    runs = [line for line in done.stdout.splitlines() if line.startswith("docker run --rm")]
+    assert runs and image_id in runs[-1]
+    assert str(planted) not in done.stdout
+    # A value the report may hold but run no longer reads is no reason to fail.
+    (project / "lwcontainer.env").write_text(f"LWC_IMAGE_ID={image_id}\n"
+                                             "LWC_CVMFS_HOST_DIR=not a path\n")
+    assert lwc("run", "--dry-run", cwd=project, LWC_CVMFS="none").returncode == 0

@@ -1,7 +1,11 @@
 """Issue 17 on the real test bed: what a build (or a killed run) leaves cannot steer the next."""
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
+import urllib.error
+import urllib.request
 
 from test_reliability_e2e import Watch
 from test_trust import git_repository
@@ -58,3 +62,30 @@ def test_orphans_a_sigkilled_runs_build_container_is_removed_by_the_next_run(job
     assert [event["container"] for event in result.events("orphan_removed")] == left
     assert result.events("automounter_stopped") and not result.events("automounter_kept")
     assert job.containers() == []
+
+
+def registry_tags(job, repository: str) -> list[str]:
+    registry = job.bed["LWC_TESTBED_REGISTRY"]
+    request = urllib.request.Request(f"http://{registry}/v2/{repository}/tags/list")
+    pair = base64.b64encode(f"{job.bed['LWC_TESTBED_USER']}:{job.bed.password}".encode())
+    request.add_header("Authorization", f"Basic {pair.decode()}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer).get("tags") or []
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+
+
+def test_m4_a_checkout_env_that_names_another_repository_pushes_nothing(job):
+    victim = f"lwc-tests/victim-{job.token}"
+    registry = job.bed["LWC_TESTBED_REGISTRY"]
+    (job.project / ".env").write_text(f"TO={registry}/{victim}:latest\n")
+    quick_build(job, "echo built\n")
+    result = job.run(LWC_CVMFS="none")
+    assert result.returncode == 2, result.stderr[-3000:]
+    failed = result.events("failed")[0]["error"]
+    assert failed.startswith("TO: ") and "CI_REGISTRY_IMAGE" in failed
+    assert not result.events("stage_start")  # refused before the engine is touched
+    assert registry_tags(job, victim) == []

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError
@@ -11,8 +11,7 @@ from ..config.reference import Reference, InvalidReference, parse
 from ..config.secrets import is_secret_name
 from ..config.settings import slug
 from .. import __version__
-from ..engines.inplace import capture
-from .templates import (BUILD_SH, COMPONENT_DOCKER, COMPONENT_INPLACE, COMPONENT_INSTALL,
+from .templates import (BUILD_SH, CAPTURE_SCRIPT, COMPONENT_DOCKER, COMPONENT_INPLACE, COMPONENT_INSTALL,
                         COMPONENT_SPEC, COMPONENT_VARIABLES, DEFAULT_BUILD_ENV,
                         DEFAULT_BUILD_SCRIPT, DOCKER_VERSION, GIT_INSTALL, GITIGNORE_LINES,
                         GITLAB_CI, INCLUDE_CI, INDEX_INSTALL, INDEX_VARIABLES, INPLACE_CI,
@@ -50,6 +49,9 @@ class Options:
     build_script: str = DEFAULT_BUILD_SCRIPT
     build_env: str = DEFAULT_BUILD_ENV
     component: str | None = None  # --component PATH@VERSION: include lwcontainer's component
+    #: the in-place engine's capture script, rendered: the caller has it from the engine (ci/
+    #: sits below the engines and imports none of them)
+    capture_script: str = field(default="", repr=False)
 
     def check(self) -> Options:
         if not _RELEASE_RE.fullmatch(self.release):
@@ -221,7 +223,9 @@ def files(o: Options, directory: Path | None = None) -> dict[str, tuple[str, int
                             analysis_dirs=analysis_dirs(directory) if directory else "")
     out = {".gitlab-ci.yml": (ci, 0o644), o.build_script: (build, 0o755)}
     if o.engine == "inplace":
-        out[capture.SCRIPT_PATH] = (capture.render(), 0o755)
+        if not o.capture_script:
+            raise ValueError("the inplace scaffold needs the capture script")
+        out[CAPTURE_SCRIPT] = (o.capture_script, 0o755)
     return out
 
 

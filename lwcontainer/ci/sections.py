@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Mapping, TextIO
+from typing import TextIO
 
 ESC = "\x1b[0K"
 EXPANDED = frozenset({"build"})  # the build's output is what a reader opens the log for
@@ -59,11 +59,3 @@ class Sections:
 
 def _name(stage: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"lwc_{stage}")
-
-
-def ci_style(env: Mapping[str, str]) -> str | None:
-    if env.get("GITLAB_CI") == "true":
-        return "gitlab"
-    if env.get("GITHUB_ACTIONS") == "true":
-        return "github"
-    return None

@@ -353,3 +353,5 @@ include:
 """
 
 GITIGNORE_LINES = ("lwcontainer.env", "lwcontainer-layer.tar.gz", "lwcontainer-layer.json")
+#: Where ``lwcontainer init --engine inplace`` writes the capture script, in the project.
+CAPTURE_SCRIPT = ".gitlab/lwcontainer-capture.sh"

@@ -1,6 +1,7 @@
 """Docker image references: parse and validate against the distribution reference grammar."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 
@@ -40,6 +41,11 @@ class Reference:
     def normalized(self) -> Reference:
         """Fully qualified, as docker completes it: docker.io, library/ for an official image,
         latest when neither tag nor digest is given."""
+        if self.domain is None and "/" in self.path and "." in self.path.split("/", 1)[0]:
+            # docker splits off a first component with '.' as the registry host; one that is
+            # no valid host (a_b.com) stays part of the path, with no registry at all
+            return Reference(None, self.path, self.tag or (None if self.digest else "latest"),
+                             self.digest)
         domain = self.domain if self.domain not in (None, "index.docker.io") else "docker.io"
         path = f"library/{self.path}" if domain == "docker.io" and "/" not in self.path \
             else self.path
@@ -66,9 +72,11 @@ def parse(text: str) -> Reference:
         _check_digest(text, digest)
     name, tag = _split_tag(text, name)
     domain, path = _split_domain(text, name)
-    if len(path) + (len(domain) + 1 if domain else 0) > MAX_NAME_LENGTH:
-        raise InvalidReference(f"{text!r} is longer than {MAX_NAME_LENGTH} characters")
-    return Reference(domain, path, tag, digest or None)
+    ref = Reference(domain, path, tag, digest or None)
+    if len(ref.normalized.path) > MAX_NAME_LENGTH:  # docker counts the path only, library/ too
+        raise InvalidReference(f"{text!r}: its repository path {ref.normalized.path[:20]!r}… is "
+                               f"longer than {MAX_NAME_LENGTH} characters")
+    return ref
 
 
 def _check_text(text: str) -> None:
@@ -137,3 +145,20 @@ def extra_target(text: str, primary: Reference) -> Reference:
     if TAG_RE.fullmatch(text):
         return primary.with_tag(text)
     return parse_target(text)
+
+
+def is_loopback(host: str) -> bool:
+    """A registry host[:port] on the loopback range (or localhost)."""
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.index("]")]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_registry(host: str, listed: tuple[str, ...]) -> bool:
+    """Reached without TLS verification: the loopback range (as docker treats it) and the
+    registries of LWC_INSECURE_REGISTRIES; every other registry keeps TLS."""
+    return is_loopback(host) or host in listed

@@ -14,11 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
-from ..ci.sections import ci_style
-from ..ci.tags import derived_tags
-from ..engines import IMPLEMENTATIONS as ENGINES
 from ..errors import ConfigError
+from .platform import ci_style
 from .reference import Reference, InvalidReference, extra_target, parse, parse_target
+from .tags import derived_tags
 from .secrets import USER_SECRETS, is_secret_name, secret_values, user_secret_names
 
 DEFAULT_AUTOMOUNTER_IMAGE = "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master"
@@ -29,6 +28,10 @@ PUSH_POLICIES = ("auto", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 CVMFS_SOURCES = ("auto", "automounter", "host", "none")
+#: LWC_ENGINE's values: each names a folder of lwcontainer/engines/ (``auto`` chooses one).
+ENGINE_NAMES = ("docker", "podman", "inplace")
+DOCKER, PODMAN, INPLACE = ENGINE_NAMES
+AUTO_ENGINE = "auto"
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,14 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("LWC_ENGINE", "--engine", "docker", "docker (a Docker engine: workstation, privileged "
-         "dind runner) | inplace (no engine, no privileges: build inside FROM on the runner, "
-         "publish through the registry API)"),
+    Spec("LWC_ENGINE", "--engine", AUTO_ENGINE, "auto (a Docker engine if one answers, else "
+         "podman; in CI docker) | docker (a Docker engine: workstation, privileged dind runner) "
+         "| podman (rootful or rootless, no daemon: Fedora, AlmaLinux, RHEL, no root) | inplace "
+         "(no engine, no privileges: build inside FROM on the runner, publish through the "
+         "registry API)"),
     Spec("FROM", "--from", "", "base image the build runs in", shown="(required)", dotenv=True),
-    Spec("TO", "--to", "", "image reference to tag and push",
+    Spec("TO", "--to", "", "image reference to tag and push; from the checkout's .env only "
+         "CI_REGISTRY_IMAGE or a repository below it (outside CI: a local name, not pushed)",
          shown="${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
                "locally lwcontainer/<dir>:<git short sha|latest>", dotenv=True),
     Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
@@ -79,8 +85,8 @@ SPECS: tuple[Spec, ...] = (
          "registry password, else CI_JOB_TOKEN, else CI_BUILD_TOKEN; sent on stdin only",
          secret=True),
     Spec("LWC_INSECURE_REGISTRIES", "--insecure-registries", "",
-         "inplace: registries (host[:port]) reached over plain HTTP besides the loopback range, "
-         "comma or space separated"),
+         "registries (host[:port]) without TLS verification besides the loopback range, comma "
+         "or space separated (inplace: plain HTTP; podman: --tls-verify=false)"),
     Spec("LWC_PULL", "--pull", "missing", "pull FROM: missing | always | never", dotenv=True),
     Spec("LWC_DIND_HOST", "--dind-host", "",
          "host name of the dind service, used in a CI job when DOCKER_HOST is unset and there "
@@ -172,8 +178,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 #: What the checkout's .env may set; everything else there is refused (config/sources.py).
 DOTENV_ALLOWED = frozenset(spec.variable for spec in SPECS if spec.dotenv)
-ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_CERTDIR", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
-                    "CI", "GITLAB_CI", "KUBERNETES_PORT", "LWC_DIND_HOST")
 
 _REPO_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", re.ASCII)
@@ -239,7 +243,8 @@ class Settings:
     git_tag: str | None
     created: datetime | None
     ci_style: str | None
-    engine_vars: tuple[tuple[str, str], ...]
+    dind_host: str | None
+    docker_tls_certdir: str | None
     secret_variables: tuple[str, ...] = ()  # LWC_SECRET_VARIABLES: the user's own secrets
 
     @property
@@ -281,7 +286,7 @@ class Settings:
         extra = tuple(get.convert("LWC_EXTRA_TAGS", tag, lambda t: extra_target(t, to_image))
                       for tag in split_list(get.text("LWC_EXTRA_TAGS")))
         settings = cls(
-            engine=get.choice("LWC_ENGINE", ENGINES),
+            engine=get.choice("LWC_ENGINE", (AUTO_ENGINE, *ENGINE_NAMES)),
             from_image=from_image,
             to_image=to_image,
             extra_tags=extra,
@@ -319,7 +324,8 @@ class Settings:
             git_tag=get.optional("CI_COMMIT_TAG"),
             created=_created(get),
             ci_style=ci_style(env),
-            engine_vars=tuple((name, env[name]) for name in ENGINE_VARIABLES if env.get(name)),
+            dind_host=get.optional("LWC_DIND_HOST"),
+            docker_tls_certdir=get.optional("DOCKER_TLS_CERTDIR"),
             secret_variables=_secret_variables(env),
         )
         _refuse_secrets_in_public_values(settings, env)
@@ -376,6 +382,37 @@ def _build_env(get: _Getter, env: Mapping[str, str]) -> tuple[str, ...]:
                                                "secret; it never goes into the build (and so "
                                                "never into the image)")
     return names
+
+
+def checkout_target(text: str, env: Mapping[str, str]) -> None:
+    """TO from the checkout's .env (M4): its repository must be CI_REGISTRY_IMAGE or lie below
+    it; outside CI (no CI_REGISTRY_IMAGE), a local image: no registry host, and not pushed
+    (a name without a host would be pushed to Docker Hub). Else a ConfigError naming the rule."""
+    get = _Getter(env)
+    try:
+        target = parse_target(text)
+    except InvalidReference:
+        return  # Settings names the bad reference
+    own = get.optional("CI_REGISTRY_IMAGE")
+    if own is not None:
+        try:
+            repository = parse(own).normalized.repository
+        except InvalidReference:
+            return  # Settings names it
+        wanted = target.normalized.repository
+        if wanted == repository or wanted.startswith(repository + "/"):
+            return
+        where = f"CI_REGISTRY_IMAGE ({own}) or a repository below it"
+    else:
+        pushed = get.optional("CI_REGISTRY") is not None and \
+            (get.optional("LWC_PUSH") or "auto").lower() != "never"
+        if target.domain is None and not pushed:
+            return
+        where = ("CI_REGISTRY_IMAGE or a repository below it, or, outside CI (no "
+                 "CI_REGISTRY_IMAGE), a local image without a registry host that is not pushed")
+    raise ConfigError("TO", f"{text!r} from the checkout's .env: the checkout may name only "
+                            f"{where}; set TO in the environment or on the command line to "
+                            "push elsewhere")
 
 
 def _report_prefix(get: _Getter) -> str:

@@ -15,11 +15,11 @@ from typing import Iterable, Mapping
 
 from dotenv import dotenv_values
 
-from ..ci.github import github_defaults
 from ..errors import ConfigError
 from ..output.logs import get_logger
 from . import git
-from .settings import DOTENV_ALLOWED, SPEC_BY_NAME
+from .platform import github_defaults
+from .settings import DOTENV_ALLOWED, SPEC_BY_NAME, checkout_target
 
 #: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the
 #: jobs' own, read by the CI file, never by lwcontainer; known, so never warned about.
@@ -116,6 +116,14 @@ def git_defaults(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str
     checkout's .git is untrusted: git runs hardened (config/git.py)."""
     project = project_dir.resolve()
     rc, top = git.run(project, environ, "rev-parse", "--show-toplevel")
+    if rc != 0 and (project / ".git").exists():
+        # a checkout of its own that git cannot read: said, or TO's ":latest" would hide it
+        reason = {127: "git is not installed", 124: f"git took longer than {git.TIMEOUT_S:.0f} s"
+                  }.get(rc, f"git rev-parse failed (exit {rc}): a broken or foreign .git")
+        get_logger().warning("git_unreadable", path=str(project), reason=reason,
+                             consequence="no commit known: TO falls back to :latest and the "
+                                         "image gets no revision label")
+        return {}
     if rc != 0 or Path(top.strip()).resolve() != project:
         return {}
     rc, out = git.run(project, environ, "rev-parse", "HEAD")
@@ -140,6 +148,8 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     warn_unknown(environ)
     given = {k: v for k, v in switches.items() if v is not None}
     merged = {**file_values, **environ, **given}
+    if env_file is None and "TO" in file_values and "TO" not in environ and "TO" not in given:
+        checkout_target(file_values["TO"], merged)  # the checkout's choice of where to push
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
     defaults = git_defaults(project_dir, environ) if project_dir.is_dir() else {}
     return {**defaults, **github_defaults(merged), **merged}

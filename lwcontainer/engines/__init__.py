@@ -11,13 +11,21 @@ orchestration (``lwcontainer.pipeline``) calls it in this order:
 - ``publish(image)``: every tag to the registry; returns ``repository@digest`` or "";
 - ``built()``: an image an earlier run built, for ``lwcontainer push``/``publish``.
 
-Docker-only subcommands (``login``, ``automount``, ``build``, ``commit``, ``run``) are
-compositions of the docker engine's stages in ``engines/docker/subcommands.py``.
+The single-stage subcommands (``login``, ``automount``, ``build``, ``commit``, ``run``) are
+compositions of the docker engine's stages in ``engines/docker/subcommands.py``; an engine that
+has them says so in ``SUBCOMMANDS`` (docker, and podman, which reuses docker's stages).
+
+An engine that drives a container CLI builds an ``EngineCli`` value (``engines/cli.py``): the
+program, its address variables, its private login and its output differences. It is a folder:
+``engines/docker/``, ``engines/podman/`` (docker's stages, overridden where podman's CLI
+differs), ``engines/inplace/`` (no CLI: the registry API).
 """
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, ContextManager, Mapping, Protocol
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -26,6 +34,8 @@ if TYPE_CHECKING:
 
 
 class Engine(Protocol):
+    SUBCOMMANDS: frozenset[str]
+
     def connect(self) -> ContextManager[None]: ...
 
     def workspace(self) -> ContextManager[None]: ...
@@ -41,15 +51,23 @@ class Engine(Protocol):
     def built(self) -> Image: ...
 
 
-#: LWC_ENGINE -> the class implementing it.
+#: LWC_ENGINE -> the class implementing it (config.settings.ENGINE_NAMES lists the names).
 IMPLEMENTATIONS = {
     "docker": "lwcontainer.engines.docker.engine:DockerEngine",
+    "podman": "lwcontainer.engines.podman.engine:PodmanEngine",
     "inplace": "lwcontainer.engines.inplace.engine:InplaceEngine",
 }
 
 
 def make_engine(settings: Settings, executor: Executor, stages: Stages,
-                environ: Mapping[str, str]) -> Engine:
-    """The one place that maps LWC_ENGINE to an implementation."""
+                environ: Mapping[str, str], subcommand: str = "") -> Engine:
+    """The one place that maps LWC_ENGINE to an implementation; ``subcommand`` names a
+    single-stage subcommand the engine must have."""
     module, _, name = IMPLEMENTATIONS[settings.engine].partition(":")
-    return getattr(importlib.import_module(module), name)(settings, executor, stages, environ)
+    implementation = getattr(importlib.import_module(module), name)
+    if subcommand and subcommand not in implementation.SUBCOMMANDS:
+        raise ConfigError("LWC_ENGINE", f"'lwcontainer {subcommand}' runs one stage of an "
+                                        f"engine with a CLI (docker, podman); with "
+                                        f"LWC_ENGINE={settings.engine} run 'lwcontainer' or "
+                                        "'lwcontainer publish'")
+    return implementation(settings, executor, stages, environ)

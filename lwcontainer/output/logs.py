@@ -7,6 +7,7 @@ from typing import TextIO
 
 import structlog
 
+from .liveline import clear_live_line
 from .masking import Masker
 
 
@@ -48,7 +49,6 @@ class _LineSafeLogger(structlog.PrintLogger):
     """Erases a live progress line before a record is written, so they never share a line."""
 
     def msg(self, message: str) -> None:
-        from .progress import clear_live_line  # progress logs through this module
         clear_live_line()
         super().msg(message)
 

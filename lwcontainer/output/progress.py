@@ -14,21 +14,11 @@ from typing import Iterator, TextIO
 
 import structlog
 
+from .liveline import LOCK as _LOCK, clear_live_line, drawn as _drawn
 from .logs import get_logger
 
 _SPINNER = "|/-\\"
-_LOCK = threading.RLock()  # guards the terminal line: the only lock of this kind
 _waits: list[object] = []  # active waits, newest last; only the newest draws
-_drawn: list[TextIO] = []  # the stream a live line is on, if one is
-
-
-def clear_live_line() -> None:
-    """Erase the live line, if one is drawn (called before every log record is written)."""
-    with _LOCK:
-        if _drawn:
-            stream = _drawn.pop()
-            stream.write("\r\x1b[2K")
-            stream.flush()
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The build container: the recipe's ``docker run``, as a context manager."""
+"""The build container: the recipe's ``docker run`` (create, then start), as a context manager."""
 from __future__ import annotations
 
 import secrets
@@ -20,8 +20,10 @@ class BuildContainer:
     always removed on exit, unless kept after success for a later 'commit'."""
 
     def __init__(self, settings: Settings, docker: DockerCli, volume: commands.Argv = (),
-                 keep: bool = False, existing: str | None = None) -> None:
+                 keep: bool = False, existing: str | None = None,
+                 options: commands.Argv = ()) -> None:
         self.docker = docker
+        self.options = options
         self.x = docker.executor
         self.settings = settings
         self.volume = volume
@@ -35,7 +37,8 @@ class BuildContainer:
     def create_argv(self) -> commands.Argv:
         return commands.build_create(self.settings, self.name, self.volume,
                                      git=checkout_git(self.settings.project_dir),
-                                     labels=owner.labels(keep=self.keep))
+                                     labels=owner.labels(keep=self.keep),
+                                     options=self.options)
 
     def __enter__(self) -> str:
         if not self.existing:
@@ -56,7 +59,7 @@ class BuildContainer:
             removed = self.docker.run(commands.remove(self.name), check=False)
             if removed.ok:
                 self.log.info("build_container_removed", container=self.name)
-            elif "No such container" not in removed.stderr:
+            elif self.docker.cli.missing_container not in removed.stderr.lower():
                 self.log.warning("build_container_not_removed", container=self.name,
                                  error=self.x.masker(last_line(removed.stderr)))
 

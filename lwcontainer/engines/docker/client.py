@@ -1,11 +1,13 @@
-"""The docker CLI as this run calls it: every step gets the run's own complete environment (the
-engine's address and TLS variables, the run's private docker config, no password variables)."""
+"""A container CLI as this run calls it: every step gets the program of the engine's
+``EngineCli`` and the run's own complete environment (the engine's address and TLS variables,
+the run's private login, no password variables)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from . import commands
+from ..cli import EngineCli
 from ...executor import Completed, Executor, Step
 
 #: kind of call -> the setting that limits it
@@ -15,17 +17,25 @@ TIMEOUT_SETTINGS = {"engine": "LWC_DOCKER_TIMEOUT", "transfer": "LWC_TRANSFER_TI
 
 @dataclass(frozen=True)
 class DockerCli:
+    """Steps of one CLI that speaks docker's command language (docker itself, podman)."""
+
     executor: Executor
+    cli: EngineCli
     env: Mapping[str, str]
     #: kind of call (commands.timeout_kind) -> seconds, or None for no limit
     timeouts: Mapping[str, float | None] = field(default_factory=dict)
+
+    @property
+    def program(self) -> str:
+        return self.cli.program
 
     def step(self, argv: tuple[str, ...], **options: object) -> Step:
         if "timeout" not in options:
             kind = commands.timeout_kind(argv)
             options["timeout"] = self.timeouts.get(kind)
             options.setdefault("timeout_setting", TIMEOUT_SETTINGS.get(kind, ""))
-        return Step(argv, env=self.env, **options)
+        options.setdefault("what", f"{self.cli.program} {argv[0]}" if argv else self.cli.program)
+        return Step(argv, program=self.cli.program, env=self.env, **options)
 
     def run(self, argv: tuple[str, ...], **options: object) -> Completed:
         return self.executor.run(self.step(argv, **options))

@@ -132,16 +132,18 @@ def watch_as_build(volume: Argv, image: str, name: str, seconds: int,
 
 
 def build_create(s: Settings, name: str, volume: Argv, git: bool = False,
-                 labels: Argv = ()) -> Argv:
+                 labels: Argv = (), options: Argv = ()) -> Argv:
     """The recipe's ``docker run``, split in create and start: the container exists (and marks
     the automounter as in use) while CVMFS is awaited. Checkout mounted at its own path (its
     ``.git``, when there is one, read-only: git on the host runs what ``.git/config`` names),
     CVMFS as chosen, no privileges; the LWC_BUILD_ENV variables by name (``-e NAME``: docker
-    takes the value from its own environment, so it is never on a command line)."""
+    takes the value from its own environment, so it is never on a command line). ``options``:
+    what another CLI needs besides (podman: --unsetenv)."""
     project = str(s.project_dir)
     passed = tuple(arg for variable in s.build_env for arg in ("-e", variable))  # by name only
     readonly_git = ("-v", f"{project}/.git:{project}/.git:ro") if git else ()
-    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels, *passed,
+    return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels, *options,
+            *passed,
             *volume, "-v", f"{project}:{project}", *readonly_git, "-w", project,
             str(s.from_image), "/bin/bash", s.build_script)
 

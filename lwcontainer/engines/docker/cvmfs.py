@@ -20,7 +20,7 @@ from typing import ContextManager
 
 from . import commands
 from .client import DockerCli
-from ...config.settings import Settings
+from ...config.settings import SPEC_BY_NAME, Settings
 from ...errors import ConfigError, CvmfsError
 from ...executor import Completed
 from ...output.logs import get_logger
@@ -73,6 +73,17 @@ def choose_source(s: Settings, engine_address: str | None) -> tuple[str, str]:
     if engine_address and not engine_address.startswith("unix://"):
         return "automounter", f"the engine is remote ({engine_address})"
     missing = [r for r in s.cvmfs_repos if not _non_empty(Path(s.cvmfs_host_dir) / r)]
+    if missing and s.cvmfs_host_dir != SPEC_BY_NAME["LWC_CVMFS_HOST_DIR"].default:
+        # a directory the user named is never bypassed for the automounter: said at once
+        host = Path(s.cvmfs_host_dir)
+        why = ("does not exist on this host" if not host.is_dir() else
+               f"is a repository itself (give {host.parent})"
+               if host.name in s.cvmfs_repos or (host / "cmsset_default.sh").exists() else
+               f"does not hold {', '.join(missing)} (LWC_CVMFS_REPOS)")
+        raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host} {why}; expected {host}/<repository>/..."
+                                                f", e.g. {host}/{s.cvmfs_repos[0]}/cmsset_default"
+                                                ".sh. Unset LWC_CVMFS_HOST_DIR to use the "
+                                                "automounter")
     if missing:
         return "automounter", f"not under {s.cvmfs_host_dir} on this host: {', '.join(missing)}"
     return "host", f"every repository is under {s.cvmfs_host_dir} and the engine is local"

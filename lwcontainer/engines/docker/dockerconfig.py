@@ -24,11 +24,11 @@ from ...output.logs import get_logger
 PREFIX = "lwc-docker-config-"
 
 
-def private_path(settings: Settings) -> Path | None:
+def private_path(settings: Settings, prefix: str = PREFIX) -> Path | None:
     """Where this run's private config will be, or None when the run uses the user's own."""
     if not settings.registry or settings.keep_login:
         return None
-    return Path(tempfile.gettempdir()) / f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    return Path(tempfile.gettempdir()) / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
 
 
 @contextmanager
@@ -53,10 +53,10 @@ def private_config(settings: Settings, directory: Path | None, dry_run: bool) ->
                  reason="private docker config of this run removed (LWC_KEEP_LOGIN unset)")
 
 
-def remove_stale(parent: Path) -> None:
+def remove_stale(parent: Path, prefix: str = PREFIX) -> None:
     """Private configs whose run no longer exists (killed with SIGKILL) hold a login: remove."""
-    for path in parent.glob(f"{PREFIX}*"):
-        found = re.match(rf"{PREFIX}(\d+)-", path.name)
+    for path in parent.glob(f"{prefix}*"):
+        found = re.match(rf"{prefix}(\d+)-", path.name)
         if found and not Path(f"/proc/{found.group(1)}").exists():
             shutil.rmtree(path, ignore_errors=True)
 

@@ -15,14 +15,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import commands, owner
+from . import commands, modes, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
+from .address import EngineAddress, locate
 from .client import DockerCli
 from .cvmfs import CvmfsSource, HostCvmfs, NoCvmfs, choose_source, settled
 from .dockerconfig import private_config, private_path
 from .failures import login_failure, pull_failure, worth_retrying_pull
-from ...ci.dind import EngineAddress, engine as find_engine
+from ..cli import EngineCli
 from ...config.reference import InvalidReference, parse
 from ...config.settings import Settings
 from ...errors import BuildError, CommitError, ConfigError, EngineError, PushError
@@ -37,6 +38,13 @@ SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
 
 
 class DockerEngine:
+    """The stages on a Docker engine. Another CLI that speaks docker's language (podman) is a
+    subclass: it builds its own ``EngineCli`` (``locate``, ``make_cli``) and overrides the few
+    argv builders and stages where its CLI differs."""
+
+    #: the single-stage subcommands this engine has (engines/docker/subcommands.py)
+    SUBCOMMANDS = frozenset({"login", "automount", "build", "commit", "run"})
+
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
                  environ: Mapping[str, str], local_socket: Path | None = None) -> None:
         self.s = settings
@@ -44,21 +52,20 @@ class DockerEngine:
         self.stages = stages
         self.log = get_logger()
         # Everything a step's environment depends on is decided here, before the first step.
-        socket = local_socket or settings.local_socket
-        self.address: EngineAddress = find_engine(dict(settings.engine_vars),
-                                                  local_socket=socket.exists())
-        self.config_dir = private_path(settings)
-        extra = {**self.address.env,
-                 **({"DOCKER_CONFIG": str(self.config_dir)} if self.config_dir else {})}
+        self.address: EngineAddress = self.locate(environ, local_socket or settings.local_socket)
+        self.cli: EngineCli = self.make_cli()
         timeouts = {"engine": settings.docker_timeout, "transfer": settings.transfer_timeout,
                     "build": settings.build_timeout,
                     # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
                     "probe": settings.cvmfs_timeout + settings.transfer_timeout}
         hide = settings.secret_variables
-        self.docker = DockerCli(executor, child_environment(environ, extra, hide), timeouts)
+        self.docker = DockerCli(executor, self.cli,
+                                child_environment(environ, self.cli.variables(), hide), timeouts)
         # 'lwcontainer login' logs in to the user's own config, where the login stays.
-        self.user_docker = DockerCli(executor, child_environment(environ, self.address.env, hide),
+        self.user_docker = DockerCli(executor, self.cli,
+                                     child_environment(environ, self.cli.variables(False), hide),
                                      timeouts)
+        self.private_login = True
         self.base: dict = {}
         self.container: str | None = None
         self.image_id = ""
@@ -66,11 +73,53 @@ class DockerEngine:
         self.cvmfs_source = ""
         self.pool = pool(executor.dry_run, "lwc-docker")
 
+    # -- the seam: what this CLI is and where its engine is --------------------------------
+    def locate(self, environ: Mapping[str, str], local_socket: Path) -> EngineAddress:
+        """Where the Docker engine is: DOCKER_HOST as given, or a CI job's dind service."""
+        return locate(self.s, environ, local_socket)
+
+    def make_cli(self) -> EngineCli:
+        config_dir = private_path(self.s)
+        return EngineCli(program="docker", title="Docker engine", address=self.address.env,
+                         reason=self.address.reason,
+                         auth=str(config_dir) if config_dir else None,
+                         auth_variable="DOCKER_CONFIG")
+
+    def private_context(self):
+        """The run's private login, created for the run and removed at its end."""
+        directory = Path(self.cli.auth) if self.cli.auth else None
+        return private_config(self.s, directory, self.x.dry_run)
+
+    def use_user_login(self) -> None:
+        """'lwcontainer login': log in to the user's own configuration, where it stays."""
+        self.docker = self.user_docker
+        self.private_login = False
+
+    # -- argv where CLIs speaking docker's language differ (engines/podman overrides) -------
+    def login_argv(self) -> commands.Argv:
+        return commands.login(self.s.registry, self.s.registry_user or "")
+
+    def pull_argv(self, ref: str) -> commands.Argv:
+        return commands.pull(ref)
+
+    def push_argv(self, ref: str) -> commands.Argv:
+        return commands.push(ref)
+
+    def commit_argv(self, changes: tuple[str, ...]) -> commands.Argv:
+        return commands.commit(self.container, changes)
+
+    def check_cvmfs_source(self, source: str, reason: str) -> None:
+        """Refuse, at once, a CVMFS source this engine cannot provide (docker: all work)."""
+
+    def create_options(self) -> commands.Argv:
+        """More options for the build container's create (none for docker)."""
+        return ()
+
     # -- the interface ----------------------------------------------------------------------
     @contextmanager
     def connect(self) -> Iterator[None]:
         try:
-            with private_config(self.s, self.config_dir, self.x.dry_run):
+            with self.private_context():
                 self.wait_daemon()
                 yield
         finally:
@@ -107,10 +156,13 @@ class DockerEngine:
         with self.stages.stage("commit"):
             known = self.base.get("Config") or ({} if not self.x.dry_run else None)
             changes = commands.commit_changes(known, labels(self.s, self.base_digest()))
-            done = self.docker.run(commands.commit(self.container, changes), error=CommitError,
-                                   what="docker commit", placeholder="sha256:<image-id>")
-            self.image_id = done.stdout.strip()
+            done = self.docker.run(self.commit_argv(changes), error=CommitError,
+                                   what=f"{self.cli.program} commit",
+                                   placeholder="sha256:<image-id>")
+            self.image_id = self.cli.image_id(done.stdout)
             self.log.info("image_committed", image_id=self.image_id)
+            if not self.x.dry_run:  # said, never changed: the layer is what the build made
+                modes.warn_world_writable(self.docker, self.container, self.image_id)
         self.tag()
         return Image(self.image_id, details=self.details())
 
@@ -146,7 +198,7 @@ class DockerEngine:
                                placeholder='[{"Id": "sha256:<image-id>"}]')
         if not done.ok:
             raise ConfigError("TO", f"{ref} is not in the engine: build it first")
-        self.image_id = json.loads(done.stdout)[0]["Id"]
+        self.image_id = self.cli.image_id(json.loads(done.stdout)[0]["Id"])
         previous = report.read(self.s.report, self.s.report_prefix)
         if previous.get("LWC_IMAGE_ID") == self.image_id and previous.get("LWC_LAYER_SIZE"):
             return Image(self.image_id, int(previous["LWC_LAYER_SIZE"]))
@@ -181,7 +233,8 @@ class DockerEngine:
 
     def build_container(self, cvmfs: CvmfsSource, keep: bool = False,
                         existing: str | None = None) -> BuildContainer:
-        return BuildContainer(self.s, self.docker, cvmfs.volume(), keep=keep, existing=existing)
+        return BuildContainer(self.s, self.docker, cvmfs.volume(), keep=keep, existing=existing,
+                              options=self.create_options())
 
     def await_(self, future: Future) -> None:
         """Wait in short steps (signals are handled in between); re-raise its failure."""
@@ -191,6 +244,7 @@ class DockerEngine:
     def open_cvmfs(self, cleanup: ExitStack) -> CvmfsSource:
         """Choose where /cvmfs comes from and enter it (starting an automounter if needed)."""
         source, reason = choose_source(self.s, self.address.address)
+        self.check_cvmfs_source(source, reason)
         self.log.info("cvmfs_source", source=source, reason=reason)
         self.cvmfs_source = source
         cvmfs = SOURCES[source](self.s, self.docker)
@@ -257,9 +311,9 @@ class DockerEngine:
             self.stages.skip("login", "no registry configured (CI_REGISTRY unset)", background)
             return
         with self.stages.stage("login", background):
-            step = self.docker.step(commands.login(self.s.registry, self.s.registry_user or ""),
-                                    stdin=self.s.registry_password, retries=2, check=False,
-                                    what=f"docker login {self.s.registry}")
+            step = self.docker.step(self.login_argv(), stdin=self.s.registry_password,
+                                    retries=2, check=False,
+                                    what=f"{self.cli.program} login {self.s.registry}")
             done = self.x.run(step)
             if not done.ok:
                 raise login_failure(self.s.registry, self.x.failure_message(step, done), done)
@@ -291,7 +345,8 @@ class DockerEngine:
             return
         with self.stages.stage("pull", background), progress(f"pulling {ref}",
                                                              self.s.progress_interval):
-            done = self.docker.run(commands.pull(ref), retries=3, what=f"docker pull {ref}",
+            done = self.docker.run(self.pull_argv(ref), retries=3,
+                                   what=f"{self.cli.program} pull {ref}",
                                    check=False, retry_if=worth_retrying_pull)
             if not done.ok:
                 raise pull_failure("FROM", ref, done, logged_in=self.logged_in and
@@ -307,14 +362,15 @@ class DockerEngine:
         with self.stages.stage("tag"):
             for target in self.s.targets:
                 self.docker.run(commands.tag(self.image_id, str(target)), error=CommitError,
-                                what=f"docker tag {target}")
+                                what=f"{self.cli.program} tag {target}")
 
     def push(self) -> str:
         digest = ""
         with self.stages.stage("push"), progress("pushing", self.s.progress_interval):
             for target in self.s.targets:
-                step = self.docker.step(commands.push(str(target)), retries=self.s.push_retries,
-                                        what=f"docker push {target}", check=False,
+                step = self.docker.step(self.push_argv(str(target)),
+                                        retries=self.s.push_retries,
+                                        what=f"{self.cli.program} push {target}", check=False,
                                         placeholder="digest: sha256:" + "0" * 64)
                 done = self.x.run(step)
                 if not done.ok:

@@ -15,7 +15,7 @@ from ...stages import Image
 
 def login_only(engine: DockerEngine) -> None:
     """'lwcontainer login': into the user's docker config, where it stays."""
-    engine.docker = engine.user_docker
+    engine.use_user_login()
     engine.wait_daemon()
     engine.login()
 
@@ -23,6 +23,7 @@ def login_only(engine: DockerEngine) -> None:
 def automount(engine: DockerEngine) -> None:
     """'lwcontainer automount': start (or reuse) the automounter, wait for CVMFS, leave it."""
     engine.wait_daemon()
+    engine.check_cvmfs_source("automounter", "'lwcontainer automount'")
     engine.pull()
     automounter = Automounter(engine.s, engine.docker)
     with engine.stages.stage("automounter"):

@@ -28,6 +28,8 @@ from ...stages import Image, Stages, labels
 
 
 class InplaceEngine:
+    SUBCOMMANDS: frozenset[str] = frozenset()  # no single stages: 'lwcontainer', 'publish'
+
     def __init__(self, settings: Settings, executor: Executor, stages: Stages,
                  environ: Mapping[str, str]) -> None:
         self.s = settings

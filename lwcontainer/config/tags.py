@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from ..config.reference import TAG_RE
+from .reference import TAG_RE
 
 
 def sanitise_tag(text: str) -> str:

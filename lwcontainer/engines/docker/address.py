@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
+from ...config.settings import Settings
+
+#: The variables of the process environment that say where the engine is (with the settings
+#: LWC_DIND_HOST and DOCKER_TLS_CERTDIR).
+ADDRESS_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "CI", "GITLAB_CI",
+                     "KUBERNETES_PORT")
 
 @dataclass(frozen=True)
 class EngineAddress:
@@ -45,3 +52,13 @@ def engine(env: Mapping[str, str], local_socket: bool) -> EngineAddress:
         return EngineAddress({"DOCKER_HOST": f"tcp://{name}:2376", **tls},
                       f"{where}, TLS (DOCKER_TLS_CERTDIR={certdir})")
     return EngineAddress({"DOCKER_HOST": f"tcp://{name}:2375"}, f"{where}, TLS disabled")
+
+
+def locate(settings: Settings, environ: Mapping[str, str], local_socket: Path) -> EngineAddress:
+    """The engine of this run: the address variables of the process environment completed by
+    the settings LWC_DIND_HOST and DOCKER_TLS_CERTDIR."""
+    given = {name: environ[name] for name in ADDRESS_VARIABLES if environ.get(name)}
+    chosen = {"LWC_DIND_HOST": settings.dind_host,
+              "DOCKER_TLS_CERTDIR": settings.docker_tls_certdir}
+    return engine({**given, **{k: v for k, v in chosen.items() if v}},
+                  local_socket=local_socket.exists())

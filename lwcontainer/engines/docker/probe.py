@@ -1,0 +1,42 @@
+"""Is there a Docker engine for this user? Asked once, briefly, when LWC_ENGINE is unset on a
+workstation (engines/choice.py decides from the answer)."""
+from __future__ import annotations
+
+import shutil
+from typing import Mapping
+
+from .address import locate
+from ...config.settings import Settings
+from ...executor import Executor, Step, child_environment, last_line
+
+PROGRAM = "docker"
+PROBE_TIMEOUT_S = 10.0  # an engine that answers at all answers within this
+
+#: what the probe found
+ANSWERS = "answers"  # a Docker engine answered
+IS_PODMAN = "is-podman"  # the docker command is podman (podman-docker, or a shim)
+DENIED = "denied"  # the engine's socket refuses this user
+SILENT = "silent"  # no engine answered (not running, nowhere)
+ABSENT = "absent"  # no docker command
+
+
+def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(what was found, a detail for the log)."""
+    if shutil.which(PROGRAM, path=environ.get("PATH")) is None:
+        return ABSENT, "no docker command on PATH"
+    address = locate(settings, environ, settings.local_socket)
+    env = child_environment(environ, address.env)
+    timeout = min(settings.docker_timeout, PROBE_TIMEOUT_S) or PROBE_TIMEOUT_S
+    client = executor.run(Step(("--version",), program=PROGRAM, env=env, timeout=timeout,
+                               check=False, what="docker --version"))
+    if "podman" in client.stdout.lower():
+        return IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}"
+    where = address.address or "the default socket"
+    done = executor.run(Step(("version", "--format", "{{.Server.Version}}"), program=PROGRAM,
+                             env=env, timeout=timeout, check=False, what="docker version"))
+    if done.ok:
+        return ANSWERS, f"a Docker engine answers at {where} (version {done.stdout.strip()})"
+    said = executor.masker(last_line(done.stderr))
+    if "permission denied" in done.stderr.lower():
+        return DENIED, f"the Docker engine at {where} refuses this user: {said}"
+    return SILENT, f"no Docker engine answers at {where}: {said}"
