@@ -378,21 +378,6 @@ def test_a_run_ends_with_one_plain_line_on_a_terminal(settings):
     assert quiet.getvalue() == ""
 
 
-def test_run_mounts_cvmfs_the_way_the_build_did_unless_told_otherwise(settings, tmp_path):
-    from lwcontainer.cli import cvmfs_as_built
-    from lwcontainer.errors import ConfigError
-    host = tmp_path / "cvmfs"
-    (host / "cms.cern.ch").mkdir(parents=True)
-    s = settings()
-    previous = {"LWC_CVMFS_SOURCE": "host", "LWC_CVMFS_HOST_DIR": str(host)}
-    remembered = cvmfs_as_built(s, previous, {})
-    assert (remembered.cvmfs, remembered.cvmfs_host_dir) == ("host", str(host))
-    assert cvmfs_as_built(s, previous, {"LWC_CVMFS": "none", "LWC_CVMFS_HOST_DIR": "/x"}) == s
-    with pytest.raises(ConfigError, match="LWC_CVMFS_HOST_DIR"):
-        cvmfs_as_built(s, {"LWC_CVMFS_SOURCE": "host",
-                           "LWC_CVMFS_HOST_DIR": str(tmp_path)}, {})  # holds no repository
-
-
 @pytest.mark.parametrize("spelling", ["busybox", "docker.io/library/busybox",
                                       "index.docker.io/library/busybox:latest"])
 def test_the_base_digest_is_found_however_from_is_spelled(settings, spelling):

@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import commands, owner
+from . import commands, modes, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .address import EngineAddress, locate
@@ -174,6 +174,8 @@ class DockerEngine:
                                    placeholder="sha256:<image-id>")
             self.image_id = self.cli.image_id(done.stdout)
             self.log.info("image_committed", image_id=self.image_id)
+            if not self.x.dry_run:  # said, never changed: the layer is what the build made
+                modes.warn_world_writable(self.docker, self.container, self.image_id)
         self.tag()
         return Image(self.image_id, details=self.details())
 
