@@ -45,6 +45,12 @@ ensure_packages() {
   command -v openssl >/dev/null || missing+=(openssl)  # the dind TLS test makes certificates
   command -v shellcheck >/dev/null || missing+=(shellcheck)  # the scripts are linted in tests
   command -v npm >/dev/null || missing+=(npm)  # gitlab-ci-local runs the scaffolded pipelines
+  # the in-place layers applied by two independent appliers, capabilities read on the host, and
+  # the capture's functions run with gawk as well as mawk
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v umoci >/dev/null || missing+=(umoci)
+  command -v getcap >/dev/null || missing+=(libcap2-bin)
+  command -v gawk >/dev/null || missing+=(gawk)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }

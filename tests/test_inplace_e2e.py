@@ -61,8 +61,9 @@ class Runner:
         path.write_text(text)
         path.chmod(0o777)
 
-    def capture(self, user: str = "", env: dict | None = None, keep: bool = False):
-        """Job 1, as a Kubernetes runner with /cvmfs would run it."""
+    def capture(self, user: str = "", env: dict | None = None, keep: bool = False,
+                extra: list[str] | tuple[str, ...] = ()):
+        """Job 1, as a Kubernetes runner with /cvmfs would run it (EXTRA: more run options)."""
         name = f"lwc-capture-t{self.job.token}-{secrets.token_hex(3)}"
         self.containers.append(name)
         project = str(self.project)
@@ -73,7 +74,7 @@ class Runner:
             args += ["--user", user]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
-        done = self.bed.docker(*args, self.base, "bash", CAPTURE, check=False)
+        done = self.bed.docker(*args, *extra, self.base, "bash", CAPTURE, check=False)
         if not keep:
             self.bed.docker("rm", "-f", name, check=False)
         return done, name
