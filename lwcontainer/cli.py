@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,8 +12,7 @@ from . import __version__, pipeline, signals
 from .ci import scaffold
 from .ci.github import add_mask_commands
 from .config.secrets import masked_texts
-from .config.settings import (GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS,
-                              SYSTEM_DIRECTORIES, Settings)
+from .config.settings import GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS, Settings
 from .config.sources import gather
 from .engines import make_engine
 from .engines.choice import choose_engine
@@ -206,7 +204,7 @@ class Build(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
 
 @Lwcontainer.subcommand("run")
 class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
-    """Run a command in a built image with CVMFS mounted exactly as for the build:
+    """Run a command in a built image with CVMFS mounted as the settings say (LWC_CVMFS):
     lwcontainer run [IMAGE] [-- CMD ...]. IMAGE defaults to the last one built (the report),
     else TO. Interactive with a TTY on a terminal; the exit code is the command's."""
 
@@ -216,15 +214,13 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
         image, command = split_run_args(args, _ARGV)
 
         def action(r: Run) -> int:
+            # The report lies in the checkout, which the build can write: only the image id
+            # (checked as sha256:<hex>) comes from it; CVMFS comes from the settings.
             previous = report.read(r.s.report, r.s.report_prefix)
             target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            engine = r.engine
-            remembered = cvmfs_as_built(r.s, previous, {**r.environ, **self.switch_values()})
-            if remembered != r.s:  # CVMFS mounted the way the build had it
-                engine = make_engine(remembered, r.x, r.stages, r.environ, "run")
-            return subcommands.run_image(engine, target, workspace, tty, command)
+            return subcommands.run_image(r.engine, target, workspace, tty, command)
         return self.execute(action, require_from=False, subcommand="run")
 
 
@@ -279,24 +275,6 @@ class Init(Command, init_switches()):
                 component=self.component, capture_script=capture.render())
             scaffold.init(directory, options, self.force)
         return self.guard(body)
-
-
-def cvmfs_as_built(s: Settings, previous: dict[str, str], given: dict) -> Settings:
-    """The CVMFS source and host directory the build used (from its report), unless given
-    now. The report lies in the checkout, which the build can write: a host directory is taken
-    only if it is no system directory and holds one of the repositories."""
-    changes = {}
-    if not given.get("LWC_CVMFS") and previous.get("LWC_CVMFS_SOURCE"):
-        changes["cvmfs"] = previous["LWC_CVMFS_SOURCE"]
-    host = previous.get("LWC_CVMFS_HOST_DIR")
-    if not given.get("LWC_CVMFS_HOST_DIR") and host and changes.get("cvmfs", s.cvmfs) == "host":
-        if host in SYSTEM_DIRECTORIES or not any((Path(host) / r).is_dir()
-                                                 for r in s.cvmfs_repos):
-            raise ConfigError("LWC_CVMFS_HOST_DIR", f"{host!r} from {s.report} holds none of "
-                                                    f"{', '.join(s.cvmfs_repos)}; give "
-                                                    "LWC_CVMFS_HOST_DIR")
-        changes["cvmfs_host_dir"] = host
-    return replace(s, **changes) if changes else s
 
 
 def split_run_args(args: tuple[str, ...], argv: list[str]) -> tuple[str | None, tuple[str, ...]]:
@@ -384,7 +362,7 @@ Usage: lwcontainer [SWITCHES]                 the whole job, in the project dire
 Subcommands:
   publish     push an image built earlier (inplace: the captured layer) and write the report
   init        write GitLab CI jobs, .gitlab/build.sh (and the capture script) into a project
-  run         run a command in the built image with CVMFS mounted as for the build
+  run         run a command in the built image with CVMFS mounted (LWC_CVMFS)
   build, commit, push, login, automount     the docker engine's stages one by one
   help        'lwcontainer help settings' (every setting), 'lwcontainer help exit-codes'
 

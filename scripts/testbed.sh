@@ -56,6 +56,12 @@ ensure_packages() {
   command -v runc >/dev/null || missing+=(runc)
   [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null \
     || missing+=(python3-venv)  # the podman user's own venv
+  # the in-place layers applied by two independent appliers, capabilities read on the host, and
+  # the capture's functions run with gawk as well as mawk
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v umoci >/dev/null || missing+=(umoci)
+  command -v getcap >/dev/null || missing+=(libcap2-bin)
+  command -v gawk >/dev/null || missing+=(gawk)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     [ "$(id -u)" -eq 0 ] || { log "need root to install ${missing[*]}"; exit 1; }

@@ -109,3 +109,14 @@ def test_commit_changes_for_a_bare_base():
 def test_commit_argv():
     assert commands.commit("c1", ["CMD []", "WORKDIR /"]) == (
         "commit", "--change", "CMD []", "--change", "WORKDIR /", "c1")
+
+
+def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing():
+    from lwcontainer.engines.docker import modes
+    assert modes.layer_paths("A /x\nC /home\nD /gone\nA /x/f\n") == ["/x", "/home", "/x/f"]
+    argv = modes.check("sha256:abc")
+    assert argv[:6] == ("run", "--rm", "-i", "--network", "none", "--user")
+    assert "sha256:abc" in argv
+    assert not any(word in modes.FIND.replace("2>/dev/null", "")
+                   for word in ("chmod", "chown", ">", " rm "))  # only reads
+    assert "-perm -0002" in modes.FIND and "! -perm -1000" in modes.FIND

@@ -72,9 +72,9 @@ def test_an_oci_base_gets_oci_types(tmp_path):
 
 def test_the_platform_the_capture_ran_on_is_picked_from_an_index():
     index = {"manifests": [
-        {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
-        {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}}]}
-    assert pick_platform(index, "linux", "amd64", "r.io/x:1") == "sha256:amd"
+        {"digest": "sha256:arm", "size": 1, "platform": {"os": "linux", "architecture": "arm64"}},
+        {"digest": "sha256:amd", "size": 2, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    assert pick_platform(index, "linux", "amd64", "r.io/x:1")["digest"] == "sha256:amd"
     with pytest.raises(ConfigError, match="linux/arm64, linux/amd64|linux/amd64, linux/arm64"):
         pick_platform(index, "linux", "ppc64le", "r.io/x:1")
 

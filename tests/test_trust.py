@@ -250,3 +250,22 @@ def test_m4_the_checkouts_env_may_name_its_own_repository_or_a_local_image(proje
     raw = gather({"PATH": os.environ["PATH"], **CI, "TO": "r.example.org/other/x:1"}, {},
                  cwd=project)
     assert raw["TO"] == "r.example.org/other/x:1"
+
+
+# -- M5: the report is output, not input ---------------------------------------------------------
+def test_m5_run_takes_only_the_image_from_the_report(project, tmp_path):
+    from conftest import lwc
+    planted = tmp_path / "host-dir"
+    (planted / "cms.cern.ch").mkdir(parents=True)  # looks like a CVMFS: the old check passed
+    image_id = "sha256:" + "e" * 64
+    (project / "lwcontainer.env").write_text(f"LWC_IMAGE_ID={image_id}\nLWC_CVMFS_SOURCE=host\n"
+                                             f"LWC_CVMFS_HOST_DIR={planted}\n")
+    done = lwc("run", "--dry-run", "--", "ls", "/cvmfs", cwd=project)
+    assert done.returncode == 0, done.stderr
+    runs = [line for line in done.stdout.splitlines() if line.startswith("docker run --rm")]
+    assert runs and image_id in runs[-1]
+    assert str(planted) not in done.stdout
+    # A value the report may hold but run no longer reads is no reason to fail.
+    (project / "lwcontainer.env").write_text(f"LWC_IMAGE_ID={image_id}\n"
+                                             "LWC_CVMFS_HOST_DIR=not a path\n")
+    assert lwc("run", "--dry-run", cwd=project, LWC_CVMFS="none").returncode == 0

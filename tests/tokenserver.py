@@ -34,6 +34,7 @@ class TokenService:
                              check=True, capture_output=True).stdout
         self.x5c = base64.b64encode(der).decode()
         self.requests: list[dict] = []
+        self.issued: set[str] = set()  # every token given out (a fake registry accepts these)
         self.server: ThreadingHTTPServer | None = None
 
     def sign(self, claims: dict) -> str:
@@ -56,7 +57,7 @@ class TokenService:
                 access.append({"type": kind, "name": name, "actions": wanted})
         return access
 
-    def start(self, port: int) -> str:
+    def start(self, port: int = 0) -> str:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,12 +76,14 @@ class TokenService:
                         return
                     authenticated = True
                 scopes = query.get("scope", [])
-                service.requests.append({"scopes": scopes, "authenticated": authenticated})
+                service.requests.append({"scopes": scopes, "authenticated": authenticated,
+                                         "authorization": auth})
                 now = int(time.time())
                 token = service.sign({"iss": ISSUER, "sub": service.user if authenticated else "",
                                       "aud": SERVICE, "exp": now + 300, "nbf": now - 10,
                                       "iat": now, "jti": secrets.token_hex(8),
                                       "access": service.grant(scopes, authenticated)})
+                service.issued.add(token)
                 body = json.dumps({"token": token, "access_token": token}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -90,7 +93,7 @@ class TokenService:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{port}/token"
+        return f"http://127.0.0.1:{self.server.server_address[1]}/token"
 
     def stop(self) -> None:
         if self.server is not None:

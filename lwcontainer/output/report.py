@@ -91,8 +91,6 @@ _READ_BACK = {
     "LWC_IMAGE_ID": re.compile(r"sha256:[0-9a-f]{64}"),
     "LWC_BUILD_CONTAINER": re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}"),
     "LWC_LAYER_SIZE": re.compile(r"[0-9]{0,20}"),
-    "LWC_CVMFS_SOURCE": re.compile(r"automounter|host|none"),
-    "LWC_CVMFS_HOST_DIR": re.compile(r"/[^:,\s]*"),
 }
 
 

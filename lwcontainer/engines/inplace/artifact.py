@@ -16,9 +16,9 @@ description says:
   as it would pass that length).
 
 Any failure is a ConfigError (exit 2) that names the file and the problem; the caller has not
-contacted a registry yet. The checked file is identified by device, inode and ctime: the upload opens
-it again the same way and refuses a file that is not the one checked (the registry checks the
-content's digest itself).
+contacted a registry yet. The checked file is identified by device, inode and ctime: the upload
+opens it again the same way and refuses a file that is not the one checked (the registry checks
+the content's digest itself).
 """
 from __future__ import annotations
 

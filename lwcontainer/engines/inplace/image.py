@@ -47,17 +47,30 @@ class NewImage:
         return json.loads(self.manifest)["layers"]
 
 
-def pick_platform(index: dict, os: str, architecture: str, where: str) -> str:
-    """The digest of the index entry for the platform the capture ran on."""
-    for entry in index.get("manifests") or ():
+def pick_platform(index: dict, os: str, architecture: str, where: str) -> dict:
+    """The index entry (digest and size) for the platform the capture ran on. The entry's
+    digest and size are checked by the caller, who fetches the manifest they name."""
+    entries = index.get("manifests")
+    entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    for entry in entries:
         platform = entry.get("platform") or {}
         if platform.get("os") == os and platform.get("architecture") == architecture:
-            return entry["digest"]
-    offered = sorted(f"{(e.get('platform') or {}).get('os')}/"
-                     f"{(e.get('platform') or {}).get('architecture')}"
-                     for e in index.get("manifests") or ())
+            size = entry.get("size")
+            if type(size) is not int or size < 0:
+                raise ConfigError("FROM", f"{where}: the index entry for {os}/{architecture} "
+                                          "has no valid size")
+            return entry
+    offered = sorted(_plain(f"{(e.get('platform') or {}).get('os')}/"
+                            f"{(e.get('platform') or {}).get('architecture')}")
+                     for e in entries)
     raise ConfigError("FROM", f"{where} has no image for {os}/{architecture}, where the capture "
                               f"ran (it has {', '.join(offered) or 'none'})")
+
+
+def _plain(text: str) -> str:
+    """A registry's word, fit for a message: printable, short."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def assemble(base: Base, layer: Layer, labels: dict[str, str]) -> NewImage:

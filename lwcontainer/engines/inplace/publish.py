@@ -5,16 +5,20 @@ they are streamed blob by blob, and skipped where the target already has them.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from .artifact import Layer
 from .image import Base, NewImage, pick_platform
-from .registry import INDEX_TYPES, Credentials, RegistryClient, RegistryError
+from .registry import (INDEX_TYPES, Credentials, RegistryClient, RegistryError, Untrusted,
+                       check_digest)
+from .transport import Limit
 from ...config.reference import Reference, insecure_registry
 from ...config.settings import Settings
 from ...errors import ConfigError, EngineError, LoginError, PushError
 from ...output.logs import get_logger
 from ...retry import Backoff
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,32 +55,38 @@ class Publisher:
         if self.s.registry and host == self.s.registry and self.s.registry_password:
             credentials = Credentials(self.s.registry_user or "", self.s.registry_password)
         insecure = insecure_registry(host, self.s.insecure_registries)
-        return RegistryClient(host, credentials, insecure, scopes, self.sent)
+        return RegistryClient(host, credentials, insecure, scopes, self.sent,
+                              small=Limit(self.s.docker_timeout, "LWC_DOCKER_TIMEOUT"),
+                              transfer=Limit(self.s.transfer_timeout, "LWC_TRANSFER_TIMEOUT"))
 
     # -- FROM -------------------------------------------------------------------------------
     def base(self, layer: Layer) -> Base:
-        """FROM's manifest (for the capture's platform) and config; failures name FROM."""
+        """FROM's manifest (for the capture's platform) and config, each checked against the
+        digest it was asked by: FROM's own digest when it has one, the index entry's digest and
+        size, the manifest's config digest and size. Failures name FROM."""
         ref = self.source
         client = self.clients[ref.normalized.domain]
         repository = ref.normalized.path
         try:
-            manifest, digest, _ = client.manifest(repository, ref.digest or ref.tag or "latest")
-            resolved = digest
+            manifest, resolved, _ = client.manifest(repository, ref.digest or ref.tag or "latest")
             if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
-                chosen = pick_platform(manifest, layer.os, layer.architecture, str(ref))
-                manifest, _, _ = client.manifest(repository, chosen)
-            config_digest = manifest["config"]["digest"]
-            config = client.blob_json(repository, config_digest)
+                entry = pick_platform(manifest, layer.os, layer.architecture, str(ref))
+                manifest, _, _ = client.manifest(repository, entry["digest"], entry["size"])
+            config_ref = _descriptor(manifest.get("config"), "its config")
+            for index, blob in enumerate(_layers(manifest)):
+                _descriptor(blob, f"its layer {index + 1}")
+            config = client.blob_json(repository, config_ref["digest"], config_ref["size"])
         except RegistryError as exc:
             raise self._base_failure(exc) from None
-        if ref.digest and resolved != ref.digest:
-            raise ConfigError("FROM", f"{ref.repository} answered {resolved} for {ref.digest}")
         self.log.info("base_resolved", image=str(ref), digest=resolved,
-                      layers=len(manifest.get("layers", ())))
-        return Base(manifest, ref.digest or resolved, config, config_digest)
+                      layers=len(manifest["layers"]))
+        return Base(manifest, resolved, config, config_ref["digest"])
 
     def _base_failure(self, exc: RegistryError) -> Exception:
         ref = self.source
+        if isinstance(exc, Untrusted):
+            return ConfigError("FROM", f"{ref} cannot be trusted as its registry answered it "
+                                       f"(nothing was pushed): {exc}")
         if exc.not_found:
             return ConfigError("FROM", f"{ref} does not exist in its registry: {exc}")
         if exc.auth:
@@ -93,8 +103,12 @@ class Publisher:
         """Every target, each retried as a whole; returns TO's ``repository@digest``."""
         digest = ""
         for target in self.s.targets:
-            pushed = self._retrying(lambda t=target: self._push_one(t, image, layer), retries,
-                                    str(target))
+            pushed, agrees = self._retrying(lambda t=target: self._push_one(t, image, layer),
+                                            retries, str(target))
+            if not agrees:
+                self.log.warning("registry_digest_ignored", tag=str(target), digest=pushed,
+                                 reason="the registry reported another digest (or none that "
+                                        "is valid) for the manifest; the computed one is kept")
             self.log.info("pushed", tag=str(target), digest=pushed)
             if not digest:
                 digest = f"{self.s.to_image.repository}@{pushed}"
@@ -103,7 +117,7 @@ class Publisher:
                       blobs_uploaded=self.transfer.uploaded, bytes_sent=self.sent[0])
         return digest
 
-    def _push_one(self, target: Reference, image: NewImage, layer: Layer) -> str:
+    def _push_one(self, target: Reference, image: NewImage, layer: Layer) -> tuple[str, bool]:
         client = self.clients[target.normalized.domain]
         repository = target.normalized.path
         base_layers = image.layers[:-1]
@@ -129,14 +143,16 @@ class Publisher:
             self.transfer.mounted += 1
             return
         stream = self.clients[source_host].blob_stream(source_repo, digest)
-        client.upload(repository, digest, stream, int(blob.get("size", -1)))
+        client.upload(repository, digest, stream, blob["size"])
         self.transfer.copied += 1
 
-    def _retrying(self, action: Callable[[], str], retries: int, what: str) -> str:
+    def _retrying(self, action: Callable[[], T], retries: int, what: str) -> T:
         backoff = Backoff(retries, self.backoff)
         while True:
             try:
                 return action()
+            except Untrusted as exc:
+                raise ConfigError("TO", f"pushing {what}: {exc}") from None
             except RegistryError as exc:
                 if exc.auth:
                     raise LoginError(f"pushing {what} was refused: {exc}") from None
@@ -145,3 +161,21 @@ class Publisher:
                                     f"{exc}. The captured layer is kept; run 'lwcontainer "
                                     f"publish' again (same settings) once the registry is "
                                     f"back") from None
+
+
+def _descriptor(value: object, what: str) -> dict:
+    """A manifest's reference to a blob: a valid digest and a size that is not negative."""
+    if not isinstance(value, dict):
+        raise Untrusted(f"the manifest's {what} is not a descriptor")
+    check_digest(value.get("digest"), f"the manifest's {what}")
+    size = value.get("size")
+    if type(size) is not int or size < 0:
+        raise Untrusted(f"the manifest's {what} has no valid size")
+    return value
+
+
+def _layers(manifest: dict) -> list:
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise Untrusted("the manifest has no list of layers")
+    return layers

@@ -9,19 +9,33 @@ does), ``upload_manifest`` sends every manifest as OCI (this one keeps the base'
 type), it has no cross-repository mount, its uploads read files (a blob copied between
 registries is streamed, never written to disk), and its retry decorator sleeps 3**n seconds
 (this run retries whole steps with LWC_PUSH_RETRIES and a capped backoff).
+
+What a registry says is not trusted (transport.py adds the deadlines and the origin rules):
+- every digest is checked (a known algorithm, its exact number of hex digits) before it is put
+  into a path or a log line; every manifest, index and blob read is checked against the digest
+  (and size) it was asked for, and a mismatch is ``Untrusted``, never retried;
+- credentials go only to the registry's own origin, and to a token realm only over HTTPS or on
+  loopback (GitLab's realm is another host than its registry);
+- the digest reported for a pushed manifest is the one computed here: the registry's
+  ``Docker-Content-Digest`` is only compared with it;
+- a registry's error text reaches the log shortened and without control characters.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
+from urllib.parse import urljoin, urlsplit
 
 import oras.auth
 import oras.auth.utils
 import oras.provider
 import requests
 
+from .transport import (DeadlineExceeded, Limit, Refused, Transport, finish, loopback, origin,
+                        show)
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -32,8 +46,12 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 INDEX_TYPES = MANIFEST_TYPES[2:]
-TIMEOUT_S = 60
 CHUNK = 1 << 20
+SMALL = Limit(60, "LWC_DOCKER_TIMEOUT")  # the settings' defaults
+TRANSFER = Limit(1800, "LWC_TRANSFER_TIMEOUT")
+#: digest algorithms the OCI image spec registers, and their hex lengths
+DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_DIGEST_RE = re.compile(r"(sha256|sha384|sha512):([0-9a-f]+)")
 
 
 class RegistryError(Exception):
@@ -52,6 +70,36 @@ class RegistryError(Exception):
         return self.status == 404
 
 
+class Untrusted(RegistryError):
+    """An answer that is not what was asked for (a digest that does not match, a value that is
+    no digest) or a place the rules forbid sending to: never retried."""
+
+
+def check_digest(value: object, what: str) -> str:
+    """``value`` if it is a digest (a known algorithm and exactly its number of lower-case hex
+    digits); otherwise Untrusted, without echoing more than a safe, short form of it."""
+    found = _DIGEST_RE.fullmatch(value) if isinstance(value, str) else None
+    if not found or len(found.group(2)) != DIGEST_LENGTHS[found.group(1)]:
+        raise Untrusted(f"{what} is not a digest (sha256/sha384/sha512 and its hex digits): "
+                        f"{_short(ascii(value), 80)}")
+    return value
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def verified(data: bytes, digest: str, size: int | None, what: str) -> bytes:
+    """``data`` if it is the content ``digest`` (and ``size``) name; otherwise Untrusted."""
+    found = digest_of(data, digest.split(":", 1)[0])
+    if found != digest:
+        raise Untrusted(f"{what}: asked for {digest}, the registry answered content whose "
+                        f"digest is {found}")
+    if size is not None and len(data) != size:
+        raise Untrusted(f"{what} {digest}: its size is {len(data)} bytes, {size} were announced")
+    return data
+
+
 @dataclass(frozen=True)
 class Credentials:
     user: str
@@ -64,14 +112,21 @@ class RegistryClient:
     cross-repository mount is allowed wherever the credentials allow it."""
 
     def __init__(self, host: str, credentials: Credentials | None, insecure: bool,
-                 scopes: Iterable[str], bytes_counter: list[int] | None = None) -> None:
+                 scopes: Iterable[str], bytes_counter: list[int] | None = None,
+                 small: Limit = SMALL, transfer: Limit = TRANSFER) -> None:
         self.host = host
         self.api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
         self.credentials = credentials
         self.scheme = "http" if insecure else "https"
+        self.origin = origin(f"{self.scheme}://{self.api_host}/")
         self.scopes = sorted(set(scopes))
+        self.small, self.transfer = small, transfer
         self.oras = oras.provider.Registry(hostname=self.api_host, insecure=insecure,
                                            auth_backend="token")
+        self.trusted = {self.origin}  # who may see Authorization (transport.py enforces it)
+        adapter = Transport(small, self.trusted)
+        self.oras.session.mount("http://", adapter)
+        self.oras.session.mount("https://", adapter)
         self.headers: dict[str, str] = {}
         self.sent = bytes_counter if bytes_counter is not None else [0]
         self.authenticated = False
@@ -102,12 +157,31 @@ class RegistryClient:
     def _token(self, challenge: str) -> str:
         header = oras.auth.utils.parse_auth_header(challenge)
         header.scope = self.scopes or header.scope  # a list: requests repeats ?scope=
+        realm = header.realm or ""
+        if not realm.startswith(("https://", "http://")):
+            realm = header.realm = f"{self.scheme}://{realm}"
+        where = origin(realm)
+        if self.credentials is not None and where != self.origin and where[0] != "https" \
+                and not loopback(where[1]):
+            raise RegistryError(f"{self.host}'s token service {show(where)} is another host "
+                                "over plain HTTP: CI_REGISTRY_USER's password goes to another "
+                                "host only over HTTPS (or on loopback)", 401)
         backend = self.oras.auth
-        if self.credentials is not None:
-            backend.set_basic_auth(self.credentials.user, self.credentials.password)
-            token = backend.request_token(header)
-        else:
-            token = backend.request_anonymous_token(header)
+        try:
+            if self.credentials is not None:
+                self.trusted.add(where)  # the Basic header, to this realm only
+                backend.set_basic_auth(self.credentials.user, self.credentials.password)
+                token = backend.request_token(header)
+            else:
+                token = backend.request_anonymous_token(header)
+        except requests.RequestException as exc:
+            raise RegistryError(f"{self.host}'s token service {show(where)} failed: "
+                                f"{_reason(exc)}") from None
+        except ValueError:
+            raise RegistryError(f"{self.host}'s token service {show(where)} answered "
+                                "something that is not JSON") from None
+        if not isinstance(token, str) or not token.isprintable():
+            token = None
         if not token:
             raise RegistryError(f"{self.host} gave no token for {', '.join(self.scopes)}"
                                 + ("" if self.credentials else " (anonymous)"), 401)
@@ -117,14 +191,18 @@ class RegistryClient:
     def _url(self, path: str) -> str:
         return f"{self.scheme}://{self.api_host}{path}" if path.startswith("/") else path
 
-    def _send(self, method: str, path: str, auth: bool = True, **kwargs) -> requests.Response:
-        headers = {**(self.headers if auth else {}), **kwargs.pop("headers", {})}
+    def _send(self, method: str, path: str, auth: bool = True, limit: Limit | None = None,
+              **kwargs) -> requests.Response:
+        url = self._url(path)
+        own = origin(url) == self.origin  # credentials only to the registry's own origin
+        headers = {**(self.headers if auth and own else {}), **kwargs.pop("headers", {})}
         try:
-            return self.oras.session.request(method, self._url(path), headers=headers,
-                                             timeout=TIMEOUT_S, **kwargs)
+            return self.oras.session.request(method, url, headers=headers,
+                                             timeout=limit or self.small, **kwargs)
+        except Refused as exc:
+            raise Untrusted(f"{self.host} sent this run to {exc}") from None
         except requests.RequestException as exc:
-            raise RegistryError(f"{self.host} could not be reached: {type(exc).__name__}: "
-                                f"{_short(str(exc))}") from None
+            raise RegistryError(f"{self.host} could not be reached: {_reason(exc)}") from None
 
     def request(self, method: str, path: str, ok: tuple[int, ...] = (200,),
                 **kwargs) -> requests.Response:
@@ -133,50 +211,99 @@ class RegistryClient:
         replayable = isinstance(kwargs.get("data"), (bytes, type(None)))
         if answer.status_code == 401 and self.headers.get("Authorization", "").startswith(
                 "Bearer") and replayable:
+            _close(answer)
             self.authenticated = False  # the token expired (a long copy): one new token
             self.authenticate()
             answer = self._send(method, path, **kwargs)
         if answer.status_code not in ok:
             where = path.split("?", 1)[0]  # not the upload session's state
-            raise RegistryError(f"{method} {where} on {self.host}: {answer.status_code} "
-                                f"{_errors(answer)}", answer.status_code)
+            message = _short(f"{method} {where} on {self.host}: {answer.status_code} "
+                             f"{_errors(answer) if not kwargs.get('stream') else ''}", 600)
+            _close(answer)
+            raise RegistryError(message, answer.status_code)
         return answer
 
     # -- manifests --------------------------------------------------------------------------
-    def manifest(self, repository: str, reference: str) -> tuple[dict, str, bytes]:
-        """(manifest, its digest, its bytes). Raw GET: oras' get_manifest reads the user's
-        docker config for credentials, which this run never does."""
+    def manifest(self, repository: str, reference: str, size: int | None = None
+                 ) -> tuple[dict, str, bytes]:
+        """(manifest, its digest, its bytes); a digest ``reference`` (and ``size``) is what
+        the bytes must be. Raw GET: oras' get_manifest reads the user's docker config for
+        credentials, which this run never does."""
+        pinned = ":" in reference
+        if pinned:
+            check_digest(reference, f"the manifest of {repository}")
         answer = self.request("GET", f"/v2/{repository}/manifests/{reference}",
                               headers={"Accept": ", ".join(MANIFEST_TYPES)})
         body = answer.content
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        return json.loads(body), digest, body
+        if pinned:
+            verified(body, reference, size, f"the manifest of {repository}")
+        digest = reference if pinned else digest_of(body)
+        try:
+            manifest = json.loads(body)
+        except ValueError:
+            raise Untrusted(f"the manifest of {repository}:{reference} is not JSON") from None
+        if not isinstance(manifest, dict):
+            raise Untrusted(f"the manifest of {repository}:{reference} is not a JSON object")
+        return manifest, digest, body
 
-    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+    def put_manifest(self, repository: str, tag: str, body: bytes,
+                     media_type: str) -> tuple[str, bool]:
         """Raw PUT: oras' upload_manifest sends every manifest as OCI, and this one keeps the
-        base's own media type. Returns the digest the registry reports."""
+        base's own media type. Returns the manifest's digest, computed here, and whether the
+        registry's Docker-Content-Digest (if it sent one) is the same."""
         answer = self.request("PUT", f"/v2/{repository}/manifests/{tag}", ok=(200, 201),
                               data=body, headers={"Content-Type": media_type})
         self.sent[0] += len(body)
-        return answer.headers.get("Docker-Content-Digest") or \
-            "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = digest_of(body)
+        said = answer.headers.get("Docker-Content-Digest")
+        return digest, said is None or said == digest
 
     # -- blobs ------------------------------------------------------------------------------
     def has_blob(self, repository: str, digest: str) -> bool:
+        check_digest(digest, f"a blob of {repository}")
         answer = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", ok=(200, 404))
         return answer.status_code == 200
 
-    def blob(self, repository: str, digest: str) -> bytes:
-        return self.request("GET", f"/v2/{repository}/blobs/{digest}").content
+    def blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        """A small blob (a config), checked against its digest and size."""
+        check_digest(digest, f"a blob of {repository}")
+        body = self.request("GET", f"/v2/{repository}/blobs/{digest}").content
+        return verified(body, digest, size, f"the blob of {repository}")
 
-    def blob_json(self, repository: str, digest: str) -> dict:
-        return json.loads(self.blob(repository, digest))
+    def blob_json(self, repository: str, digest: str, size: int | None = None) -> dict:
+        try:
+            value = json.loads(self.blob(repository, digest, size))
+        except ValueError:
+            raise Untrusted(f"the blob {digest} of {repository} is not JSON") from None
+        if not isinstance(value, dict):
+            raise Untrusted(f"the blob {digest} of {repository} is not a JSON object")
+        return value
 
     def blob_stream(self, repository: str, digest: str) -> Iterator[bytes]:
-        answer = self.request("GET", f"/v2/{repository}/blobs/{digest}", stream=True)
-        return answer.iter_content(CHUNK)
+        """A large blob, streamed within LWC_TRANSFER_TIMEOUT (the target registry checks its
+        digest when the upload ends)."""
+        check_digest(digest, f"a blob of {repository}")
+        answer = self.request("GET", f"/v2/{repository}/blobs/{digest}", stream=True,
+                              limit=self.transfer)
+        return self._chunks(answer, f"{digest} from {self.host}")
+
+    def _chunks(self, answer: requests.Response, what: str) -> Iterator[bytes]:
+        try:
+            yield from answer.iter_content(CHUNK)
+        except requests.RequestException as exc:
+            late = finish(answer)
+            reason = f"no complete answer within {self.transfer.seconds:g}s " \
+                     f"({self.transfer.setting})" if late else _reason(exc)
+            raise RegistryError(f"reading {what} failed: {reason}") from None
+        finally:
+            late = finish(answer)
+            answer.close()
+        if late:
+            raise RegistryError(f"reading {what} failed: no complete answer within "
+                                f"{self.transfer.seconds:g}s ({self.transfer.setting})")
 
     def mount(self, repository: str, digest: str, source: str) -> bool:
+        check_digest(digest, f"a blob of {source}")
         """Cross-repository mount (raw POST: oras has no call for it). True when mounted; a
         registry that answers 202 wants the blob uploaded instead (GitLab does when the token
         cannot pull the source): the upload it opened is cancelled."""
@@ -191,24 +318,29 @@ class RegistryClient:
 
     def upload(self, repository: str, digest: str, data: bytes | BinaryIO | Iterator[bytes],
                size: int) -> None:
-        """``data``: bytes, an open file (streamed), or chunks of another registry's blob."""
+        """Monolithic upload: POST, then PUT with the digest. Raw for a stream from another
+        registry (oras' put_upload reads a file). ``data``: bytes, an open file (streamed), or
+        chunks of another registry's blob; all but bytes have LWC_TRANSFER_TIMEOUT."""
+        check_digest(digest, f"a blob for {repository}")
+        limit = self.small if isinstance(data, bytes) else self.transfer
         if not isinstance(data, bytes) and not hasattr(data, "read"):
             data = _Sized(data, size)  # a length, so the body is not sent chunked
-        """Monolithic upload: POST, then PUT with the digest. Raw for a stream from another
-        registry (oras' put_upload reads a file)."""
         started = self.request("POST", f"/v2/{repository}/blobs/uploads/", ok=(202,),
                                headers={"Content-Length": "0"})
         location = self._location(started.headers.get("Location", ""))
         separator = "&" if "?" in location else "?"
         self.request("PUT", f"{location}{separator}digest={digest}", ok=(201,), data=data,
-                     headers={"Content-Type": "application/octet-stream",
+                     limit=limit, headers={"Content-Type": "application/octet-stream",
                               **({"Content-Length": str(size)} if size >= 0 else {})})
         self.sent[0] += max(size, 0)
 
     def _location(self, location: str) -> str:
-        if not location:
-            raise RegistryError(f"{self.host} opened an upload without a Location")
-        return location if location.startswith("http") else self._url(location)
+        """The upload's URL: relative to the registry, or absolute (another origin then gets
+        no credentials, and plain HTTP only on loopback: transport.py)."""
+        url = urljoin(f"{self.scheme}://{self.api_host}/", location)
+        if not location or urlsplit(url).scheme not in ("http", "https"):
+            raise RegistryError(f"{self.host} opened an upload without a usable Location")
+        return url
 
 
 class _Sized:
@@ -235,15 +367,33 @@ class _Sized:
         return out
 
 
+def _close(answer: requests.Response) -> None:
+    """A streamed answer that is not read: its deadline ends, its connection is dropped."""
+    if finish(answer) or getattr(answer, "lwc_watch", None) is not None:
+        answer.close()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc)
+    return f"{type(exc).__name__}: {_short(str(exc))}"
+
+
 def _errors(answer: requests.Response) -> str:
     try:
-        errors = answer.json().get("errors") or []
-        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
+        body = answer.json()
     except ValueError:
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list):
+        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors
+                         if isinstance(e, dict))
+    else:
         text = answer.text
-    return _short(text or answer.reason or "")
+    return _short(str(text or answer.reason or ""))
 
 
 def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    """One printable line: a registry's text never puts control characters into a log."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= limit else text[:limit] + "…"
