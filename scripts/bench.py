@@ -47,7 +47,8 @@ STANDIN = ("--cap-add SYS_ADMIN --security-opt seccomp=unconfined "
            "--security-opt apparmor=unconfined")
 BRIDGE = "lwc-br-bench"
 CAPTURE = ".gitlab/lwcontainer-capture.sh"
-TARGETS = {"warm": 1.10, "cold": 0.85, "startup": 1.25, "latency_s": 0.3}
+TARGETS = {"warm": 1.00, "cold": 0.80, "startup": 1.25, "latency_s": 0.3}
+STARTED = ".bench-build-started"  # the build script's first line writes the time here
 
 
 def docker(*args: str, check: bool = True, host: str = HOST, **kw) -> subprocess.CompletedProcess:
@@ -133,6 +134,9 @@ def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
     token = secrets.token_hex(3)
     project = SCRATCH / f"{tool}-{mode}-{index}-{token}" / "analysis"
     shutil.copytree(EXAMPLE, project)
+    script = project / ".gitlab" / "build.sh"
+    shebang, rest = script.read_text().split("\n", 1)
+    script.write_text(f"{shebang}\ndate +%s.%N > {STARTED}\n{rest}")
     for path in [project, *project.rglob("*")]:
         path.chmod(0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666)
     mounts = Path(TESTBED["LWC_TESTBED_SHARED"]) / "bench"
@@ -154,21 +158,16 @@ def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
                    LWC_AUTOMOUNTER_IMAGE=ctx["automounter"], LWC_AUTOMOUNTER_OPTIONS=options,
                    LWC_KEEP_AUTOMOUNTER="1", LWC_LOG_FORMAT="json", CI_PROJECT_NAME="bench")
         argv = [sys.executable, "-m", "lwcontainer"]
-    since = time.time()
     started = time.monotonic()
     done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     if done.returncode != 0:
         sys.exit(f"bench: {tool} {mode} run failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    # Readiness latency: the automounter's "mounted" line -> the build container's start.
+    # Readiness latency: the automounter's "mounted" line -> the build script's first line
+    # (lwcontainer's build container starts earlier and waits for CVMFS in its first step).
     logs = docker("logs", "-t", automounter).stdout.splitlines()
     mounted = next(_ts(line.split()[0]) for line in logs if "mounted /cvmfsmounts" in line)
-    events = docker("events", "--since", str(since), "--until", str(time.time()),
-                    "--filter", "event=start", "--format", "{{json .}}").stdout.splitlines()
-    build_name = f"plain-{token}" if tool == "plain" else "lwc-bench-"
-    starts = [json.loads(e) for e in events]
-    build_start = next(e["timeNano"] / 1e9 for e in starts
-                       if e["Actor"]["Attributes"].get("name", "").startswith(build_name))
+    build_start = float((project / STARTED).read_text())
     base_size = json.loads(docker("image", "inspect", ctx["base"]).stdout)[0]["Size"]
     size = json.loads(docker("image", "inspect", to).stdout)[0]["Size"] - base_size
     shutil.rmtree(project.parent, ignore_errors=True)
@@ -228,6 +227,9 @@ def inplace_run(base: str, index: int, ctx: dict[str, str]) -> dict:
     project = SCRATCH / f"inplace-{index}-{secrets.token_hex(3)}" / "analysis"
     shutil.copytree(EXAMPLE, project)
     (project / CAPTURE).write_text(render())
+    script = project / ".gitlab" / "build.sh"
+    shebang, rest = script.read_text().split("\n", 1)
+    script.write_text(f"{shebang}\ndate +%s.%N > {STARTED}\n{rest}")
     for path in [project, *project.rglob("*")]:
         path.chmod(0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666)
     cvmfs = ROOT / "tests" / "fixtures" / "cvmfs"
@@ -386,11 +388,11 @@ def write_report(results: list[dict], start: dict[str, float], runs: int,
                 f"{start['lwcontainer']:.3f} s | {s_ratio:.2f} | ≤ {TARGETS['startup']} | "
                 f"{'met' if s_ratio <= TARGETS['startup'] else 'missed'} |")
     lat = med("lwcontainer", "warm", "latency_s")
-    rows.append(f"| warm: CVMFS readiness latency (mounted → build starts) | "
+    rows.append(f"| warm: CVMFS readiness latency (mounted → build script starts) | "
                 f"{med('plain', 'warm', 'latency_s'):.2f} s | {lat:.2f} s | — | "
                 f"≤ {TARGETS['latency_s']} s | "
                 f"{'met' if lat <= TARGETS['latency_s'] else 'missed'} |")
-    rows.append(f"| cold: mounted → build starts (bounded by the pull, not by CVMFS) | "
+    rows.append(f"| cold: mounted → build script starts (bounded by the pull) | "
                 f"{med('plain', 'cold', 'latency_s'):.2f} s | "
                 f"{med('lwcontainer', 'cold', 'latency_s'):.2f} s | — | — | |")
     for mode in ("warm", "cold"):
@@ -419,7 +421,8 @@ run starts with a fresh automounter and the old mounts removed.
 """ + "\n".join(rows) + """
 
 Readiness latency is the time from the automounter's "mounted" log line (`docker logs -t`) to the
-engine's `start` event of the build container. Both wall times include login, automounter start,
+build script's first command (a `date` the harness adds as the script's first line, for both
+tools). Both wall times include login, automounter start,
 the CVMFS wait, build, commit, tag and push; neither includes stopping the automounter (both leave
 it for the harness, which removes it and its mounts before the next run).
 
@@ -429,15 +432,16 @@ it for the harness, which removes it and its mounts before the next run).
 - lwcontainer logs in and pulls `FROM` in a background thread while the automounter starts and
   CVMFS mounts; the plain sequence pulls only when `docker run` needs the image, after the wait.
   This is the whole of the cold advantage.
-- The CVMFS wait: one probe container of the base image, with the build's own mount, is started
-  as soon as the base image is there and watches from inside (every 50 ms; mounts made later
-  propagate into it), while the build container is created; the build starts right after the
-  mount appears. While the base is still being pulled, a `docker exec` into the automounter
-  polls every 0.1 s instead. The plain loop polls every second.
+- The CVMFS wait: the build container is created and started as soon as the base image is
+  there; its own first step checks every repository from inside (every 50 ms; mounts made
+  later propagate into it) and then execs the build script, so the container's start overlaps
+  the wait. While the base is still being pulled, a `docker exec` into the automounter polls
+  every 0.1 s. The plain loop polls every second.
 - The stale-mount purge runs inside the automounter's own entrypoint (a wrapper that unmounts,
   then execs the image's command), not in a container of its own.
-- `FROM` is inspected once, in the background; its config serves the commit. The build
-  container and the automounter are released, and the layer measured, while tagging and pushing.
+- `FROM` is inspected once, in the background; its config serves the commit. The layer is
+  measured while pushing; the build container is removed after the push, on the main thread
+  (as the plain sequence does).
 - What lwcontainer still adds over the bare commands: the Python start-up (about 0.25 s: the
   imports of plumbum, structlog and python-dotenv, which the start-up row measures) and a few
   `docker` queries of tens of milliseconds (engine version, container and image inspects).

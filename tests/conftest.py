@@ -184,9 +184,11 @@ def free_port() -> int:
 
 @contextmanager
 def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool,
-                 anonymous_storage: Path | None = None, auth: str | None = None):
+                 anonymous_storage: Path | None = None, auth: str | None = None,
+                 access_log: Path | None = None):
     """A registry of the test's own on ``port``, on the test bed's storage and passwords; or,
-    with ``anonymous_storage``, a registry anyone may read and write, on storage of its own."""
+    with ``anonymous_storage``, a registry anyone may read and write, on storage of its own.
+    ``access_log``: where its request log goes (one line per request, as the registry logs)."""
     config = Path(job.bed["LWC_TESTBED_REGISTRY_CONFIG"]).read_text()
     if anonymous_storage is not None:
         config = re.sub(r"rootdirectory: .*}", f"rootdirectory: {anonymous_storage}}}", config)
@@ -198,7 +200,8 @@ def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool,
                             f"readonly: {{enabled: {str(readonly).lower()}}}")
     path = tmp_path / f"registry-{port}-{readonly}.yml"
     path.write_text(config)
-    proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=subprocess.DEVNULL,
+    log = access_log.open("ab") if access_log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=log,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -211,6 +214,8 @@ def own_registry(job: Job, tmp_path: Path, port: int, readonly: bool,
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if access_log is not None:
+            log.close()
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ class Received:
 @dataclass
 class Storage:
     blobs: dict[str, bytes] = field(default_factory=dict)
+    links: set[tuple[str, str]] = field(default_factory=set)  # (repository, digest) it holds
     manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
 
 
@@ -65,13 +66,15 @@ class FakeRegistry:
         self.drip_headers: set[str] = set()  # path prefixes whose headers come byte by byte
         self.content_digest: str | None = None  # Docker-Content-Digest on a manifest PUT
         self.error_text: dict[str, str] = {}  # path prefix -> a 400 with this message
+        self.redirect: dict[str, str] = {}  # path -> a 307 to this URL
         self.server: ThreadingHTTPServer | None = None
         self.address = ""
 
     # -- content ----------------------------------------------------------------------------
-    def add_blob(self, data: bytes) -> str:
+    def add_blob(self, data: bytes, repository: str = "") -> str:
         digest = sha256(data)
         self.storage.blobs[digest] = data
+        self.storage.links.add((repository, digest))
         return digest
 
     def add_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
@@ -91,9 +94,10 @@ class FakeRegistry:
         config_bytes = json.dumps(config).encode()
         manifest = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
                     "config": {"mediaType": DOCKER_CONFIG, "size": len(config_bytes),
-                               "digest": self.add_blob(config_bytes)},
+                               "digest": self.add_blob(config_bytes, repository)},
                     "layers": [{"mediaType": DOCKER_LAYER, "size": len(layer),
-                                "digest": self.add_blob(layer)} for layer in layers]}
+                                "digest": self.add_blob(layer, repository)}
+                               for layer in layers]}
         body = json.dumps(manifest).encode()
         return self.add_manifest(repository, tag, body, DOCKER_MANIFEST), body, config_bytes
 
@@ -165,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
                     {"code": "DENIED", "message": message}]}).encode())
         if not self.authorized():
             return
+        if target.path in registry.redirect:
+            return self.answer(307, b"", {"Location": registry.redirect[target.path]})
         try:
             self.route(body)
         except (BrokenPipeError, ConnectionResetError):
@@ -219,7 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self.answer(200, data, {"Content-Type": found[1],
                                            "Docker-Content-Digest": sha256(found[0])})
         if kind == "blobs":
-            data = registry.serve.get(path, storage.blobs.get(rest))
+            linked = (name, rest) in storage.links or ("", rest) in storage.links
+            data = registry.serve.get(path, storage.blobs.get(rest) if linked else None)
             if data is None:
                 return self.answer(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
             return self.answer(200, data, {"Docker-Content-Digest": rest})
@@ -231,7 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
         registry, storage = self.registry, self.registry.storage
         if self.command == "POST":
             mount = self.query.get("mount", [""])[0]
-            if mount and mount in storage.blobs:
+            source = self.query.get("from", [""])[0]
+            if mount and (source, mount) in storage.links:
+                storage.links.add((name, mount))
                 return self.answer(201, b"", {"Docker-Content-Digest": mount})
             new = secrets.token_hex(8)
             location = (registry.upload_location(name, new) if registry.upload_location
@@ -242,6 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             if sha256(body) != digest:
                 return self.answer(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
             storage.blobs[digest] = body
+            storage.links.add((name, digest))
             return self.answer(201, b"", {"Docker-Content-Digest": digest})
         if self.command == "DELETE":
             return self.answer(204, b"")

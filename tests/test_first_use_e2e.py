@@ -2,6 +2,7 @@
 cause and the fix, the right exit code, and no wasted wait."""
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -92,3 +93,21 @@ def test_host_cvmfs_builds_first_time(job):
     assert ">> Done building" in result.stdout
     built = result.events("built")[0]
     assert built["tags"] == "local only" and built["image_id"].startswith("sha256:")
+
+
+def test_a_repository_missing_from_host_cvmfs_stops_before_the_build_script(job):
+    """The build container checks every repository as its first step: an empty directory does
+    not count, the script never runs, and the message names the repository and the setting."""
+    host = job.mounts / "host-partial"
+    shutil.copytree(FIXTURE_CVMFS / "cms.cern.ch", host / "cms.cern.ch")
+    (host / "grid.cern.ch").mkdir()
+    (job.project / ".gitlab" / "build.sh").write_text("echo BUILD-SCRIPT-RAN\n")
+    result = job.run(LWC_CVMFS="host", LWC_CVMFS_HOST_DIR=str(host), LWC_CVMFS_TIMEOUT="2",
+                     LWC_CVMFS_REPOS="cms.cern.ch grid.cern.ch", CI_REGISTRY=None,
+                     CI_REGISTRY_IMAGE=None)
+    assert result.returncode == 5, result.stderr[-3000:]
+    message = failure(result)
+    assert message.startswith("CVMFS repositories not mounted after 2s (LWC_CVMFS_TIMEOUT): "
+                              "grid.cern.ch; check ") and "(LWC_CVMFS_HOST_DIR)" in message
+    assert "BUILD-SCRIPT-RAN" not in result.stdout
+    assert not job.containers()

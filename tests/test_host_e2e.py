@@ -4,6 +4,7 @@ exactly as they were (while it runs, only its own bridge, route and mounts are a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -29,10 +30,47 @@ def default_engine(*args: str) -> subprocess.CompletedProcess:
 
 
 # The state of containers coming and going (their veth links, network namespaces, a bridge's
-# carrier) is the engines' own business; what a bed must not change is configuration.
+# carrier, their root filesystems) is the engines' own business, whichever engine and wherever
+# its data root; what a bed must not change is configuration.
 BUSY_PREFIXES = ("/run/lwc-testbed", "/var/lib/lwc-testbed", "/run/lwc-bench",
-                 "/var/lib/lwc-bench", "/run/docker/netns", "/var/lib/docker/")
+                 "/var/lib/lwc-bench", "/run/docker/", "/var/run/docker/", "/var/lib/docker/",
+                 "/run/containerd/", "/var/lib/containerd/")
 OPERATIONAL = {"NO-CARRIER", "LOWER_UP", "UP", "DOWN", "UNKNOWN", "linkdown", "DORMANT"}
+#: Options of dockerd and containerd that name where they keep state (and mount containers).
+ROOT_OPTIONS = ("--data-root", "--exec-root", "-g", "--graph", "--root", "--state",
+                "--config")
+#: Links an engine adds and removes with its containers and user-defined networks.
+ENGINE_LINKS = ("veth", "br-")
+
+
+def engine_roots(proc: Path = Path("/proc")) -> tuple[str, ...]:
+    """Where every running Docker engine and containerd keeps its state, from their command
+    lines (``--data-root X`` or ``--data-root=X``), plus the default engine's own answer: their
+    mounts come and go with their containers whatever the test bed does."""
+    roots = set(BUSY_PREFIXES)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in argv if w]
+        if not words or Path(words[0]).name not in ("dockerd", "containerd"):
+            continue
+        for i, word in enumerate(words):
+            name, eq, value = word.partition("=")
+            if name in ROOT_OPTIONS:
+                value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+                if value.startswith("/"):
+                    # containerd's --config lies in its state directory; take that directory
+                    path = Path(value).parent if name == "--config" else Path(value)
+                    roots.add(str(path).rstrip("/") + "/")
+    if DEFAULT_SOCKET.exists():
+        answer = default_engine("info", "--format", "{{.DockerRootDir}}")
+        if answer.returncode == 0 and answer.stdout.strip().startswith("/"):
+            roots.add(answer.stdout.strip().rstrip("/") + "/")
+    return tuple(sorted(roots))
 
 
 def stable(text: str) -> str:
@@ -40,27 +78,43 @@ def stable(text: str) -> str:
                     if w not in OPERATIONAL)
 
 
+def engine_link(line: str) -> bool:
+    parts = line.split(": ", 2)
+    return len(parts) == 3 and parts[1].startswith(ENGINE_LINKS)
+
+
+def iptables_kept(line: str) -> bool:
+    """Chain policies and rules of docker0 or a bed: what a bed's engine could change (another
+    engine's containers publish ports and add rules of their own at any time)."""
+    return line.startswith(":") or "docker0" in line or "lwc-" in line
+
+
 def snapshot() -> dict[str, object]:
+    busy = engine_roots()
     mounts = set()
     with open("/proc/self/mountinfo") as info:
         for line in info:
             point = line.split()[4]
-            if not point.startswith(BUSY_PREFIXES):
+            if not point.startswith(busy) and point + "/" not in busy:
                 mounts.add(point)
     links = set(line for line in run("ip", "-o", "link", "show").split("\n")
-                if line and ": veth" not in line)
+                if line and not engine_link(line))
     state: dict[str, object] = {
         "links": links,
         "docker0": run("ip", "-o", "addr", "show", "dev", "docker0"),
-        "routes": {stable(route) for route in run("ip", "route").splitlines()},
+        "routes": {stable(route) for route in run("ip", "route").splitlines()
+                   if " br-" not in route},
         "mounts": mounts,
     }
     if shutil.which("iptables-save"):
-        state["iptables"] = "\n".join(line for line in run("iptables-save").splitlines()
-                                      if not line.startswith("#"))
-    if DEFAULT_SOCKET.exists():
-        state["default networks"] = default_engine("network", "ls", "--format",
-                                                   "{{.ID}} {{.Name}} {{.Driver}}").stdout
+        state["iptables"] = "\n".join(re.sub(r" \[\d+:\d+\]$", "", line)
+                                      for line in run("iptables-save").splitlines()
+                                      if iptables_kept(line))
+    if DEFAULT_SOCKET.exists():  # its default networks; a user's own may come and go
+        state["default networks"] = "\n".join(
+            line for line in default_engine("network", "ls", "--format",
+                                            "{{.ID}} {{.Name}} {{.Driver}}").stdout.splitlines()
+            if line.split()[1:2] in (["bridge"], ["host"], ["none"]))
     return state
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from conftest import ROOT, free_port, own_registry
+from conftest import PYTHONPATH, ROOT, free_port, own_registry
 from lwcontainer.engines.inplace.capture import render
 
 FIXTURE_CVMFS = ROOT / "tests" / "fixtures" / "cvmfs"
@@ -93,6 +93,7 @@ class Runner:
             "CI_REGISTRY_USER": self.bed["LWC_TESTBED_USER"],
             "CI_JOB_TOKEN": self.bed.password,
             "LWC_PUSH_RETRIES": "1",
+            **PYTHONPATH,  # this checkout's lwcontainer
         }
         env.update(overrides)
         env = {k: v for k, v in env.items() if v is not None}
@@ -459,3 +460,51 @@ def test_the_capture_passes_named_variables_and_never_a_secret(runner):
     refused, _ = runner.capture(env={"LWC_BUILD_ENV": "ANALYSIS_NOTE my_token",
                                      "my_token": "x"})
     assert refused.returncode == 2 and "my_token holds a secret" in refused.stderr
+
+
+# -- an artifact from another job is checked before anything is sent ---------------------------
+def hostile_artifact(project: Path, outside: Path, lie: str) -> None:
+    from artifacts import LAYER, META, write_artifact
+    if lie == "link":  # a consistent description of a file outside the project
+        outside.mkdir()
+        meta = write_artifact(outside)
+        (project / LAYER).symlink_to(outside / LAYER)
+        (project / META).write_text(json.dumps(meta))
+    elif lie == "diff_id":
+        write_artifact(project, diff_id="sha256:" + "0" * 64)
+    elif lie == "negative":
+        write_artifact(project, uncompressed_size=-1)
+    else:  # a layer whose stream is cut short, described with its own digest and size
+        import gzip
+        from artifacts import layer_tar
+        data = gzip.compress(layer_tar(), mtime=0)[:-9]
+        write_artifact(project, compressed=data)
+
+
+@pytest.mark.parametrize("lie", ["link", "diff_id", "negative", "truncated"])
+def test_a_hostile_artifact_exits_2_and_the_registrys_log_shows_no_upload(runner, tmp_path, lie):
+    """The real registry (an instance of the bed's, on its storage and passwords) logs every
+    request: after a hostile artifact there is no upload in it; after a good one there is."""
+    from artifacts import write_artifact
+    hostile_artifact(runner.project, tmp_path / "outside", lie)
+    log, port = tmp_path / "access.log", free_port()
+    with own_registry(runner.job, tmp_path, port, readonly=False, access_log=log):
+        registry = f"127.0.0.1:{port}"
+        settings = {"CI_REGISTRY": registry,
+                    "FROM": runner.base.replace(runner.bed["LWC_TESTBED_REGISTRY"], registry),
+                    "TO": f"{registry}/lwc-tests/hostile-{runner.job.token}:{lie}"}
+        refused = runner.publish(**settings)
+        after_refusal = log.read_text()
+        reported = (runner.project / "lwcontainer.env").exists()
+        for name in ("lwcontainer-layer.tar.gz", "lwcontainer-layer.json"):
+            (runner.project / name).unlink()
+        write_artifact(runner.project)
+        control = runner.publish(**settings)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "nothing was uploaded" in refused.events("failed")[0]["error"]
+    assert not reported
+    written = [line for line in after_refusal.splitlines()
+               if any(f'"{m} ' in line for m in ("POST", "PUT", "PATCH", "DELETE"))]
+    assert written == []
+    assert control.returncode == 0, control.stderr[-3000:]
+    assert '"PUT /v2/lwc-tests/hostile-' in log.read_text()  # the log does record uploads

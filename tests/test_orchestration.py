@@ -20,7 +20,8 @@ from lwcontainer import pipeline, signals
 from lwcontainer.config.settings import Settings
 from lwcontainer.engines.docker import commands
 from lwcontainer.engines.docker.engine import DockerEngine
-from lwcontainer.errors import BuildError, Interrupted, LoginError, PushError
+from lwcontainer.errors import (BuildError, CvmfsError, ExitCode, Interrupted, LoginError,
+                                PushError)
 from lwcontainer.executor import Completed, DryRunExecutor, Executor, Step
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Image, Stages
@@ -126,11 +127,63 @@ def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings
     assert f"LWC_IMAGE_DIGEST=r.io/me/ana@sha256:{'d' * 64}" in settings().report.read_text()
 
 
-def test_the_build_container_is_created_on_the_main_thread_before_the_probe_ends(settings):
+def test_the_build_container_checks_cvmfs_itself_no_probe_container(settings):
     x = Recorder(answers())
     whole_job(settings(), x)
-    created = [t for argv, t in x.calls if argv[:1] == ("create",) and "build" in " ".join(argv)]
-    assert created and all(t == "MainThread" for t in created)
+    created = [(argv, t) for argv, t in x.calls if argv[:1] == ("create",)
+               and "r.io/cms/base:1" in argv]
+    assert created and all(t == "MainThread" for _, t in created)
+    argv = created[0][0]
+    assert argv[argv.index("r.io/cms/base:1") + 1:][:3] == ("/bin/bash", "-c",
+                                                           commands.CHECK_THEN_EXEC)
+    assert argv[-5:] == ("300", "1", "cms.cern.ch", "/bin/bash", "./.gitlab/build.sh")
+    assert not x.ran("run"), "no separate probe container"
+
+
+RUNNING = ok(json.dumps([{"Id": "c" * 64, "State": {"Status": "running"}}]))
+
+
+def test_cvmfs_missing_in_the_build_container_is_the_cvmfs_error(settings):
+    missing = failed(f"{commands.CVMFS_MISSING} cms.cern.ch\n", rc=commands.CVMFS_MISSING_EXIT)
+    x = Recorder(answers(**{"start_--attach": missing, "container_inspect": RUNNING}))
+    with pytest.raises(CvmfsError) as raised:
+        whole_job(settings(LWC_CVMFS_TIMEOUT="7"), x)
+    assert raised.value.exit_code == ExitCode.CVMFS
+    assert str(raised.value).startswith("CVMFS repositories not mounted after 7s "
+                                        "(LWC_CVMFS_TIMEOUT): cms.cern.ch;")
+    assert not x.ran("commit")
+
+
+def test_a_build_script_exiting_with_the_check_s_code_is_still_a_build_failure(settings):
+    x = Recorder(answers(**{"start_--attach": failed("make: *** Error", rc=97),
+                            "container_inspect": RUNNING}))
+    with pytest.raises(BuildError, match="exited with code 97"):
+        whole_job(settings(), x)
+
+
+class DyingAutomounter(Recorder):
+    """The build waits in its first step until something kills it; the automounter it waits
+    for is gone."""
+
+    def __init__(self) -> None:
+        super().__init__(answers(**{"exec": failed("container is not running")}))
+        self.killed = threading.Event()
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:1] == ("kill",):
+            self.killed.set()
+        if step.argv[:2] == ("start", "--attach"):
+            super().run(step)
+            return ok() if not self.killed.wait(10) else failed("", rc=137)
+        return super().run(step)
+
+
+def test_an_automounter_that_dies_while_the_build_waits_stops_the_build(settings):
+    x = DyingAutomounter()
+    with pytest.raises(CvmfsError, match="automounter cvmfs is gone"):
+        whole_job(settings(), x)
+    assert x.killed.is_set() and x.ran("kill", build_container(x))
+    assert not x.ran("commit")
 
 
 @pytest.mark.parametrize("where,error", [

@@ -16,13 +16,26 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+BUILT: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     built = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out),
                             str(ROOT)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    BUILT["output"] = built.stdout + built.stderr
     return out
+
+
+def test_the_license_is_a_pep_639_expression_without_deprecation_noise(dist):
+    wheel = next(dist.glob("*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
+    assert b"License-Expression: MIT" in metadata
+    assert b"Classifier: License ::" not in metadata
+    assert "deprecat" not in BUILT["output"].lower(), BUILT["output"][-3000:]
 
 
 def test_sdist_and_wheel_pass_twines_check(dist):
@@ -39,7 +52,7 @@ def test_the_wheel_carries_the_capture_template_and_the_license(dist):
     assert "lwcontainer/engines/inplace/capture.sh" in names
     assert any(n.endswith("LICENSE") for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
-    assert b"Requires-Dist: oras" in metadata and b"License :: OSI Approved" in metadata
+    assert b"Requires-Dist: oras" in metadata
 
 
 def test_the_sdists_tests_collect_and_run(dist, tmp_path):
@@ -53,9 +66,11 @@ def test_the_sdists_tests_collect_and_run(dist, tmp_path):
     assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
     assert "error" not in collected.stdout.lower().splitlines()[-1]
     ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "tests/test_reference.py", "tests/test_inplace_image.py",
-                          "tests/test_commands.py"], cwd=source, env=env, capture_output=True,
-                         text=True, timeout=300)
+                          "-m", "not docker", "tests/test_reference.py",
+                          "tests/test_inplace_image.py", "tests/test_commands.py",
+                          "tests/test_scripts.py", "tests/test_scaffold.py", "-k",
+                          "not test_scaffold or component"], cwd=source, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stdout[-3000:]
     imported = subprocess.run([sys.executable, "-c",
                                "import lwcontainer; print(lwcontainer.__file__)"],

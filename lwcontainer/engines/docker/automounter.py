@@ -181,8 +181,17 @@ class Automounter(CvmfsSource):
                     return
             else:
                 self._raise_if_stopped(probe.stderr)
-                return  # an image without /bin/sh: the confirming probe polls instead
+                return  # an image without /bin/sh: the build container's own check waits instead
             self.pause(deadline, POLL_S, missing)
+
+    def missing(self) -> list[str] | None:
+        """Repositories the automounter has not mounted yet (``docker exec``); None when its
+        image cannot tell (no /bin/sh). Raises if it has stopped."""
+        probe = self.docker.run(commands.probe_in_automounter(self.s), check=False)
+        if probe.ok:
+            return probe.stdout.split()
+        self._raise_if_stopped(probe.stderr)
+        return None
 
     def check_alive(self) -> None:
         self._raise_if_stopped("")

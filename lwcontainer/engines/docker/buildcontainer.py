@@ -21,7 +21,7 @@ class BuildContainer:
 
     def __init__(self, settings: Settings, docker: DockerCli, volume: commands.Argv = (),
                  keep: bool = False, existing: str | None = None,
-                 options: commands.Argv = ()) -> None:
+                 options: commands.Argv = (), cvmfs_wait: int | None = None) -> None:
         self.docker = docker
         self.options = options
         self.x = docker.executor
@@ -29,6 +29,7 @@ class BuildContainer:
         self.volume = volume
         self.keep = keep
         self.existing = existing
+        self.cvmfs_wait = cvmfs_wait  # seconds its first step waits for CVMFS; None: no check
         job = slug(settings.job_id) if settings.job_id else "local"
         self.name = existing or (f"lwc-{slug(settings.project_name)[:40]}-{job}-"
                                  f"{secrets.token_hex(4)}")
@@ -38,7 +39,7 @@ class BuildContainer:
         return commands.build_create(self.settings, self.name, self.volume,
                                      git=checkout_git(self.settings.project_dir),
                                      labels=owner.labels(keep=self.keep),
-                                     options=self.options)
+                                     options=self.options, cvmfs_wait=self.cvmfs_wait)
 
     def __enter__(self) -> str:
         if not self.existing:

@@ -45,6 +45,21 @@ WATCH_SCRIPT = (
     ' sleep 0.05 2>/dev/null || sleep 1; done'
 )
 
+#: The build container's own first step (bash, which the build needs anyway): wait, up to "$1"
+#: seconds, until each of the "$2" repositories after it is a readable, non-empty directory below
+#: /cvmfs, then exec the rest ("/bin/bash SCRIPT"); if one never comes, name the missing ones on
+#: stderr after CVMFS_MISSING and exit CVMFS_MISSING_EXIT without running the script.
+CVMFS_MISSING = "lwcontainer: CVMFS repositories missing in the build container:"
+CVMFS_MISSING_EXIT = 97
+CHECK_THEN_EXEC = (
+    'end=$(( $(date +%s) + $1 )); n=$2; shift 2; while :; do missing=;'
+    ' for r in "${@:1:n}"; do ls -A "/cvmfs/$r" 2>/dev/null | grep -q . || missing="$missing $r";'
+    ' done; [ -z "$missing" ] && break;'
+    ' [ "$(date +%s)" -ge "$end" ] && { echo "' + CVMFS_MISSING + '$missing" >&2;'
+    f' exit {CVMFS_MISSING_EXIT}; }};'
+    ' sleep 0.05 2>/dev/null || sleep 1; done; shift "$n"; exec "$@"'
+)
+
 
 def timeout_kind(argv: Argv) -> str:
     """Which wall-clock limit a docker call gets: the build's (attached start), a transfer's
@@ -99,6 +114,10 @@ def stop(name: str, timeout: int = 10) -> Argv:
     return ("stop", "--time", str(timeout), name)
 
 
+def kill(name: str) -> Argv:
+    return ("kill", name)
+
+
 def remove(name: str) -> Argv:
     return ("rm", "--force", "--volumes", name)
 
@@ -132,20 +151,26 @@ def watch_as_build(volume: Argv, image: str, name: str, seconds: int,
 
 
 def build_create(s: Settings, name: str, volume: Argv, git: bool = False,
-                 labels: Argv = (), options: Argv = ()) -> Argv:
+                 labels: Argv = (), options: Argv = (), cvmfs_wait: int | None = None) -> Argv:
     """The recipe's ``docker run``, split in create and start: the container exists (and marks
-    the automounter as in use) while CVMFS is awaited. Checkout mounted at its own path (its
+    the automounter as in use) while CVMFS comes up. Checkout mounted at its own path (its
     ``.git``, when there is one, read-only: git on the host runs what ``.git/config`` names),
     CVMFS as chosen, no privileges; the LWC_BUILD_ENV variables by name (``-e NAME``: docker
     takes the value from its own environment, so it is never on a command line). ``options``:
-    what another CLI needs besides (podman: --unsetenv)."""
+    what another CLI needs besides (podman: --unsetenv). With ``cvmfs_wait`` (seconds) the
+    container first checks every repository as the build sees it (CHECK_THEN_EXEC), then execs
+    the build script."""
     project = str(s.project_dir)
     passed = tuple(arg for variable in s.build_env for arg in ("-e", variable))  # by name only
     readonly_git = ("-v", f"{project}/.git:{project}/.git:ro") if git else ()
+    build = ("/bin/bash", s.build_script)
+    if cvmfs_wait is not None:
+        build = ("/bin/bash", "-c", CHECK_THEN_EXEC, "lwc-cvmfs-check", str(cvmfs_wait),
+                 str(len(s.cvmfs_repos)), *s.cvmfs_repos, *build)
     return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels, *options,
             *passed,
             *volume, "-v", f"{project}:{project}", *readonly_git, "-w", project,
-            str(s.from_image), "/bin/bash", s.build_script)
+            str(s.from_image), *build)
 
 
 def run_image(image: str, volume: Argv, workspace: str | None, tty: bool,

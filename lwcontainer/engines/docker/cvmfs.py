@@ -1,10 +1,15 @@
 """Where /cvmfs comes from (automounter, host, or nowhere), and the wait until it is there.
 
-Each source is a context manager with ``volume()`` (how containers mount it), ``wait_mounted``
-(cheap, on the source's side, while a pull is still ``pending``) and ``start_probe(image)`` (as
-the build will see it: a ``Probe`` to wait on). The host's CVMFS and "none" are here; the
-automounter has a module of its own. Waits take the pull as a future; the probe hands its
-stdout lines to a callback of its own (``Probe._line``) that only sets an event.
+Each source is a context manager with ``volume()`` (how containers mount it) and
+``wait_mounted`` (cheap, on the source's side, while a pull is still ``pending``). The build
+then checks every repository itself, as its container's first step
+(``commands.CHECK_THEN_EXEC``); ``watched`` keeps an eye on the source meanwhile (progress
+lines; a dead automounter stops the build at once), and ``missing_in_build`` turns the
+check's failure into the CVMFS error. Where no build follows ('automount', 'run'),
+``probe(image)`` is a container of its own that watches as the build would (a context manager
+that removes it). The host's CVMFS and "none" are here; the automounter has a module of its
+own. Waits take the pull as a future; the probe hands its stdout lines to a callback of its own
+(``Probe._line``) that only sets an event.
 """
 from __future__ import annotations
 
@@ -14,18 +19,23 @@ import secrets
 import threading
 import time
 from concurrent.futures import Executor as Pool, Future
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import ContextManager
+from typing import ContextManager, Iterator
+
+from structlog.contextvars import bound_contextvars
 
 from . import commands
+from ... import signals
 from .client import DockerCli
 from ...config.settings import SPEC_BY_NAME, Settings
 from ...errors import ConfigError, CvmfsError
 from ...executor import Completed
 from ...output.logs import get_logger
+from ...output.progress import progress
 
 POLL_S = 0.1
+WATCH_S = 0.25  # how often a build waiting for CVMFS looks at the source
 
 SHARED_MOUNT_FIX = (
     "the engine cannot propagate mounts from {mounts}: it is not on a shared mount. On the "
@@ -99,21 +109,33 @@ def settled(future: Future, timeout: float = 0) -> bool:
 
 
 class Probe:
-    """One container of the base image with the build's mount, watching from inside until every
-    repository is there (mounts made later propagate into it): the build may start on its
-    ready line, while the probe itself exits."""
+    """One container of an image with the build's mount, watching from inside until every
+    repository is there (mounts made later propagate into it); ready on its ready line, while
+    the container itself exits. Started on enter; on exit a container still running is
+    removed."""
 
     def __init__(self, source: CvmfsSource, image: str, deadline: float, pool: Pool) -> None:
         self.source = source
+        self.image = image
+        self.deadline = deadline
+        self.pool = pool
         self.name = f"lwc-cvmfs-probe-{secrets.token_hex(4)}"
         self.ready = threading.Event()
-        seconds = max(1, math.ceil(deadline - time.monotonic()))
-        self.step = source.docker.step(
-            commands.watch_as_build(source.volume(), image, self.name, seconds,
-                                    source.s.cvmfs_repos),
+
+    def __enter__(self) -> Probe:
+        seconds = max(1, math.ceil(self.deadline - time.monotonic()))
+        self.step = self.source.docker.step(
+            commands.watch_as_build(self.source.volume(), self.image, self.name, seconds,
+                                    self.source.s.cvmfs_repos),
             stream=True, on_line=self._line, check=False, what="CVMFS probe",
             placeholder=commands.READY_MARK)
-        self.future: Future[Completed] = pool.submit(source.x.run, self.step)
+        self.future: Future[Completed] = self.pool.submit(self.source.x.run, self.step)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.future.done():
+            with signals.deferred():
+                self.source.docker.run(commands.remove(self.name), check=False)
 
     def _line(self, line: str) -> None:
         if line.strip() == commands.READY_MARK:
@@ -121,20 +143,13 @@ class Probe:
 
     def wait(self) -> None:
         """Until ready; raises what kept the repositories away."""
-        try:
-            checked = time.monotonic()
-            while not self.ready.wait(POLL_S) and not self.future.done():
-                if time.monotonic() - checked > 1.0:
-                    self.source.check_alive()
-                    checked = time.monotonic()
-        except BaseException:
-            self.cancel()
-            raise
+        checked = time.monotonic()
+        while not self.ready.wait(POLL_S) and not self.future.done():
+            if time.monotonic() - checked > 1.0:
+                self.source.check_alive()
+                checked = time.monotonic()
         if not self.ready.is_set():
             self._raise_for(self.future.result())
-
-    def cancel(self) -> None:
-        self.source.docker.run(commands.remove(self.name), check=False)
 
     def _raise_for(self, done: Completed) -> None:
         self.source.raise_for_propagation(done.stderr)
@@ -171,10 +186,52 @@ class CvmfsSource:
         """Phase 1: wait, cheaply, until the source itself has every repository, or until
         ``pending`` (the pull) is done and the probe can take over; its failure is raised."""
 
-    def start_probe(self, image: str, deadline: float, pool: Pool) -> Probe:
-        """Phase 2: every repository readable and non-empty as the build will see it. An empty
-        directory left behind does not count."""
+    def probe(self, image: str, deadline: float, pool: Pool) -> Probe:
+        """Every repository readable and non-empty as a container of ``image`` sees it, where
+        no build container checks it itself. An empty directory left behind does not count."""
         return Probe(self, image, deadline, pool)
+
+    @contextmanager
+    def watched(self, container: str, pool: Pool) -> Iterator[Future]:
+        """While ``container`` (the build) waits in its first step: the wait is not silent
+        (progress lines, stage cvmfs), and if the source dies first the container is killed
+        and the future fails with what happened. Ends when the source has every repository."""
+        stop = threading.Event()
+        watch = pool.submit(self._watch, container, stop)
+        try:
+            yield watch
+        finally:
+            stop.set()
+
+    def _watch(self, container: str, stop: threading.Event) -> None:
+        with bound_contextvars(stage="cvmfs"), progress("waiting for CVMFS",
+                                                        self.s.progress_interval):
+            while not stop.wait(WATCH_S):
+                try:
+                    missing = self.missing()
+                    if missing == []:
+                        return  # the build's own check passes now
+                    if missing is None:
+                        self.check_alive()
+                except CvmfsError:
+                    self.docker.run(commands.kill(container), check=False)
+                    raise
+
+    def missing(self) -> list[str] | None:
+        """Repositories the source itself does not have yet; None when it cannot tell."""
+        return []
+
+    def missing_in_build(self, done: Completed) -> None:
+        """Raise the CVMFS error when the build container stopped at its own first step: a
+        mount it could not make, or repositories still missing after LWC_CVMFS_TIMEOUT."""
+        self.raise_for_propagation(done.stderr)
+        if done.returncode != commands.CVMFS_MISSING_EXIT:
+            return
+        said = [line for line in done.stderr.splitlines() if line.startswith(
+            commands.CVMFS_MISSING)]
+        if said:
+            self.check_alive()
+            raise self.timed_out(said[-1][len(commands.CVMFS_MISSING):].split())
 
     def ready(self) -> None:
         self.log.info("cvmfs_ready", repos=list(self.s.cvmfs_repos), source=self.source)
@@ -238,13 +295,16 @@ class HostCvmfs(CvmfsSource):
                                                     f"{', '.join(self.s.cvmfs_repos)} "
                                                     f"(LWC_CVMFS_REPOS); {layout}")
 
-    def wait_mounted(self, deadline: float, pending: Future) -> None:
+    def missing(self) -> list[str]:
         host = Path(self.s.cvmfs_host_dir)
+        return [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
+
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
         delay = POLL_S
         while True:
             if settled(pending):
                 return
-            missing = [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
+            missing = self.missing()
             if not missing:
                 return
             self.pause(deadline, delay, missing)

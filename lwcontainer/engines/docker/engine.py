@@ -3,15 +3,17 @@
 Stages: wait-daemon, login, pull, automounter, cvmfs, build, commit, tag, push. Inside
 ``workspace()`` this engine overlaps its own preparation: login and pull run in a background
 thread (a future) while the automounter starts and CVMFS mounts; the build container is created
-on the main thread while one probe container watches for CVMFS from inside.
+on the main thread once the pull is done, and its own first step waits for every repository
+before it runs the build script.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
-from concurrent.futures import Future
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import Future, wait
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -71,6 +73,8 @@ class DockerEngine:
         self.image_id = ""
         self.logged_in = False
         self.cvmfs_source = ""
+        self.cvmfs: CvmfsSource | None = None  # where the build container's /cvmfs comes from
+        self.cvmfs_wait: int | None = None  # how long its first step waits for it
         self.pool = pool(executor.dry_run, "lwc-docker")
 
     # -- the seam: what this CLI is and where its engine is --------------------------------
@@ -143,9 +147,18 @@ class DockerEngine:
         with self.stages.stage("build"):
             step = self.docker.step(commands.build_start(self.container), stream=True,
                                     check=False, what="build")
-            done = self.x.run(step)
+            watching = self.cvmfs is not None and self.cvmfs_wait and not self.x.dry_run
+            with (self.cvmfs.watched(self.container, self.pool) if watching
+                  else nullcontext()) as watch:
+                done = self.x.run(step)
             if done.ok:
                 return
+            if watch is not None:  # the automounter died while the build waited for it
+                wait((watch,), timeout=5)
+                if watch.done() and watch.exception() is not None:
+                    raise watch.exception()
+            if self.cvmfs is not None:
+                self.cvmfs.missing_in_build(done)
             if done.returncode >= 125 or done.returncode == TIMED_OUT and self.s.build_timeout:
                 # docker's own (could not start, command not found), or out of time
                 raise BuildError(self.x.failure_message(step, done))
@@ -221,20 +234,19 @@ class DockerEngine:
                 waited = time.monotonic()
                 self.await_(fetch)
                 deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
-                probe = cvmfs.start_probe(str(self.s.from_image), deadline, self.pool)
-                try:
-                    container = cleanup.enter_context(self.build_container(cvmfs, keep_container))
-                except BaseException:
-                    probe.cancel()
-                    raise
-            probe.wait()
-            cvmfs.ready()
-        return container
+                # the build container checks every repository itself, before the build script
+                wait_s = max(1, math.ceil(deadline - time.monotonic()))
+                self.log.info("cvmfs_check", where="build container", wait_s=wait_s,
+                              repos=list(self.s.cvmfs_repos), source=cvmfs.source)
+                return cleanup.enter_context(self.build_container(cvmfs, keep_container,
+                                                                  cvmfs_wait=wait_s))
 
     def build_container(self, cvmfs: CvmfsSource, keep: bool = False,
-                        existing: str | None = None) -> BuildContainer:
+                        existing: str | None = None,
+                        cvmfs_wait: int | None = None) -> BuildContainer:
+        self.cvmfs, self.cvmfs_wait = cvmfs, cvmfs_wait
         return BuildContainer(self.s, self.docker, cvmfs.volume(), keep=keep, existing=existing,
-                              options=self.create_options())
+                              options=self.create_options(), cvmfs_wait=cvmfs_wait)
 
     def await_(self, future: Future) -> None:
         """Wait in short steps (signals are handled in between); re-raise its failure."""
@@ -259,7 +271,8 @@ class DockerEngine:
             return
         with self.stages.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
             deadline = time.monotonic() + self.s.cvmfs_timeout
-            cvmfs.start_probe(image, deadline, self.pool).wait()
+            with cvmfs.probe(image, deadline, self.pool) as probe:
+                probe.wait()
             cvmfs.ready()
 
     # -- stages -----------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""Publisher and RegistryClient in this process, with no engine: the recording registry of
+fakeregistry.py behind the test token service (tokenserver.py), as GitLab's registry is."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from artifacts import write_artifact
+from fakeregistry import FakeRegistry, sha256
+from lwcontainer.config.settings import Settings
+from lwcontainer.engines.inplace.artifact import read
+from lwcontainer.engines.inplace.image import assemble
+from lwcontainer.engines.inplace.publish import Publisher
+from lwcontainer.engines.inplace.registry import RegistryClient, RegistryError
+from lwcontainer.engines.inplace.transport import Limit
+from lwcontainer.errors import PushError
+from tokenserver import TokenService
+
+USER, PASSWORD = "ci-user", "job-token-s3cret"
+
+
+@pytest.fixture
+def service(tmp_path):
+    service = TokenService(tmp_path, USER, PASSWORD)
+    service.realm = service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def registry(service):
+    registry = FakeRegistry(auth=("bearer", service.realm))
+    registry.tokens = service.issued
+    registry.start()
+    registry.add_image("public/base", "1", [b"base layer one", b"base layer two"])
+    yield registry
+    registry.stop()
+
+
+def publisher(tmp_path, registry: FakeRegistry, **extra: str) -> tuple[Publisher, object]:
+    project = tmp_path / "project"
+    (project / ".gitlab").mkdir(parents=True, exist_ok=True)
+    (project / ".gitlab" / "build.sh").write_text("true\n")
+    write_artifact(project)
+    settings = Settings.from_mapping({
+        "HOME": str(tmp_path), "FROM": f"{registry.address}/public/base:1",
+        "TO": f"{registry.address}/ana/x:1", "CI_REGISTRY": registry.address,
+        "CI_REGISTRY_USER": USER, "CI_JOB_TOKEN": PASSWORD, **extra}, cwd=project)
+    return Publisher(settings, backoff=0.5), read(project)
+
+
+def test_one_token_for_from_and_to_and_the_base_layers_are_mounted(tmp_path, registry, service):
+    pub, layer = publisher(tmp_path, registry)
+    base = pub.base(layer)
+    image = assemble(base, layer, {})
+    pushed = pub.push(image, layer, retries=0)
+    assert [set(r["scopes"]) for r in service.requests] == [
+        {"repository:public/base:pull", "repository:ana/x:pull,push"}]
+    assert service.requests[0]["authenticated"]
+    mounts = registry.requests("POST", "/v2/ana/x/blobs/uploads/?mount=")
+    assert len(mounts) == 2 and (pub.transfer.mounted, pub.transfer.uploaded) == (2, 2)
+    stored, _ = registry.storage.manifests[("ana/x", "1")]
+    assert pushed == f"{registry.address}/ana/x@{sha256(stored)}"
+    assert json.loads(stored)["layers"][-1]["digest"] == layer.digest
+
+
+def test_an_expired_token_is_renewed_once(tmp_path, registry, service):
+    pub, layer = publisher(tmp_path, registry)
+    image = assemble(pub.base(layer), layer, {})
+    service.issued.clear()  # every token given so far expires
+    pub.push(image, layer, retries=0)
+    assert len(service.requests) == 2
+    assert ("ana/x", "1") in registry.storage.manifests
+
+
+def test_a_public_base_on_another_registry_is_read_anonymously(tmp_path, registry, service):
+    with FakeRegistry(auth=("basic", USER, PASSWORD)) as target:
+        pub, layer = publisher(tmp_path, registry, TO=f"{target.address}/ana/x:1",
+                               CI_REGISTRY=target.address)
+        image = assemble(pub.base(layer), layer, {})
+        pub.push(image, layer, retries=0)
+        assert pub.transfer.copied == 2
+        assert all(r.authorization.startswith("Basic ") for r in target.received
+                   if r.path != "/v2/")
+    assert [r["authenticated"] for r in service.requests] == [False]
+    assert all(not r.authorization.startswith("Basic ") for r in registry.received)
+
+
+def test_a_failing_push_is_retried_with_the_capped_backoff_then_exits_8(tmp_path, registry,
+                                                                         service, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    pub, layer = publisher(tmp_path, registry)
+    image = assemble(pub.base(layer), layer, {})
+    registry.error_text["/v2/ana/x/manifests/"] = "storage unavailable"
+    with pytest.raises(PushError, match="failed after 4 attempt.*storage unavailable"):
+        pub.push(image, layer, retries=3)
+    assert waits == [0.5, 1.0, 2.0]
+    assert len(registry.requests("PUT", "/v2/ana/x/manifests/")) == 4
+
+
+def test_a_client_request_past_its_deadline_names_the_setting(registry):
+    registry.drip["/v2/public/base/manifests/1"] = 0.2
+    client = RegistryClient(registry.address, None, True, ["repository:public/base:pull"],
+                            small=Limit(1, "LWC_DOCKER_TIMEOUT"))
+    with pytest.raises(RegistryError, match=r"within 1s \(LWC_DOCKER_TIMEOUT\)"):
+        client.manifest("public/base", "1")
