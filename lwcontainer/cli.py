@@ -252,7 +252,7 @@ class Init(Command, init_switches()):
                                     help="install lwcontainer in CI from git+https://…@TAG "
                                          "(default: lwcontainer==this version from "
                                          "$LWC_PACKAGE_INDEX)")
-    LWC_ENGINE = cli.SwitchAttr("--engine", cli.Set("inplace", "docker"), default=None,
+    LWC_ENGINE = cli.SwitchAttr("--engine", cli.Set(*scaffold.SCAFFOLD_ENGINES), default=None,
                                 help="inplace (default here: runners tagged cvmfs, no privileges) "
                                      "| docker (a privileged dind runner)")
     matrix = cli.SwitchAttr("--matrix", str, list=True, argname="IMAGE",

@@ -1,6 +1,6 @@
 """Where the stages' processes run (the engine's CLI, the in-place capture's bash): ``Step``
 values go in, ``Completed`` values come out. (Reading the settings asks git directly:
-``config/sources.py``.)
+``config/git.py``.)
 
 Every step is a plumbum command (plumbum finds the program and formulates the argv) started with
 the step's own complete environment, never the process's: nothing edits ``local.env``, so no
@@ -138,8 +138,9 @@ class Executor:
                 raise step.error(self.failure_message(step, done))
 
     def failure_message(self, step: Step, done: Completed) -> str:
+        said = tail_lines(self.masker(done.stderr))  # masked, then cut
         return self.masker(f"{step.what or step.program} failed (exit {done.returncode}): "
-                           f"{tail_lines(done.stderr) or 'no message'}")
+                           f"{said or 'no message'}")
 
     def _spawn(self, step: Step) -> subprocess.Popen:
         env = dict(step.env)  # the step's own, complete environment
@@ -165,7 +166,9 @@ class Executor:
             out, err = _communicate(proc, _encode(step.stdin), deadline)
             if out is None:
                 return self._timed_out(proc, step)
-            return Completed(proc.returncode, _decode(out), _decode(err))
+            # stderr masked here, before any caller cuts it into a message (a cut secret
+            # would no longer match); stdout is data (JSON, ids) and is masked where shown
+            return Completed(proc.returncode, _decode(out), self.masker(_decode(err)))
         except BaseException:
             _terminate(proc, group=not step.interactive)
             raise

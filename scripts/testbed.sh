@@ -7,7 +7,12 @@
 #   - Debian's docker-registry with htpasswd auth on loopback (tests that need a registry that
 #     refuses pushes start their own from its config, with storage.maintenance.readonly on);
 #   - cached fixture images: busybox, an automounter stand-in that bind-mounts the fixture CVMFS
-#     after a delay, and a CMS-like Debian base with g++ and a cmsusr user.
+#     after a delay, and a CMS-like Debian base with g++ and a cmsusr user;
+#   - podman, configured the podman way (containers.conf, storage.conf: vfs, cgroupfs, runc, host
+#     network, explicit ulimits, as this kind of machine needs), for root with a store of the
+#     bed's own, and an ordinary user (lwc-podman: a subuid/subgid range, not in the docker
+#     group, a private XDG_RUNTIME_DIR, a venv with lwcontainer's dependencies) with the CMS base
+#     loaded into its own store.
 # Usage: testbed.sh up | down | env | status
 # Everything persistent (engine data, image cache, registry storage) lives in LWC_TESTBED_STATE;
 # sockets, pids and the shared mount live in LWC_TESTBED_RUN. `down` stops the engine and the
@@ -46,6 +51,12 @@ ensure_packages() {
   command -v shellcheck >/dev/null || missing+=(shellcheck)  # the scripts are linted in tests
   command -v npm >/dev/null || missing+=(npm)  # gitlab-ci-local runs the scaffolded pipelines
   command -v rsync >/dev/null || missing+=(rsync)  # gitlab-ci-local copies the checkout with it
+  command -v podman >/dev/null || missing+=(podman)  # the podman engine, root and rootless
+  command -v newuidmap >/dev/null || missing+=(uidmap)
+  command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+  command -v runc >/dev/null || missing+=(runc)
+  [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null \
+    || missing+=(python3-venv)  # the podman user's own venv
   # the in-place layers applied by two independent appliers, capabilities read on the host, and
   # the capture's functions run with gawk as well as mawk
   command -v skopeo >/dev/null || missing+=(skopeo)
@@ -229,6 +240,94 @@ prune_images() { # fixture images of older recipes
     | xargs -r "$(command -v docker)" --host "$SOCK" rmi >/dev/null 2>&1 || true  # never another engine
 }
 
+# -- podman: root and an ordinary user ------------------------------------------------------
+PODMAN_USER=${LWC_TESTBED_PODMAN_USER:-lwc-podman}
+PODMAN_SUBIDS=${LWC_TESTBED_PODMAN_SUBIDS:-420000-485535}
+PODMAN_RUN="$RUN/podman"
+PODMAN_HOME=/home/$PODMAN_USER
+as_user() { runuser -u "$PODMAN_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$PODMAN_HOME" \
+  XDG_RUNTIME_DIR="$PODMAN_RUN/user-runtime" CONTAINERS_CONF="$PODMAN_RUN/containers-user.conf" \
+  CONTAINERS_STORAGE_CONF="$PODMAN_RUN/storage-user.conf" "$@"; }
+as_root_podman() { CONTAINERS_CONF="$PODMAN_RUN/containers-root.conf" \
+  CONTAINERS_STORAGE_CONF="$PODMAN_RUN/storage-root.conf" podman "$@"; }
+
+podman_configs() { # the podman way: files named by CONTAINERS_CONF / CONTAINERS_STORAGE_CONF
+  mkdir -p "$PODMAN_RUN" "$STATE/podman/root-graph"
+  chmod 755 "$PODMAN_RUN"
+  local common='[containers]
+# this sandbox: hard limits below podman'"'"'s defaults, and no /dev/net/tun (slirp4netns fails)
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+netns = "host"
+[engine]
+# crun refuses the cgroups hybrid mode here
+cgroup_manager = "cgroupfs"
+runtime = "runc"
+events_logger = "file"'
+  printf '%s\n' "$common" >"$PODMAN_RUN/containers-user.conf"
+  printf '%s\ntmp_dir = "%s"\nvolume_path = "%s"\n[network]\nnetwork_config_dir = "%s"\n' \
+    "$common" "$PODMAN_RUN/root-tmp" "$STATE/podman/root-volumes" "$PODMAN_RUN/root-networks" \
+    >"$PODMAN_RUN/containers-root.conf"
+  printf '[storage]\ndriver = "vfs"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+    "$PODMAN_RUN/root-run" "$STATE/podman/root-graph" >"$PODMAN_RUN/storage-root.conf"
+  # the user's own places, said explicitly: podman 4.3's commit needs runroot set
+  printf '[storage]\ndriver = "vfs"\nrunroot = "%s"\ngraphroot = "%s"\n' \
+    "$PODMAN_RUN/user-runtime/containers" "$PODMAN_HOME/.local/share/containers/storage" \
+    >"$PODMAN_RUN/storage-user.conf"
+  chmod 644 "$PODMAN_RUN"/*.conf
+}
+
+podman_user() { # an ordinary user: a subordinate id range, not in the docker group
+  if ! id "$PODMAN_USER" >/dev/null 2>&1; then
+    log "creating user $PODMAN_USER (rootless podman)"
+    useradd --create-home --shell /bin/bash "$PODMAN_USER"
+    mkdir -p "$STATE/podman" && touch "$STATE/podman/user-created"
+  fi
+  grep -q "^$PODMAN_USER:" /etc/subuid 2>/dev/null || usermod --add-subuids "$PODMAN_SUBIDS" "$PODMAN_USER"
+  grep -q "^$PODMAN_USER:" /etc/subgid 2>/dev/null || usermod --add-subgids "$PODMAN_SUBIDS" "$PODMAN_USER"
+  mkdir -p "$PODMAN_RUN/user-runtime"
+  chown "$PODMAN_USER:" "$PODMAN_RUN/user-runtime"
+  chmod 700 "$PODMAN_RUN/user-runtime"
+  if ! runuser -u "$PODMAN_USER" -- "$PODMAN_HOME/venv/bin/python" -c \
+      'import plumbum, dotenv, structlog, oras' 2>/dev/null; then
+    log "a venv for $PODMAN_USER with lwcontainer's dependencies (pip, once)"
+    runuser -u "$PODMAN_USER" -- /usr/bin/python3 -m venv "$PODMAN_HOME/venv"
+    runuser -u "$PODMAN_USER" -- "$PODMAN_HOME/venv/bin/pip" install --quiet --disable-pip-version-check \
+      'plumbum>=1.8' 'python-dotenv>=1.0' 'structlog>=23.1' 'oras>=0.2.25' >&2
+  fi
+}
+
+podman_images() { # the CMS base, from the bed's engine into root's and the user's stores
+  local tar
+  if ! as_root_podman image exists "$CMS_BASE" 2>/dev/null \
+     || ! as_user podman image exists "$CMS_BASE" 2>/dev/null; then
+    tar="$STATE/podman/cms-base.tar"
+    docker save -o "$tar" "$CMS_BASE"
+    chmod 644 "$tar"
+    as_root_podman image exists "$CMS_BASE" 2>/dev/null || as_root_podman load -q -i "$tar" >/dev/null
+    as_user podman image exists "$CMS_BASE" 2>/dev/null || as_user podman load -q -i "$tar" >/dev/null
+    rm -f "$tar"; log "loaded $CMS_BASE into podman (root and $PODMAN_USER)"
+  fi
+}
+
+podman_up() {
+  podman_configs
+  podman_user
+  [ -z "${CMS_BASE:-}" ] || podman_images
+}
+
+podman_down() {
+  if [ -d "$PODMAN_RUN" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
+    as_user podman system reset --force >/dev/null 2>&1 || true  # the user's store
+  fi
+  if [ -f "$PODMAN_RUN/storage-root.conf" ]; then
+    as_root_podman system reset --force >/dev/null 2>&1 || true  # root's store of the bed
+  fi
+  if [ -f "$STATE/podman/user-created" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
+    usermod --del-subuids "$PODMAN_SUBIDS" --del-subgids "$PODMAN_SUBIDS" "$PODMAN_USER" 2>/dev/null || true
+    userdel --remove "$PODMAN_USER" 2>/dev/null || true
+  fi
+}
+
 write_env() {
   cat >"$RUN/env" <<ENV
 DOCKER_HOST=$SOCK
@@ -243,6 +342,13 @@ LWC_TESTBED_AUTOMOUNTER=${AUTOMOUNTER:-}
 LWC_TESTBED_CMS_BASE=${CMS_BASE:-}
 LWC_TESTBED_PYTHON=${PYTHON:-}
 LWC_TESTBED_WHEELS=${WHEELS:-}
+LWC_TESTBED_PODMAN_USER=$PODMAN_USER
+LWC_TESTBED_PODMAN_PYTHON=$PODMAN_HOME/venv/bin/python
+LWC_TESTBED_PODMAN_RUNTIME=$PODMAN_RUN/user-runtime
+LWC_TESTBED_PODMAN_CONF_USER=$PODMAN_RUN/containers-user.conf
+LWC_TESTBED_PODMAN_STORAGE_USER=$PODMAN_RUN/storage-user.conf
+LWC_TESTBED_PODMAN_CONF_ROOT=$PODMAN_RUN/containers-root.conf
+LWC_TESTBED_PODMAN_STORAGE_ROOT=$PODMAN_RUN/storage-root.conf
 ENV
 }
 
@@ -270,13 +376,14 @@ remove_engine() { # run state bridge pidfile
 }
 
 down() {
+  podman_down
   stop_pidfile "$RUN/registry.pid"
   remove_engine "$RUN" "$STATE" "$BRIDGE" "$RUN/dockerd.pid"
   if [ -z "${LWC_TESTBED_RUN:-}" ]; then  # the default bed: the benchmark's engine too
     remove_engine "$BENCH_RUN" "$BENCH_STATE" "$BENCH_BRIDGE" "$BENCH_RUN/dockerd.pid"
     rm -rf /tmp/lwc-bench
   fi
-  log "removed: engine, registry, mounts, bridge and state ($RUN, $STATE)"
+  log "removed: engine, registry, podman stores and the user it created, mounts, bridge and state ($RUN, $STATE)"
 }
 
 status() { # what the bed leaves running, for the end of `make test`
@@ -296,6 +403,7 @@ status() { # what the bed leaves running, for the end of `make test`
 case "${1:-up}" in
   up) ensure_packages; engine_up; shared_mount_up; registry_up
       if [ "${LWC_TESTBED_IMAGES:-all}" != none ]; then images_up; prune_images; wheels_up; fi
+      podman_up
       write_env; log "ready: source $RUN/env" ;;
   down) down ;;
   status) status ;;

@@ -229,6 +229,8 @@ CI = {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": T
     ("r.example.org/me/ana:v1", {}),  # outside CI: no registry host at all
     ("victim-group/production:latest", {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u",
                                         "CI_JOB_TOKEN": TOKEN}),  # pushed to Docker Hub
+    ("myanalysis:v2", {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "Me/Ana",
+                       "GITHUB_TOKEN": TOKEN}),  # GitHub: CI_REGISTRY_IMAGE is ghcr.io/me/ana
 ])
 def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
     (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
@@ -241,6 +243,8 @@ def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
     ("r.example.org/me/ana/cc7:v2", CI),
     ("myanalysis:v2", {}),
     ("lwcontainer/ana:v2", {"CI_REGISTRY": "r.example.org", "LWC_PUSH": "never"}),
+    ("ghcr.io/me/ana:v2", {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "Me/Ana",
+                           "GITHUB_TOKEN": TOKEN}),
 ])
 def test_m4_the_checkouts_env_may_name_its_own_repository_or_a_local_image(project, to, environ):
     (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
@@ -269,3 +273,51 @@ def test_m5_run_takes_only_the_image_from_the_report(project, tmp_path):
     (project / "lwcontainer.env").write_text(f"LWC_IMAGE_ID={image_id}\n"
                                              "LWC_CVMFS_HOST_DIR=not a path\n")
     assert lwc("run", "--dry-run", cwd=project, LWC_CVMFS="none").returncode == 0
+
+
+# -- L5: messages are masked before they are cut -----------------------------------------------
+SECRET22 = "glpat-AbCdEfGhIjKlMnOp"
+
+
+def test_l5_a_cut_error_message_shows_no_part_of_a_secret(tmp_path):
+    from lwcontainer.errors import LwcError
+    from lwcontainer.executor import Step
+    fakes = Path(__file__).parent / "fakes"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"rc": 1, "stderr": f"{SECRET22} " + "x" * 592 + "\n"}]))
+    with local.env(PATH=f"{fakes}:{local.env['PATH']}", FAKE_DOCKER_LOG=str(tmp_path / "log"),
+                   FAKE_DOCKER_PLAN=str(plan)):
+        x = Executor(Masker([SECRET22]), backoff=0)
+        with pytest.raises(LwcError) as failed:
+            x.run(Step(("version",), program="docker", env=dict(local.env),
+                       what="docker version"))
+    message = str(failed.value)
+    assert message.endswith("x" * 400)  # the tail of docker's message, the part that was cut
+    assert not any(SECRET22[i:] in message for i in range(len(SECRET22) - 3))
+
+
+def test_l5_the_masker_hides_what_is_left_of_a_secret_at_a_cut():
+    masker = Masker([SECRET22])
+    assert masker(f"…{SECRET22[7:]} rest") == "…***** rest"
+    assert masker(f"start {SECRET22[:15]}…") == "start *****…"
+    assert masker("…tail of something else") == "…tail of something else"
+
+
+# -- L8: CI_REGISTRY is a host[:port] ------------------------------------------------------------
+@pytest.mark.parametrize("value", ["-h", "--password=x", "-.example.org", "r..example.org",
+                                   "r.example.org:", "r.example.org:port", "[::1"])
+@pytest.mark.parametrize("variable", ["CI_REGISTRY", "LWC_INSECURE_REGISTRIES"])
+def test_l8_a_registry_is_a_host_and_port_never_an_option(project, variable, value):
+    env = {"FROM": "r.io/x:1", "CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u",
+           "CI_JOB_TOKEN": TOKEN, variable: value}
+    with pytest.raises(ConfigError, match=f"^{variable}: .*host\\[:port\\]"):
+        Settings.from_mapping(env, cwd=project)
+
+
+@pytest.mark.parametrize("value", ["r.example.org", "127.0.0.1:5055", "localhost:5000",
+                                   "[::1]:5000", "gitlab-registry.cern.ch"])
+def test_l8_registry_hosts_as_they_are_written(project, value):
+    env = {"FROM": "r.io/x:1", "CI_REGISTRY": value, "CI_REGISTRY_USER": "u",
+           "CI_JOB_TOKEN": TOKEN, "LWC_INSECURE_REGISTRIES": f"{value}, other.org:81"}
+    s = Settings.from_mapping(env, cwd=project)
+    assert s.registry == value and s.insecure_registries == (value, "other.org:81")

@@ -36,6 +36,10 @@ def _image(switch: str, text: str) -> Reference:
         raise ConfigError(switch, str(exc)) from None
 
 
+#: The engines ``init`` writes CI jobs for (the first is its default).
+SCAFFOLD_ENGINES = ("inplace", "docker")
+
+
 @dataclass(frozen=True)
 class Options:
     """What ``init`` is asked to write (its switches)."""
@@ -59,7 +63,7 @@ class Options:
         if not _SCRAM_ARCH_RE.fullmatch(self.scram_arch):
             raise ConfigError("--scram-arch", f"{self.scram_arch!r} is not an architecture such "
                                               f"as {DEFAULT_SCRAM_ARCH}")
-        if self.engine not in ("docker", "inplace"):
+        if self.engine not in SCAFFOLD_ENGINES:
             raise ConfigError("LWC_ENGINE", f"{self.engine!r}: init writes jobs for docker or "
                                             "inplace")
         if self.source is not None and not _GIT_SOURCE_RE.fullmatch(self.source):

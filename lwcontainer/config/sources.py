@@ -148,9 +148,10 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     warn_unknown(environ)
     given = {k: v for k, v in switches.items() if v is not None}
     merged = {**file_values, **environ, **given}
-    if env_file is None and "TO" in file_values and "TO" not in environ and "TO" not in given:
-        checkout_target(file_values["TO"], merged)  # the checkout's choice of where to push
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
     known = merged.get("CI_COMMIT_SHA") or merged.get("GITHUB_SHA")  # CI says: git not asked
     defaults = git_defaults(project_dir, environ) if project_dir.is_dir() and not known else {}
-    return {**defaults, **github_defaults(merged), **merged}
+    gathered = {**defaults, **github_defaults(merged), **merged}
+    if env_file is None and "TO" in file_values and "TO" not in environ and "TO" not in given:
+        checkout_target(file_values["TO"], gathered)  # the checkout's choice of where to push
+    return gathered

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, ContextManager, Mapping, Protocol
 
+from ..config.settings import DOCKER, INPLACE, PODMAN
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ class Engine(Protocol):
 
 #: LWC_ENGINE -> the class implementing it (config.settings.ENGINE_NAMES lists the names).
 IMPLEMENTATIONS = {
-    "docker": "lwcontainer.engines.docker.engine:DockerEngine",
-    "podman": "lwcontainer.engines.podman.engine:PodmanEngine",
-    "inplace": "lwcontainer.engines.inplace.engine:InplaceEngine",
+    DOCKER: "lwcontainer.engines.docker.engine:DockerEngine",
+    PODMAN: "lwcontainer.engines.podman.engine:PodmanEngine",
+    INPLACE: "lwcontainer.engines.inplace.engine:InplaceEngine",
 }
 
 

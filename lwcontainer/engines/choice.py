@@ -64,8 +64,8 @@ def workstation(settings: Settings, executor: Executor,
     if found == docker_probe.DENIED:
         if podman:
             return PODMAN, f"{detail}; podman is installed"
-        raise EngineError(f"{detail}. Add yourself to the docker group (then log in again), or "
-                          "install podman (LWC_ENGINE=podman)")
+        raise EngineError(f"{detail}: add yourself to the docker group, or install podman "
+                          "(then LWC_ENGINE=podman, or leave LWC_ENGINE unset)")
     if podman:
         return PODMAN, f"{detail}; podman is installed"
     return DOCKER, f"{detail}; podman is not installed either"

@@ -11,6 +11,7 @@ import urllib.parse
 from typing import Any, Iterable
 
 MASK = "*****"
+CUT = "…"  # where lwcontainer shortens a text: what is left of a secret beside it is masked
 MIN_PART = 4  # a line of a secret shorter than this is too common a string to mask on its own
 
 
@@ -50,12 +51,21 @@ class Masker:
         if isinstance(value, str):
             for secret in self._ordered:
                 value = value.replace(secret, MASK)
-            return value
+            return self._cut_remnants(value) if CUT in value else value
         if isinstance(value, dict):
             return {self(k): self(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self(v) for v in value)
         return value
+
+    def _cut_remnants(self, text: str) -> str:
+        """A text cut before it was masked keeps a secret's end after the cut mark, or its
+        start before it: mask such a remnant (``MIN_PART`` characters or more)."""
+        for secret in self._ordered:
+            for size in range(len(secret) - 1, MIN_PART - 1, -1):
+                text = text.replace(CUT + secret[-size:], CUT + MASK)
+                text = text.replace(secret[:size] + CUT, MASK + CUT)
+        return text
 
     def processor(self, _logger: Any, _name: str, event_dict: dict) -> dict:
         """structlog processor: mask every value of the record."""

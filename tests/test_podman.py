@@ -1,0 +1,263 @@
+"""The engine seam, the podman engine's plan and the automatic engine choice, without an engine:
+argv values, dry runs and a recording fake executor. tests/test_podman_e2e.py proves the same on
+the real test bed (rootless and rootful podman, the real choice)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import lwc
+from lwcontainer.config.settings import Settings
+from lwcontainer.engines import IMPLEMENTATIONS, make_engine
+from lwcontainer.engines.choice import choose_engine, untracked_layer
+from lwcontainer.engines.inplace.artifact import LAYER_FILE
+from lwcontainer.engines.podman import commands as podman
+from lwcontainer.errors import ConfigError, EngineError, ExitCode
+from lwcontainer.executor import DryRunExecutor
+from lwcontainer.output.masking import Masker
+from lwcontainer.stages import Stages
+
+from test_orchestration import Recorder, failed, ok
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lwcontainer"
+
+
+def settings_for(project: Path, **env: str) -> Settings:
+    return Settings.from_mapping({"FROM": "r.io/cms/base:1", "HOME": str(project), **env},
+                                 cwd=project)
+
+
+# -- the podman plan ---------------------------------------------------------------------------
+def dry_run(project: Path, **env: str) -> list[str]:
+    done = lwc("--dry-run", cwd=project, **{"FROM": "lwc/base:1", "LWC_ENGINE": "podman",
+                                            "LWC_CVMFS": "none", "CI_REGISTRY": "127.0.0.1:5055",
+                                            "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": "hunter2",
+                                            **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_dry_run_with_podman_shows_podman_command_lines_only(project):
+    lines = dry_run(project, CI_REGISTRY_IMAGE="127.0.0.1:5055/me/ana", LWC_EXTRA_TAGS="v1")
+    assert lines and all(line.startswith("podman ") for line in lines), lines
+    text = "\n".join(lines)
+    assert "docker" not in text.replace("--format docker", "").replace("docker.io/", "")
+    assert "hunter2" not in text
+    login = next(line for line in lines if line.startswith("podman login"))
+    assert "--authfile /tmp/lwc-podman-auth-" in login and "--tls-verify=false" in login
+    assert login.endswith("--password-stdin 127.0.0.1:5055 <<< (password on stdin)")
+    # FROM pulled by its fully qualified name; its registry (docker.io) keeps TLS
+    pull = next(line for line in lines if line.startswith("podman pull"))
+    assert pull.endswith(" docker.io/lwc/base:1") and "--tls-verify" not in pull
+    create = next(line for line in lines if line.startswith("podman create"))
+    assert "--unsetenv TERM --unsetenv container" in create
+    assert next(line for line in lines if line.startswith("podman commit")).startswith(
+        "podman commit --format docker ")
+    pushes = [line for line in lines if line.startswith("podman push")]
+    assert len(pushes) == 2 and all("--tls-verify=false" in p for p in pushes)
+    assert "--digestfile" in pushes[0], "TO's digest, from podman itself"
+    assert "--digestfile" not in pushes[1]
+
+
+def test_podman_keeps_tls_for_other_registries_unless_listed(project):
+    lines = dry_run(project, CI_REGISTRY="registry.example:5000",
+                    CI_REGISTRY_IMAGE="registry.example:5000/me/ana")
+    assert not any("--tls-verify" in line for line in lines)
+    listed = dry_run(project, CI_REGISTRY="registry.example:5000",
+                     CI_REGISTRY_IMAGE="registry.example:5000/me/ana",
+                     LWC_INSECURE_REGISTRIES="registry.example:5000")
+    assert all("--tls-verify=false" in line for line in listed
+               if line.startswith(("podman login", "podman push")))
+
+
+def test_podman_login_only_and_keep_login_use_the_users_auth_file(project):
+    lines = dry_run(project, LWC_KEEP_LOGIN="1")
+    assert not any("--authfile" in line for line in lines)
+    done = lwc("login", "--dry-run", cwd=project, LWC_ENGINE="podman", CI_REGISTRY="r.io",
+               CI_REGISTRY_USER="u", CI_JOB_TOKEN="hunter2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == \
+        "podman login --username u --password-stdin r.io <<< (password on stdin)"
+
+
+def test_podman_keeps_what_the_base_sets_and_commits_in_dockers_format():
+    assert podman.unset_added(["PATH=/bin", "TERM=vt100"]) == ("--unsetenv", "container")
+    assert podman.unset_added(None) == ("--unsetenv", "TERM", "--unsetenv", "container")
+    assert podman.commit("c", ["CMD [\"bash\"]"])[:3] == ("commit", "--format", "docker")
+    assert podman.push("r/x:1", (), False, None) == ("push", "r/x:1")
+
+
+def test_rootless_podman_refuses_the_automounter_at_once(project, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    done = lwc("--dry-run", cwd=project, FROM="lwc/base:1", LWC_ENGINE="podman",
+               LWC_CVMFS="automounter")
+    # the dry run's 'podman info' answers as this process runs: root here
+    assert done.returncode == 0
+    s = settings_for(project, LWC_ENGINE="podman", LWC_CVMFS="automounter")
+    engine = make_engine(s, Recorder({("info",): ok("true\n")}),
+                         Stages(s, Masker(), __import__("io").StringIO()), {"PATH": "/bin"})
+    engine.wait_daemon()
+    with pytest.raises(ConfigError, match="^LWC_CVMFS: the automounter .*needs root.*host's "
+                                          "CVMFS client"):
+        engine.check_cvmfs_source("automounter", "LWC_CVMFS=automounter")
+    engine.check_cvmfs_source("host", "LWC_CVMFS=host")  # the host's CVMFS is fine
+
+
+# -- the seam ----------------------------------------------------------------------------------
+def test_every_engine_name_has_a_folder_and_single_stages_are_the_engines_to_say(project):
+    assert set(IMPLEMENTATIONS) == {"docker", "podman", "inplace"}
+    for name in IMPLEMENTATIONS:
+        assert (PACKAGE / "engines" / name / "engine.py").is_file()
+    s = settings_for(project, LWC_ENGINE="inplace")
+    with pytest.raises(ConfigError, match="^LWC_ENGINE: 'lwcontainer build' runs one stage"):
+        make_engine(s, DryRunExecutor(Masker()), Stages(s, Masker(), None), {}, "build")
+    done = lwc("build", "--dry-run", cwd=project, FROM="r.io/x:1", LWC_ENGINE="inplace")
+    assert done.returncode == int(ExitCode.CONFIG) and "runs one stage" in done.stderr
+
+
+def modules(*folders: str):
+    for folder in folders:
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            yield path, ast.parse(path.read_text())
+
+
+def imported(tree: ast.AST, path: Path) -> set[str]:
+    """The lwcontainer modules ``path`` imports (relative imports resolved)."""
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                out.add(".".join((*base, *(node.module or "").split("."))).strip("."))
+            elif (node.module or "").startswith("lwcontainer"):
+                out.add(node.module)
+    return out
+
+
+def test_layers_point_down():
+    for path, tree in modules("config", "output"):
+        for name in imported(tree, path):
+            assert name.split(".")[1] in ("config", "output", "errors"), (path, name)
+    for path, tree in modules("ci"):
+        assert not any(".engines" in n or n.endswith(".cli") for n in imported(tree, path)), path
+
+
+def test_no_program_is_named_above_the_engines():
+    """Nothing outside engines/docker/ (and podman's own folder) runs or names the docker
+    program: every step's program comes from an engine's EngineCli."""
+    for path, tree in modules("."):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith(("engines/docker/", "engines/podman/")):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Step":
+                assert any(k.arg == "program" for k in node.keywords), rel
+        if rel in ("config/settings.py", "ci/templates.py", "ci/scaffold.py"):
+            continue  # the engine names (a constant) and the CI files init writes
+        strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                   and isinstance(n.value, str) and n.value.strip().lower() == "docker"]
+        assert strings == [], rel
+
+
+# -- the automatic choice ----------------------------------------------------------------------
+def programs(tmp_path: Path, *names: str) -> str:
+    """A PATH holding stand-ins for ``names`` (the probe itself is the fake executor's)."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    return str(folder)
+
+
+def choose(project: Path, environ: dict, answers: dict, dry_run: bool = False,
+           publishes: bool = False, **env: str) -> tuple[str, Recorder]:
+    x = Recorder(answers)
+    x.dry_run = dry_run
+    s = settings_for(project, **env)
+    return choose_engine(s, x, environ, publishes).engine, x
+
+
+DOCKER = {("--version",): ok("Docker version 28.0.1, build 068a01e\n"),
+          ("version",): ok("28.0.1\n")}
+
+
+def test_lwc_engine_given_wins_and_asks_nothing(project, tmp_path):
+    (project / LAYER_FILE).write_bytes(b"x")
+    engine, x = choose(project, {"PATH": programs(tmp_path, "docker")}, DOCKER, publishes=True,
+                       LWC_ENGINE="docker")
+    assert engine == "docker" and x.calls == []
+
+
+def test_a_dry_run_and_ci_plan_docker_without_asking(project, tmp_path):
+    path = programs(tmp_path, "docker", "podman")
+    engine, x = choose(project, {"PATH": path}, {}, dry_run=True)
+    assert engine == "docker" and x.calls == []
+    engine, x = choose(project, {"PATH": path, "GITLAB_CI": "true"}, {})
+    assert engine == "docker" and x.calls == []
+
+
+def test_workstation_docker_when_it_answers_else_podman(project, tmp_path):
+    both = {"PATH": programs(tmp_path, "docker", "podman")}
+    assert choose(project, both, DOCKER)[0] == "docker"
+    silent = {**DOCKER, ("version",): failed("Cannot connect to the Docker daemon at unix:///"
+                                             "var/run/docker.sock. Is the docker daemon running?")}
+    assert choose(project, both, silent)[0] == "podman"
+    (tmp_path / "d").mkdir()
+    only_docker = {"PATH": programs(tmp_path / "d", "docker")}
+    assert choose(project, only_docker, silent)[0] == "docker"  # its own error follows
+    shim = {("--version",): ok("podman version 4.3.1\n")}
+    engine, x = choose(project, both, shim)
+    assert engine == "podman" and x.ran("version") == []
+    (tmp_path / "p").mkdir()
+    no_docker = {"PATH": programs(tmp_path / "p", "podman")}
+    assert choose(project, no_docker, {})[0] == "podman"
+
+
+def test_a_refused_docker_socket_decides_at_once(project, tmp_path):
+    denied = {**DOCKER, ("version",): failed(
+        "permission denied while trying to connect to the Docker daemon socket at "
+        "unix:///var/run/docker.sock: dial unix /var/run/docker.sock: connect: "
+        "permission denied")}
+    both = {"PATH": programs(tmp_path, "docker", "podman")}
+    engine, x = choose(project, both, denied)
+    assert engine == "podman" and len(x.ran("version")) == 1  # asked once, no waiting
+    (tmp_path / "d").mkdir()
+    with pytest.raises(EngineError, match="add yourself to the docker group.*or install "
+                                          "podman") as raised:
+        choose(project, {"PATH": programs(tmp_path / "d", "docker")}, denied)
+    assert raised.value.exit_code == ExitCode.ENGINE
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True,
+                   env={"PATH": "/usr/bin:/bin", "HOME": str(project),
+                        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_publish_with_an_untracked_layer_chooses_inplace_a_committed_one_never(project, tmp_path):
+    environ = {"PATH": programs(tmp_path, "docker") + ":/usr/bin:/bin"}
+    (project / LAYER_FILE).write_bytes(b"layer")
+    assert untracked_layer(project, environ)[0] is True  # no checkout at all
+    git(project, "init", "-q")
+    (project / ".gitignore").write_text(LAYER_FILE + "\n")
+    engine, x = choose(project, environ, DOCKER, publishes=True)
+    assert engine == "inplace" and x.calls == []
+    assert choose(project, environ, DOCKER)[0] == "docker"  # not for the whole job
+    git(project, "add", "-f", LAYER_FILE)
+    git(project, "commit", "-q", "-m", "a layer in the checkout")
+    assert choose(project, environ, DOCKER, publishes=True)[0] == "docker"
+    done = lwc("publish", "--dry-run", cwd=project, FROM="r.io/x:1", LWC_ENGINE="")
+    assert done.returncode == 0 or "engine_chosen" in done.stderr
+    assert '"engine": "inplace"' not in done.stderr
+
+
+def test_publish_by_hand_with_the_layer_of_a_capture_uses_inplace(project):
+    (project / LAYER_FILE).write_bytes(b"layer")
+    done = lwc("publish", "--dry-run", cwd=project, FROM="r.io/x:1", LWC_ENGINE="")
+    assert '"engine": "inplace"' in done.stderr and "git does not track" in done.stderr
