@@ -141,6 +141,14 @@ class PodmanEngine(DockerEngine):
                                            "host's CVMFS client: install it, then LWC_CVMFS="
                                            "host (LWC_CVMFS_HOST_DIR, default /cvmfs)")
 
+    def open_cvmfs(self, cleanup):
+        """docker's; then the automounter's host directory is made to exist: docker creates a
+        missing bind-mount source, podman refuses it ("statfs …: no such file or directory")."""
+        cvmfs = super().open_cvmfs(cleanup)
+        if cvmfs.source == "automounter" and not self.x.dry_run:
+            Path(self.s.cvmfs_mounts, "cvmfs").mkdir(parents=True, exist_ok=True)
+        return cvmfs
+
     def push(self) -> str:
         """docker's push, each tag; TO's push writes its digest to a file of this run."""
         if self.x.dry_run:
