@@ -1,6 +1,6 @@
 """Where the stages' processes run (the engine's CLI, the in-place capture's bash): ``Step``
 values go in, ``Completed`` values come out. (Reading the settings asks git directly:
-``config/sources.py``.)
+``config/git.py``.)
 
 Every step is a plumbum command (plumbum finds the program and formulates the argv) started with
 the step's own complete environment, never the process's: nothing edits ``local.env``, so no

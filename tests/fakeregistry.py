@@ -66,6 +66,7 @@ class FakeRegistry:
         self.drip_headers: set[str] = set()  # path prefixes whose headers come byte by byte
         self.content_digest: str | None = None  # Docker-Content-Digest on a manifest PUT
         self.error_text: dict[str, str] = {}  # path prefix -> a 400 with this message
+        self.redirect: dict[str, str] = {}  # path -> a 307 to this URL
         self.server: ThreadingHTTPServer | None = None
         self.address = ""
 
@@ -168,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
                     {"code": "DENIED", "message": message}]}).encode())
         if not self.authorized():
             return
+        if target.path in registry.redirect:
+            return self.answer(307, b"", {"Location": registry.redirect[target.path]})
         try:
             self.route(body)
         except (BrokenPipeError, ConnectionResetError):

@@ -58,7 +58,7 @@ def capture(lib: Path, root: Path, build: str, out: Path, env: dict | None = Non
     (out.parent / "build.sh").write_text(build)
     body = f"""
 FS={root}; MOUNTINFO=/dev/null; PROJECT={root}/proj; NOTES=()
-WORK=$(mktemp -d {root}/tmp/lwc-capture.XXXXXX) && touch "$WORK/marker" || exit 9
+WORK=$(mktemp -d {root}/tmp/lwc-capture.XXXXXX) && touch "$WORK/probe" || exit 9
 tar_features; prune_setup; walk_before; touch "$WORK/marker"; sleep 0.02
 (cd {root} && bash -e {out.parent}/build.sh) || exit 8
 walk_after; layer_lists; write_tar; warn_open
@@ -375,7 +375,7 @@ def awk_without_nul(directory: Path) -> Path:
     (directory / "awk").write_text(
         "#!/bin/bash\nargs=(\"$@\")\nif [ ${#args[@]} -gt 0 ] && [ -f \"${args[-1]}\" ]; then\n"
         "  last=${args[-1]}; unset 'args[-1]'; tr -d '\\0' <\"$last\" | " + real +
-        " \"${args[@]}\"\nelse tr -d '\\0' | " + real + " \"$@\"; fi\n")
+        " \"${args[@]}\" -\nelse tr -d '\\0' | " + real + " \"$@\"; fi\n")
     (directory / "awk").chmod(0o755)
     return directory
 
@@ -386,12 +386,18 @@ def test_an_awk_that_loses_nul_bytes_is_refused_only_when_a_name_has_a_newline(l
     root = tmp_path / "plain"
     root.mkdir()
     (root / "etc").mkdir()
-    done = capture(lib, root, "rm -f etc/x; printf y > etc/y\n", tmp_path / "plain.tar",
-                   path=path)
+    (root / "etc" / "x").write_text("")
+    done = capture(lib, root, "rm etc/x; printf y > etc/y\n", tmp_path / "plain.tar", path=path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert {m.name for m in members(tmp_path / "plain.tar")} >= {"./etc/.wh.x", "./etc/y"}
+    root = tmp_path / "created"
+    root.mkdir()
+    done = capture(lib, root, "printf y > 'a\nb'\n", tmp_path / "created.tar", path=path)
     assert done.returncode == 0, done.stderr.decode()
     root = tmp_path / "newline"
     root.mkdir()
-    done = capture(lib, root, "printf y > 'a\nb'\n", tmp_path / "newline.tar", path=path)
+    (root / "old").write_text("")
+    done = capture(lib, root, "rm old; printf y > 'a\nb'\n", tmp_path / "newline.tar", path=path)
     assert done.returncode == 2
     assert "awk cannot handle a file name with a newline" in done.stderr.decode()
 
@@ -510,7 +516,7 @@ def test_user_secrets_and_multi_line_values_are_searched_and_clean_layers_pass(l
 # -- feature tests -----------------------------------------------------------------------------
 def test_the_tar_feature_test_gives_the_same_options_every_time(lib, tmp_path):
     """Run 60 times: the help text is kept, then read, so no SIGPIPE can flip the answer."""
-    (tmp_path / "marker").write_text("")
+    (tmp_path / "probe").write_text("")
     body = (f"WORK={tmp_path}; NOTES=(); for i in $(seq 60); do tar_features; "
             "printf '%s ' \"${TAR_OPTS[@]}\"; echo; done | sort | uniq -c")
     done = bash(lib, body, env={"SOURCE_DATE_EPOCH": "1700000000"})
@@ -549,8 +555,8 @@ def test_an_unwritable_project_is_refused_before_the_build_runs(lib):
 
 
 def test_paths_relative_to_the_captured_root(lib):
-    done = bash(lib, "FS=/; rel /tmp/x; echo; rel /; echo; FS=/r; rel /r/a; echo; rel /r; echo; "
-                     "rel /other || echo outside")
+    done = bash(lib, 'FS=/; for p in /tmp/x /; do rel "$p" && echo "$REL"; done; FS=/r; '
+                     'for p in /r/a /r; do rel "$p" && echo "$REL"; done; rel /other || echo outside')
     assert done.stdout.decode().split("\n")[:5] == ["./tmp/x", ".", "./a", ".", "outside"]
 
 

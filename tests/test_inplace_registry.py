@@ -136,6 +136,18 @@ def test_an_upload_location_over_plain_http_off_loopback_is_refused(scene, proxy
     assert scene.registry.requests("PUT", "/v2/ana/x/manifests/") == []
 
 
+def test_a_redirect_to_plain_http_off_loopback_is_not_followed(scene, proxy):
+    config_digest = json.loads(scene.base_manifest)["config"]["digest"]
+    scene.registry.redirect[f"/v2/cms/base/blobs/{config_digest}"] = \
+        f"http://storage.example.org/blobs/{config_digest}"
+    done = scene.publish(HTTP_PROXY=f"http://{proxy.address}",
+                         http_proxy=f"http://{proxy.address}")
+    assert proxy.received == []
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "storage.example.org" in failed(done) and "plain HTTP" in failed(done)
+    assert scene.registry.writes == []
+
+
 # -- L2: token realms -----------------------------------------------------------------------------
 def test_credentials_go_to_a_realm_on_another_host_only_over_https(tmp_path, proxy):
     registry = FakeRegistry(auth=("bearer", "http://auth.example.org/token"))
@@ -205,6 +217,14 @@ def test_a_digest_pinned_index_is_enforced_down_to_the_config(scene):
     done = scene.publish(FROM=f"{scene.address}/cms/base@{pinned}")
     assert done.returncode == 2, done.stderr[-3000:]
     assert config_digest in failed(done)
+    assert scene.registry.writes == []
+
+
+def test_a_manifest_too_large_to_be_one_is_refused(scene):
+    scene.registry.serve["/v2/cms/base/manifests/1"] = b" " * (17 << 20)
+    done = scene.publish()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "larger than" in failed(done)
     assert scene.registry.writes == []
 
 

@@ -29,7 +29,19 @@ MOUNTINFO=/proc/self/mountinfo
 say() { printf 'lwcontainer capture: %s\n' "$1" >&2; }
 warn() { say "warning: $1"; }
 die() { say "$1"; exit "${2:-2}"; }
-now_ms() { local ns; ns=$(date +%s%N); echo $((ns / 1000000)); }
+seconds() { printf '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
+now_cs() { local up; read -r up _ </proc/uptime; NOW=$((10#${up/./})); }   # no process: 10 ms
+cpu_cs() { # CPU: centiseconds of CPU this shell and its children have used so far
+  local t secs
+  local -a all=()
+  times >"$WORK/times"   # "0m0.036s 0m0.023s", then the children's
+  { read -r -a all && read -r t secs && all+=("$t" "$secs"); } <"$WORK/times"
+  CPU=0
+  for t in "${all[@]}"; do
+    t=${t%s} && secs=${t#*m}
+    CPU=$((CPU + 10#${t%%m*} * 6000 + 10#${secs%.*} * 100 + 10#${secs#*.} / 10))
+  done
+}
 
 # -- where it runs -----------------------------------------------------------------------------
 in_container() { # [mountinfo] [root]: is / a container's root filesystem?
@@ -50,19 +62,19 @@ mount_points() { # [mountinfo]: every mount point but /, NUL-separated, unescape
   done
 }
 
-rel() { # an absolute path as find prints it when run in $FS (./usr/lib), or nothing outside $FS
+rel() { # REL: an absolute path as find prints it when run in $FS (./usr/lib); false outside
   local top=${FS%/}
   case $1 in
-    "$FS") printf . ;;
-    "$top"/*) printf '.%s' "${1#"$top"}" ;;
+    "$FS") REL=. ;;
+    "$top"/*) REL=.${1#"$top"} ;;
     *) return 1 ;;
   esac
 }
 
-glob_quote() { # a literal path for find -path
+prune_path() { # PRUNE += -o -path PATH, the path's glob characters quoted
   local s=$1
   s=${s//\\/\\\\}; s=${s//\*/\\*}; s=${s//\?/\\?}; s=${s//\[/\\[}
-  printf '%s' "$s"
+  PRUNE+=(-o -path "$s")
 }
 
 # PRUNE (find's arguments) and $WORK/never (sorted, one a line): what is never captured. Mounts
@@ -75,7 +87,7 @@ prune_setup() {
   while IFS= read -r -d '' m; do mounts+=("$m"); done < <(mount_points "$MOUNTINFO")
   PRUNE=(\( -path ./proc -o -path ./sys -o -path ./dev)
   for m in "$PROJECT" "$WORK"; do
-    m=$(rel "$m") && PRUNE+=(-o -path "$(glob_quote "$m")")
+    rel "$m" && prune_path "$REL"
   done
   : >"$WORK/never0"
   if [ ${#mounts[@]} -gt 0 ]; then
@@ -83,12 +95,12 @@ prune_setup() {
     mapfile -t devs < <(stat -c %d -- "${mounts[@]}" 2>/dev/null)
     [ ${#devs[@]} -eq ${#mounts[@]} ] || mismatch=1
     for i in "${!mounts[@]}"; do
-      m=$(rel "${mounts[i]}") || continue
+      rel "${mounts[i]}" || continue
       if [ -n "$mismatch" ] || [ "${devs[i]}" = "$rootdev" ]; then
-        PRUNE+=(-o -path "$(glob_quote "$m")")
+        prune_path "$REL"
       fi
-      printf '%s\0' "$m" >>"$WORK/never0"
-    done
+      printf '%s\0' "$REL"
+    done >"$WORK/never0"
   fi
   PRUNE+=(\) -prune -o)
   printf '.\0' >>"$WORK/never0"   # the root directory itself is no entry of the layer
@@ -165,8 +177,6 @@ awk_keeps_nul() { # does this awk keep a NUL inside a line (mawk 1.3.3 does not)
   [ "$n" = 3 ]
 }
 
-has_nul() { local n; n=$(tr -cd '\0' <"$1" | wc -c); [ "$n" -gt 0 ]; }
-
 # -- the layer ---------------------------------------------------------------------------------
 tar_features() { # TAR_OPTS and NOTES for this tar; its help text kept first, then read
   local help probe
@@ -179,7 +189,7 @@ tar_features() { # TAR_OPTS and NOTES for this tar; its help text kept first, th
   case $help in
     *--xattrs-exclude*)
       probe=$(tar --xattrs --xattrs-exclude=security.selinux -c -f "$WORK/probe.tar" \
-                -C "$WORK" marker 2>&1) && [ -z "$probe" ] && XATTRS=true ;;
+                -C "$WORK" probe 2>&1) && [ -z "$probe" ] && XATTRS=true ;;
   esac
   if $XATTRS; then
     # every namespace tar can read (user, security.capability, trusted for root, POSIX ACLs as
@@ -199,53 +209,55 @@ tar_features() { # TAR_OPTS and NOTES for this tar; its help text kept first, th
 }
 
 layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts, placeholders
-  local sorting list
+  local sorting nul
   lines "$WORK/before0" | sort >"$WORK/before" &
   sorting=$!
   lines "$WORK/after0" | sort >"$WORK/after"
+  lines "$WORK/changed0" | sort | comm -23 - "$WORK/never" >"$WORK/changed"
   wait "$sorting" || die "sort failed" 1
   deleted "$WORK/before" "$WORK/after" >"$WORK/deleted"
+  : >"$WORK/whiteouts"; : >"$WORK/staged"; : >"$WORK/long-dst"
+  if [ ! -s "$WORK/deleted" ]; then   # nothing deleted: the changed entries, as they are
+    cp "$WORK/changed" "$WORK/entries" || die "cannot write into $WORK" 1
+    return
+  fi
   lines "$WORK/dirs0" >"$WORK/dirs"
-  lines "$WORK/changed0" | sort | comm -23 - "$WORK/never" >"$WORK/changed"
-  if ! awk_keeps_nul; then
-    for list in deleted dirs changed; do
-      has_nul "$WORK/$list" && die "FROM's awk cannot handle a file name with a newline in it (one is among the $list paths); a gawk or a newer mawk can"
-    done
+  nul=$(cat "$WORK/deleted" "$WORK/dirs" "$WORK/changed" | tr -cd '\0' | wc -c)
+  if [ "$nul" -gt 0 ] && ! awk_keeps_nul; then
+    die "FROM's awk cannot handle a file name with a newline in it (one is among the paths the build changed or deleted); a gawk or a newer mawk can"
   fi
-  if [ -s "$WORK/deleted" ]; then
-    whiteouts "$WORK/deleted" "$WORK/dirs" >"$WORK/whiteouts"
-  else
-    : >"$WORK/whiteouts"
-  fi
-  STAGE=$(rel "$WORK/wh") && STAGE_LONG=$(rel "$WORK/whl") \
+  whiteouts "$WORK/deleted" "$WORK/dirs" >"$WORK/whiteouts"
+  rel "$WORK/wh" && STAGE=$REL && rel "$WORK/whl" && STAGE_LONG=$REL \
     || die "the work directory $WORK must lie inside $FS"
-  : >"$WORK/staged"; : >"$WORK/long-dst"
   entry_list "$WORK/changed" "$WORK/whiteouts" >"$WORK/entries"
 }
 
 write_tar() { # entries -> layer.tar; whiteouts from empty placeholders, renamed by tar
   local epoch=${SOURCE_DATE_EPOCH:-0} n=0 dst delim
   local -a rename=()
-  mkdir "$WORK/wh" "$WORK/whl" || die "cannot write into $WORK" 1
-  while IFS= read -r -d '' dst; do   # rare: one --transform each
-    n=$((n + 1))
-    : >"$WORK/whl/$n" || die "cannot write into $WORK" 1
-    dst=${dst//\\/\\\\}; dst=${dst//&/\\&}
-    for delim in $'\001' $'\002' $'\003' $'\004' $'\005' $'\006' ''; do
-      case $dst in *"$delim"*) ;; *) break ;; esac
-    done
-    [ -n "$delim" ] || die "cannot name a whiteout for ${dst:0:80}..." 1
-    rename+=("--transform=s${delim}^${STAGE_LONG//./\\.}/$n\$${delim}${dst}${delim}SH")
-  done < <(nuls "$WORK/long-dst")
-  (umask 022 && cd "$WORK/wh" \
-    && awk '{ sub(/\/[^\/]*$/, ""); print }' "$WORK/staged" | sort -u >"$WORK/staged-dirs" \
-    && nuls "$WORK/staged-dirs" | xargs -0 -r mkdir -p -- \
-    && nuls "$WORK/staged" | xargs -0 -r touch -d "@$epoch" -- \
-    && cd "$WORK/whl" && find . -type f -exec touch -d "@$epoch" -- {} +) \
-    || die "cannot write the whiteout placeholders in $WORK" 1
+  if [ -s "$WORK/whiteouts" ]; then
+    mkdir "$WORK/wh" "$WORK/whl" || die "cannot write into $WORK" 1
+    while IFS= read -r -d '' dst; do   # rare: one --transform each
+      n=$((n + 1))
+      : >"$WORK/whl/$n" || die "cannot write into $WORK" 1
+      dst=${dst//\\/\\\\}; dst=${dst//&/\\&}
+      for delim in $'\001' $'\002' $'\003' $'\004' $'\005' $'\006' ''; do
+        case $dst in *"$delim"*) ;; *) break ;; esac
+      done
+      [ -n "$delim" ] || die "cannot name a whiteout for ${dst:0:80}..." 1
+      rename+=("--transform=s${delim}^${STAGE_LONG//./\\.}/$n\$${delim}${dst}${delim}SH")
+    done < <(nuls "$WORK/long-dst")
+    (umask 022 && cd "$WORK/wh" \
+      && awk '{ sub(/\/[^\/]*$/, ""); print }' "$WORK/staged" | sort -u >"$WORK/staged-dirs" \
+      && nuls "$WORK/staged-dirs" | xargs -0 -r mkdir -p -- \
+      && nuls "$WORK/staged" | xargs -0 -r touch -d "@$epoch" -- \
+      && cd "$WORK/whl" && find . -type f -exec touch -d "@$epoch" -- {} +) \
+      || die "cannot write the whiteout placeholders in $WORK" 1
+    rename+=("--transform=s|^${STAGE//./\\.}/|./|SH")
+  fi
   nuls "$WORK/entries" >"$WORK/entries0"
   tar -C "$FS" -c -f "$WORK/layer.tar" "${TAR_OPTS[@]}" ${rename[@]+"${rename[@]}"} \
-    --transform="s|^${STAGE//./\\.}/|./|SH" --null -T "$WORK/entries0" 2>"$WORK/tar.err" \
+    --null -T "$WORK/entries0" 2>"$WORK/tar.err" \
     || { cat "$WORK/tar.err" >&2; die "tar could not archive the changed files" 1; }
 }
 
@@ -303,6 +315,7 @@ search_secrets() { # LAYER_TAR: refuse (exit 2, no layer) when it carries a secr
 
 warn_open() { # changed entries anyone may write: named, never changed
   local n shown
+  [ -s "$WORK/open0" ] || return 0
   lines "$WORK/open0" | sort | comm -23 - "$WORK/never" >"$WORK/open"
   [ -s "$WORK/open" ] || return 0
   n=$(count_lines "$WORK/open")
@@ -327,22 +340,26 @@ build_environment() { # env -i arguments: the docker engine's clean environment
   done
 }
 
-json_string() {
+json_string() { # JSON: the argument as a JSON string
   local s=$1
   s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}
-  printf '"%s"' "$s"
+  JSON="\"$s\""
 }
 
-architecture() {
-  case $(uname -m) in
-    x86_64|amd64) echo amd64 ;; aarch64|arm64) echo arm64 ;; ppc64le) echo ppc64le ;;
-    s390x) echo s390x ;; i?86) echo 386 ;; armv7*) echo arm ;; *) uname -m ;;
+architecture() { # ARCH: the OCI name of this machine's architecture
+  local machine=${HOSTTYPE:-}
+  [ -n "$machine" ] || machine=$(uname -m)
+  case $machine in
+    x86_64|amd64) ARCH=amd64 ;; aarch64|arm64) ARCH=arm64 ;; ppc64le|powerpc64le) ARCH=ppc64le ;;
+    s390x) ARCH=s390x ;; i?86) ARCH=386 ;; arm*) ARCH=arm ;; *) ARCH=$machine ;;
   esac
 }
 
 write_meta() { # digest size tar_size created entries whiteouts -> $WORK/layer.json
-  local notes="" note
-  for note in ${NOTES[@]+"${NOTES[@]}"}; do notes+="${notes:+, }$(json_string "$note")"; done
+  local notes="" note script
+  for note in ${NOTES[@]+"${NOTES[@]}"}; do json_string "$note" && notes+="${notes:+, }$JSON"; done
+  json_string "$SCRIPT" && script=$JSON
+  architecture
   cat >"$WORK/layer.json" <<JSON
 {
   "format": $FORMAT,
@@ -352,9 +369,9 @@ write_meta() { # digest size tar_size created entries whiteouts -> $WORK/layer.j
   "size": $2,
   "uncompressed_size": $3,
   "os": "linux",
-  "architecture": "$(architecture)",
-  "build_script": $(json_string "$SCRIPT"),
-  "user": $(json_string "$(id -u):$(id -g)"),
+  "architecture": "$ARCH",
+  "build_script": $script,
+  "user": "$UID:$(id -g)",
   "created": $4,
   "entries": $5,
   "whiteouts": $6,
@@ -365,9 +382,11 @@ JSON
 }
 
 main() {
-  local started status tool probe t0 t_build size tar_size digest entries deletions overhead
+  local started status tool probe t0 t_build cpu cpu_build size tar_size digest entries deletions
+  local overhead
   SCRIPT=${LWC_BUILD_SCRIPT:-@BUILD_SCRIPT@}
-  PROJECT=$(pwd -P)
+  cd -P . || die "cannot enter the project directory"
+  PROJECT=$PWD
   LAYER=$PROJECT/lwcontainer-layer.tar.gz
   META=$PROJECT/lwcontainer-layer.json
   NOTES=()
@@ -377,10 +396,10 @@ main() {
   [ -f "$SCRIPT" ] || die "LWC_BUILD_SCRIPT: $PROJECT/$SCRIPT does not exist"
   case $SCRIPT in /*|../*|*/../*) die "LWC_BUILD_SCRIPT: '$SCRIPT' must lie inside the project directory" ;; esac
   case ${SOURCE_DATE_EPOCH:-0} in ''|*[!0-9]*) die "SOURCE_DATE_EPOCH: '$SOURCE_DATE_EPOCH' is not a number of seconds" ;; esac
-  for tool in find sort comm tr tar gzip sha256sum awk grep sed stat xargs touch mktemp date; do
+  for tool in find sort comm tr tar gzip sha256sum awk grep sed stat xargs touch mktemp date wc cp; do
     command -v "$tool" >/dev/null || die "FROM has no '$tool', which the capture needs"
   done
-  t0=$(now_ms)
+  now_cs; t0=$NOW
   user_secret_names
   build_environment
   collect_secrets
@@ -391,22 +410,22 @@ main() {
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/lwc-capture.XXXXXX") || die "cannot create a work directory"
   trap 'rm -rf "$WORK"' EXIT
   trap 'exit 130' INT TERM
-  case $WORK in /*) ;; *) WORK=$(pwd -P)/$WORK ;; esac
+  case $WORK in /*) ;; *) WORK=$PROJECT/$WORK ;; esac
   case $WORK in *[!A-Za-z0-9._/+-]*) die "TMPDIR: '$WORK' must be a plain path (letters, digits, . _ / + -)" ;; esac
-  touch "$WORK/marker"
+  : >"$WORK/probe"
   tar_features
   prune_setup
 
   # -- before, the build ---------------------------------------------------------------------
   started=$(date +%s)
   walk_before
-  touch "$WORK/marker"
+  : >"$WORK/marker"
   sleep 0.01 2>/dev/null || sleep 1   # a change in the same clock tick as the marker still counts
   say "running /bin/bash $SCRIPT in $PROJECT"
-  t_build=$(now_ms)
+  now_cs; t_build=$NOW; cpu_cs; cpu_build=$CPU
   env -i "${BUILD_ENV[@]}" /bin/bash "$SCRIPT" </dev/null
   status=$?
-  t_build=$(($(now_ms) - t_build))
+  now_cs; t_build=$((NOW - t_build)); cpu_cs; cpu_build=$((CPU - cpu_build))
   if [ "$status" -ne 0 ]; then
     say "build script $SCRIPT exited with code $status: no layer written"
     exit "$status"
@@ -419,18 +438,18 @@ main() {
   search_secrets "$WORK/layer.tar"
   warn_open
 
-  DIFF_ID=sha256:$(sha256sum <"$WORK/layer.tar" | cut -d' ' -f1)
-  tar_size=$(stat -c %s "$WORK/layer.tar")
   gzip -n -6 <"$WORK/layer.tar" >"$WORK/layer.tar.gz" || die "gzip failed" 1
-  digest=sha256:$(sha256sum <"$WORK/layer.tar.gz" | cut -d' ' -f1)
-  size=$(stat -c %s "$WORK/layer.tar.gz")
-  deletions=$(count_lines "$WORK/whiteouts")
-  entries=$(($(count_lines "$WORK/entries") - deletions))
+  { read -r DIFF_ID _ && read -r digest _; } < <(sha256sum "$WORK/layer.tar" "$WORK/layer.tar.gz")
+  [ ${#DIFF_ID} -eq 64 ] && [ ${#digest} -eq 64 ] || die "sha256sum failed" 1
+  DIFF_ID=sha256:$DIFF_ID digest=sha256:$digest
+  { read -r tar_size && read -r size; } < <(stat -c %s "$WORK/layer.tar" "$WORK/layer.tar.gz")
+  { read -r deletions _ && read -r entries _; } < <(wc -l "$WORK/whiteouts" "$WORK/entries")
+  entries=$((entries - deletions))
   write_meta "$digest" "$size" "$tar_size" "${SOURCE_DATE_EPOCH:-$started}" "$entries" "$deletions"
   mv -f -T "$WORK/layer.tar.gz" "$LAYER" && mv -f -T "$WORK/layer.json" "$META" \
     || die "cannot write the layer into $PROJECT" 1
-  overhead=$(($(now_ms) - t0 - t_build))
-  say "layer $digest: $entries entries, $deletions deletions, $size bytes -> $LAYER (capture $((overhead / 1000)).$(printf '%03d' $((overhead % 1000))) s besides the build's $((t_build / 1000)).$(printf '%03d' $((t_build % 1000))) s)"
+  now_cs; overhead=$((NOW - t0 - t_build)); cpu_cs; cpu=$((CPU - cpu_build))
+  say "layer $digest: $entries entries, $deletions deletions, $size bytes -> $LAYER (capture $(seconds "$overhead") s, $(seconds "$cpu") s CPU, besides the build's $(seconds "$t_build") s)"
 }
 
 # Run when executed (bash FILE, bash -c TEXT); sourcing it only defines the functions (tests).

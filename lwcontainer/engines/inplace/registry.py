@@ -47,6 +47,7 @@ MANIFEST_TYPES = (
 )
 INDEX_TYPES = MANIFEST_TYPES[2:]
 CHUNK = 1 << 20
+MAX_SMALL_BYTES = 16 << 20  # a manifest or a config larger than this is refused
 SMALL = Limit(60, "LWC_DOCKER_TIMEOUT")  # the settings' defaults
 TRANSFER = Limit(1800, "LWC_TRANSFER_TIMEOUT")
 #: digest algorithms the OCI image spec registers, and their hex lengths
@@ -232,9 +233,9 @@ class RegistryClient:
         pinned = ":" in reference
         if pinned:
             check_digest(reference, f"the manifest of {repository}")
-        answer = self.request("GET", f"/v2/{repository}/manifests/{reference}",
-                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        body = answer.content
+        body = self._small(f"/v2/{repository}/manifests/{reference}",
+                           f"the manifest {reference} of {repository}",
+                           headers={"Accept": ", ".join(MANIFEST_TYPES)})
         if pinned:
             verified(body, reference, size, f"the manifest of {repository}")
         digest = reference if pinned else digest_of(body)
@@ -267,7 +268,7 @@ class RegistryClient:
     def blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
         """A small blob (a config), checked against its digest and size."""
         check_digest(digest, f"a blob of {repository}")
-        body = self.request("GET", f"/v2/{repository}/blobs/{digest}").content
+        body = self._small(f"/v2/{repository}/blobs/{digest}", f"the blob {digest}")
         return verified(body, digest, size, f"the blob of {repository}")
 
     def blob_json(self, repository: str, digest: str, size: int | None = None) -> dict:
@@ -287,26 +288,45 @@ class RegistryClient:
                               limit=self.transfer)
         return self._chunks(answer, f"{digest} from {self.host}")
 
-    def _chunks(self, answer: requests.Response, what: str) -> Iterator[bytes]:
+    def _chunks(self, answer: requests.Response, what: str,
+                limit: Limit | None = None) -> Iterator[bytes]:
+        """A streamed body, within its deadline; the deadline passing is said as such."""
+        limit = limit or self.transfer
+        late = False
         try:
             yield from answer.iter_content(CHUNK)
         except requests.RequestException as exc:
             late = finish(answer)
-            reason = f"no complete answer within {self.transfer.seconds:g}s " \
-                     f"({self.transfer.setting})" if late else _reason(exc)
+            reason = f"no complete answer within {limit.seconds:g}s ({limit.setting})" \
+                if late else _reason(exc)
             raise RegistryError(f"reading {what} failed: {reason}") from None
         finally:
-            late = finish(answer)
+            late = finish(answer) or late
             answer.close()
         if late:
             raise RegistryError(f"reading {what} failed: no complete answer within "
-                                f"{self.transfer.seconds:g}s ({self.transfer.setting})")
+                                f"{limit.seconds:g}s ({limit.setting})")
+
+    def _small(self, path: str, what: str, **kwargs) -> bytes:
+        """A manifest or a config: read whole, within LWC_DOCKER_TIMEOUT, at most
+        MAX_SMALL_BYTES (a registry cannot make this run hold gigabytes in memory)."""
+        answer = self.request("GET", path, stream=True, **kwargs)
+        body = bytearray()
+        chunks = self._chunks(answer, what, self.small)
+        try:
+            for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_SMALL_BYTES:
+                    raise Untrusted(f"{what} is larger than {MAX_SMALL_BYTES} bytes")
+        finally:
+            chunks.close()
+        return bytes(body)
 
     def mount(self, repository: str, digest: str, source: str) -> bool:
-        check_digest(digest, f"a blob of {source}")
         """Cross-repository mount (raw POST: oras has no call for it). True when mounted; a
         registry that answers 202 wants the blob uploaded instead (GitLab does when the token
         cannot pull the source): the upload it opened is cancelled."""
+        check_digest(digest, f"a blob of {source}")
         answer = self.request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}"
                                       f"&from={source}", ok=(201, 202))
         if answer.status_code == 201:
