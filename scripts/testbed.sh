@@ -296,8 +296,12 @@ podman_user() { # an ordinary user: a subordinate id range, not in the docker gr
   fi
 }
 
-podman_images() { # the CMS base, from the bed's engine into root's and the user's stores
+podman_images() { # the CMS base, from the bed's engine into root's and the user's stores (and
+  # the automounter stand-in into root's: only rootful podman runs an automounter)
   local tar
+  if ! as_root_podman image exists "$AUTOMOUNTER" 2>/dev/null; then
+    docker save "$AUTOMOUNTER" | as_root_podman load -q >/dev/null
+  fi
   if ! as_root_podman image exists "$CMS_BASE" 2>/dev/null \
      || ! as_user podman image exists "$CMS_BASE" 2>/dev/null; then
     tar="$STATE/podman/cms-base.tar"
