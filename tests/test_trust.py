@@ -301,3 +301,23 @@ def test_l5_the_masker_hides_what_is_left_of_a_secret_at_a_cut():
     assert masker(f"…{SECRET22[7:]} rest") == "…***** rest"
     assert masker(f"start {SECRET22[:15]}…") == "start *****…"
     assert masker("…tail of something else") == "…tail of something else"
+
+
+# -- L8: CI_REGISTRY is a host[:port] ------------------------------------------------------------
+@pytest.mark.parametrize("value", ["-h", "--password=x", "-.example.org", "r..example.org",
+                                   "r.example.org:", "r.example.org:port", "[::1"])
+@pytest.mark.parametrize("variable", ["CI_REGISTRY", "LWC_INSECURE_REGISTRIES"])
+def test_l8_a_registry_is_a_host_and_port_never_an_option(project, variable, value):
+    env = {"FROM": "r.io/x:1", "CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u",
+           "CI_JOB_TOKEN": TOKEN, variable: value}
+    with pytest.raises(ConfigError, match=f"^{variable}: .*host\\[:port\\]"):
+        Settings.from_mapping(env, cwd=project)
+
+
+@pytest.mark.parametrize("value", ["r.example.org", "127.0.0.1:5055", "localhost:5000",
+                                   "[::1]:5000", "gitlab-registry.cern.ch"])
+def test_l8_registry_hosts_as_they_are_written(project, value):
+    env = {"FROM": "r.io/x:1", "CI_REGISTRY": value, "CI_REGISTRY_USER": "u",
+           "CI_JOB_TOKEN": TOKEN, "LWC_INSECURE_REGISTRIES": f"{value}, other.org:81"}
+    s = Settings.from_mapping(env, cwd=project)
+    assert s.registry == value and s.insecure_registries == (value, "other.org:81")

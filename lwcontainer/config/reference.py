@@ -19,6 +19,8 @@ DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _HEX64_RE = re.compile(r"[a-f0-9]{64}")
 _PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII)
 _DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)
+#: A registry as a reference names it: host[:port] (host names, IPv4, [IPv6]); never '-…'.
+REGISTRY_RE = _DOMAIN_RE
 MAX_NAME_LENGTH = 255
 
 

@@ -16,7 +16,8 @@ from typing import Mapping
 
 from ..errors import ConfigError
 from .platform import ci_style
-from .reference import Reference, InvalidReference, extra_target, parse, parse_target
+from .reference import (REGISTRY_RE, InvalidReference, Reference, extra_target, parse,
+                        parse_target)
 from .tags import derived_tags
 from .secrets import USER_SECRETS, is_secret_name, secret_values, user_secret_names
 
@@ -295,7 +296,8 @@ class Settings:
                                        check=require_from),
             build_env=_build_env(get, env),
             **_registry(get, env),
-            insecure_registries=split_list(get.text("LWC_INSECURE_REGISTRIES")),
+            insecure_registries=tuple(_registry_host("LWC_INSECURE_REGISTRIES", host) for host in
+                                      split_list(get.text("LWC_INSECURE_REGISTRIES"))),
             pull=get.choice("LWC_PULL", PULL_POLICIES),
             docker_timeout=get.number("LWC_DOCKER_TIMEOUT"),
             local_socket=Path(_absolute(get, "LWC_LOCAL_SOCKET")),
@@ -437,8 +439,7 @@ def _registry(get: _Getter, env: Mapping[str, str]) -> dict:
     user = get.optional("CI_REGISTRY_USER")
     password = next((env[name] for name in PASSWORD_VARIABLES if env.get(name)), None)
     if registry is not None:
-        if not _REGISTRY_RE.fullmatch(registry):
-            raise ConfigError("CI_REGISTRY", f"{registry!r} is not a registry host[:port]")
+        _registry_host("CI_REGISTRY", registry)
         if not user:
             raise ConfigError("CI_REGISTRY_USER", f"not set, but CI_REGISTRY={registry} "
                                                   "asks for a login and a push")
@@ -477,7 +478,13 @@ def _automounter(get: _Getter) -> dict:
                 keep_automounter=truthy(get.optional("LWC_KEEP_AUTOMOUNTER")))
 
 
-_REGISTRY_RE = re.compile(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", re.ASCII)
+def _registry_host(name: str, value: str) -> str:
+    """host[:port], as a reference names a registry: never a value docker would read as an
+    option (``-…``)."""
+    if not REGISTRY_RE.fullmatch(value):
+        raise ConfigError(name, f"{value!r} is not a registry host[:port] (e.g. "
+                                "gitlab-registry.cern.ch or 127.0.0.1:5000)")
+    return value
 
 
 #: Directories a CVMFS setting must never name: bind-mounting or purging them harms the host.
