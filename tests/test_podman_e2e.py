@@ -295,6 +295,56 @@ def test_rootful_podman_beside_docker_builds_pushes_runs_and_leaves_docker_alone
     check_pushed_image(job.bed, tmp_path, ref, report, FIXTURE_CVMFS)
 
 
+def test_rootful_podman_runs_the_automounter_where_its_options_allow(job):
+    """Rootful podman, LWC_CVMFS=automounter (the stand-in, with the options the bed allows):
+    CVMFS mounts with real propagation, the build compiles, nothing is left running or
+    mounted."""
+    podman_bed(job.bed)
+    env = {**root_podman(job.bed), "LWC_CVMFS": "automounter", "LWC_CVMFS_HOST_DIR": None,
+           "LWC_PUSH": "never"}
+    try:
+        result = job.run(**env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "automounter" in result.stages() and "cvmfs" in result.stages()
+        assert ">> Built /home/cmsusr/CMSSW_10_6_8_patch1/bin/" in result.stdout
+        assert result.events("automounter_stopped"), "this run started it, and stops it"
+        listed = podman_root(job.bed, "ps", "--all", "--format", "{{.Names}}").stdout.split()
+        assert [n for n in listed if f"t{job.token}" in n or n == job.automounter] == []
+        assert job.leftover_mounts() == []
+    finally:
+        podman_root(job.bed, "rm", "--force", job.automounter)
+        podman_root(job.bed, "rmi", "--force", f"{job.repository}:c0ffee12")
+
+
+def test_podman_keeps_the_bases_healthcheck_and_onbuild_as_the_docker_engine_does(job, tmp_path):
+    """The commit's image format is docker's: a base's HEALTHCHECK and ONBUILD survive, as they
+    do with the docker engine (OCI's image config has neither)."""
+    podman_bed(job.bed)
+    base = f"lwc-tests/hc-base-{job.token}:1"
+    dockerfile = (f"FROM {job.bed['LWC_TESTBED_CMS_BASE']}\nHEALTHCHECK --interval=30s CMD true\n"
+                  "ONBUILD RUN echo onbuild\n")
+    job.bed.docker("build", "-q", "-t", base, "-", input=dockerfile)
+    ref = f"{job.repository}:c0ffee12"
+    try:
+        saved = subprocess.run(["docker", "--host", job.bed["DOCKER_HOST"], "save", base],
+                               capture_output=True, check=True)
+        loaded = subprocess.run(["podman", "load", "-q"], input=saved.stdout,
+                                env={**os.environ, **root_podman(job.bed)}, capture_output=True)
+        assert loaded.returncode == 0, loaded.stderr
+        result = job.run(FROM=base, **root_podman(job.bed))
+        assert result.returncode == 0, result.stderr[-3000:]
+        client = registry_env(job.bed, tmp_path)
+        job.bed.docker("pull", ref, env=client)
+        built = json.loads(job.bed.docker("image", "inspect", ref).stdout)[0]["Config"]
+        original = json.loads(job.bed.docker("image", "inspect", base).stdout)[0]["Config"]
+        assert built["Healthcheck"] == original["Healthcheck"] == {
+            "Test": ["CMD-SHELL", "true"], "Interval": 30_000_000_000}
+        assert built["OnBuild"] == original["OnBuild"] == ["RUN echo onbuild"]
+    finally:
+        podman_root(job.bed, "rmi", "--force", ref, base)
+        job.bed.docker("rmi", ref, base, check=False)
+
+
 def test_rootful_podman_single_stage_subcommands(job):
     podman_bed(job.bed)
     ref = f"{job.repository}:c0ffee12"

@@ -27,6 +27,8 @@ class EngineCli:
     auth_option: str = ""
     #: how "no such container" reads in its error output (lower case)
     missing_container: str = "no such container"
+    #: how ``ps --format`` reads one label (docker: ``.Label``; podman: ``index .Labels``)
+    label_format: str = '{{.Label "%s"}}'
 
     @staticmethod
     def image_id(output: str) -> str:

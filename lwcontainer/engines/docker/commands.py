@@ -210,15 +210,23 @@ def push(ref: str) -> Argv:
     return ("push", ref)
 
 
-BUILD_FIELDS = ("{{.ID}}", "{{.Names}}", "{{.State}}", '{{.Label "%s"}}' % OWNER_LABEL,
-                '{{.Label "%s"}}' % KEEP_LABEL)
+#: How ``ps --format`` reads one label (docker's template; podman's: EngineCli.label_format).
+LABEL_FORMAT = '{{.Label "%s"}}'
 
 
-def build_containers() -> Argv:
+def build_fields(label_format: str = LABEL_FORMAT) -> tuple[str, ...]:
+    return ("{{.ID}}", "{{.Names}}", "{{.State}}", label_format % OWNER_LABEL,
+            label_format % KEEP_LABEL)
+
+
+BUILD_FIELDS = build_fields()
+
+
+def build_containers(label_format: str = LABEL_FORMAT) -> Argv:
     """Every build and lease container on the engine, of any run, in any state: one line each,
     BUILD_FIELDS separated by tabs."""
     return ("ps", "--all", "--no-trunc", "--filter", f"label={BUILD_ROLE_LABEL}=build",
-            "--format", "\t".join(BUILD_FIELDS))
+            "--format", "\t".join(build_fields(label_format)))
 
 
 def commit_changes(base_config: Mapping | None, labels: Mapping[str, str]) -> tuple[str, ...]:

@@ -83,7 +83,7 @@ class Listed:
         fields = line.split("\t")
         if len(fields) != len(commands.BUILD_FIELDS) or not fields[0]:
             return None
-        return cls(fields[0], fields[1], fields[2], fields[3], fields[4] == "1")
+        return cls(fields[0], fields[1], fields[2].lower(), fields[3], fields[4] == "1")
 
     @property
     def in_use(self) -> bool:
@@ -102,7 +102,7 @@ class Listed:
 def remove_orphans(docker: DockerCli) -> list[Listed]:
     """Remove the build and lease containers whose run is gone; return the others in use
     (created or running): the builds that use a shared automounter."""
-    done = docker.run(commands.build_containers(), check=False)
+    done = docker.run(commands.build_containers(docker.cli.label_format), check=False)
     if not done.ok:
         return []
     listed = [c for c in map(Listed.parse, done.stdout.splitlines()) if c is not None]
@@ -112,7 +112,7 @@ def remove_orphans(docker: DockerCli) -> list[Listed]:
         if removed.ok:
             log.warning("orphan_removed", container=container.name, state=container.state,
                         owner=container.owner, reason="the run that made it is gone")
-        elif "No such container" not in removed.stderr:
+        elif docker.cli.missing_container not in removed.stderr.lower():
             log.warning("orphan_not_removed", container=container.name,
                         error=docker.executor.masker(last_line(removed.stderr)))
     return [c for c in listed if c.in_use and not c.orphan]

@@ -14,6 +14,8 @@ ADDED_VARIABLES = ("TERM", "container")
 #: ONBUILD. With docker's format the image is the docker engine's, field for field.
 IMAGE_FORMAT = "docker"
 TLS_OFF = "--tls-verify=false"
+#: How podman's ``ps --format`` reads a label (docker's ``.Label`` function is not there).
+LABEL_FORMAT = '{{index .Labels "%s"}}'
 
 
 def check() -> Argv:

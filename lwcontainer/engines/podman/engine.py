@@ -57,7 +57,7 @@ class PodmanEngine(DockerEngine):
         return EngineCli(program=PROGRAM, title="podman",
                          reason=self.address.reason,
                          auth=str(directory / AUTH_FILE) if directory else None,
-                         auth_option="--authfile")
+                         auth_option="--authfile", label_format=podman.LABEL_FORMAT)
 
     @contextmanager
     def private_context(self) -> Iterator[None]:
@@ -140,6 +140,14 @@ class PodmanEngine(DockerEngine):
                                            "podman cannot mount CVMFS for the build. Use the "
                                            "host's CVMFS client: install it, then LWC_CVMFS="
                                            "host (LWC_CVMFS_HOST_DIR, default /cvmfs)")
+
+    def open_cvmfs(self, cleanup):
+        """docker's; then the automounter's host directory is made to exist: docker creates a
+        missing bind-mount source, podman refuses it ("statfs …: no such file or directory")."""
+        cvmfs = super().open_cvmfs(cleanup)
+        if cvmfs.source == "automounter" and not self.x.dry_run:
+            Path(self.s.cvmfs_mounts, "cvmfs").mkdir(parents=True, exist_ok=True)
+        return cvmfs
 
     def push(self) -> str:
         """docker's push, each tag; TO's push writes its digest to a file of this run."""
