@@ -50,6 +50,7 @@ ensure_packages() {
   command -v openssl >/dev/null || missing+=(openssl)  # the dind TLS test makes certificates
   command -v shellcheck >/dev/null || missing+=(shellcheck)  # the scripts are linted in tests
   command -v npm >/dev/null || missing+=(npm)  # gitlab-ci-local runs the scaffolded pipelines
+  command -v rsync >/dev/null || missing+=(rsync)  # gitlab-ci-local copies the checkout with it
   command -v podman >/dev/null || missing+=(podman)  # the podman engine, root and rootless
   command -v newuidmap >/dev/null || missing+=(uidmap)
   command -v slirp4netns >/dev/null || missing+=(slirp4netns)
@@ -160,8 +161,9 @@ busybox_rootfs() { # dir
 BUSYBOX_RECIPE="busybox-static rootfs v1"
 CMS_BASE_RECIPE="mmdebstrap apt bookworm g++ make; useradd cmsusr 1000; USER cmsusr WORKDIR /home/cmsusr CMD bash v1"
 # A Debian distro Python (PEP 668: pip refuses the system site), as groups' own job images have:
-# the scaffolded publish job must install into a venv of its own there.
-PYTHON_RECIPE="mmdebstrap apt bookworm python3 python3-pip; CMD bash v1"
+# the scaffolded publish job must install into a venv of its own there. With rsync it is also
+# gitlab-ci-local's helper image (it copies checkouts and artifacts with bash and rsync).
+PYTHON_RECIPE="mmdebstrap apt bookworm python3 python3-pip rsync; CMD bash v1"
 fixture_hash() { { echo "$1"; shift; [ $# -eq 0 ] || cat "$@"; } | sha256sum | cut -c1-12; }
 
 images_up() {
@@ -203,13 +205,33 @@ images_up() {
   if ! have_image "$PYTHON"; then
     log "building $PYTHON with mmdebstrap (about a minute, once)"
     tmp=$(mktemp -d)
-    mmdebstrap --quiet --variant=apt --include=python3,python3-pip bookworm "$tmp/rootfs.tar" \
+    mmdebstrap --quiet --variant=apt --include=python3,python3-pip,rsync bookworm "$tmp/rootfs.tar" \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' >&2
     docker import -c 'CMD ["/bin/bash"]' \
       -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       "$tmp/rootfs.tar" "$PYTHON" >/dev/null
     rm -rf "$tmp"; log "built $PYTHON"
   fi
+}
+
+# lwcontainer's dependencies as wheels for the Python of $PYTHON (bookworm: 3.11), downloaded
+# once: the scaffolded pipelines' jobs install from a package index on loopback, offline.
+wheels_up() {
+  local requirements pip
+  requirements=$(sed -n '/^install_requires =/,/^$/p' "$ROOT/setup.cfg" | tail -n +2 \
+    | sed 's/#.*//; s/^ *//' | grep . | tr '\n' ' ')
+  WHEELS="$STATE/wheels-$(fixture_hash "cp311 manylinux2014_x86_64 $requirements")"
+  [ -f "$WHEELS/.complete" ] && return
+  for pip in "$ROOT/.venv/bin/python" python3; do
+    "$pip" -m pip --version >/dev/null 2>&1 && break
+  done
+  log "downloading lwcontainer's dependencies as wheels into $WHEELS (once)"
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+  # shellcheck disable=SC2086 # one word per requirement
+  "$pip" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --python-version 3.11 --implementation cp --abi cp311 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform any --dest "$WHEELS" $requirements >&2
+  touch "$WHEELS/.complete"
 }
 
 prune_images() { # fixture images of older recipes
@@ -323,6 +345,7 @@ LWC_TESTBED_BUSYBOX=${BUSYBOX:-}
 LWC_TESTBED_AUTOMOUNTER=${AUTOMOUNTER:-}
 LWC_TESTBED_CMS_BASE=${CMS_BASE:-}
 LWC_TESTBED_PYTHON=${PYTHON:-}
+LWC_TESTBED_WHEELS=${WHEELS:-}
 LWC_TESTBED_PODMAN_USER=$PODMAN_USER
 LWC_TESTBED_PODMAN_PYTHON=$PODMAN_HOME/venv/bin/python
 LWC_TESTBED_PODMAN_RUNTIME=$PODMAN_RUN/user-runtime
@@ -383,7 +406,7 @@ status() { # what the bed leaves running, for the end of `make test`
 
 case "${1:-up}" in
   up) ensure_packages; engine_up; shared_mount_up; registry_up
-      if [ "${LWC_TESTBED_IMAGES:-all}" != none ]; then images_up; prune_images; fi
+      if [ "${LWC_TESTBED_IMAGES:-all}" != none ]; then images_up; prune_images; wheels_up; fi
       podman_up
       write_env; log "ready: source $RUN/env" ;;
   down) down ;;

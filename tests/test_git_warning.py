@@ -48,3 +48,14 @@ def test_a_checkout_owned_by_someone_else_still_gives_its_commit(tmp_path):
         found = git_defaults(Path(project), dict(os.environ))
     assert len(found.get("CI_COMMIT_SHORT_SHA", "")) == 8
     assert not [e for e in logs if e["event"] == "git_unreadable"]
+
+
+def test_a_ci_job_that_names_its_commit_never_asks_git(tmp_path):
+    """GitLab gives CI_COMMIT_SHA: a job image without git is no reason for a warning."""
+    from lwcontainer.config.sources import gather
+    (tmp_path / ".git").mkdir()
+    with capture_logs() as logs:
+        merged = gather({"PATH": str(tmp_path / "nothing"), "CI_COMMIT_SHA": "ab" * 20,
+                         "CI_COMMIT_SHORT_SHA": "abababab"}, {}, cwd=tmp_path)
+    assert merged["CI_COMMIT_SHORT_SHA"] == "abababab"
+    assert not [e for e in logs if e["event"] == "git_unreadable"]

@@ -186,6 +186,8 @@ INPLACE_CI = """\
 {workflow}
 variables:
   LWC_RUNNER_TAG: cvmfs          # runners that mount /cvmfs into the job
+  # the publish job's image: any Python 3.10+, official or a distro's (lwcontainer gets a venv)
+  LWC_PYTHON_IMAGE: python:3.12-slim
 {install_variables}  LWC_BUILD_SCRIPT: {build_script}
   # passed into the build by name (read by the build script)
   LWC_BUILD_ENV: "{build_env}"
@@ -205,7 +207,7 @@ stages: [build, deploy]
 
 .lwc-publish:
   stage: deploy
-  image: python:3.12-slim
+  image: $LWC_PYTHON_IMAGE
   variables:
     LWC_ENGINE: inplace
   rules:{rules}

@@ -23,7 +23,7 @@ from .settings import DOTENV_ALLOWED, SPEC_BY_NAME, checkout_target
 
 #: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the
 #: jobs' own, read by the CI file, never by lwcontainer; known, so never warned about.
-SCAFFOLD_VARIABLES = ("LWC_RUNNER_TAG", "LWC_PACKAGE_INDEX")
+SCAFFOLD_VARIABLES = ("LWC_RUNNER_TAG", "LWC_PACKAGE_INDEX", "LWC_PYTHON_IMAGE")
 # Names a user may mean although no Spec has them (read elsewhere, or by the docker CLI).
 KNOWN_NAMES = frozenset({*SPEC_BY_NAME, *SCAFFOLD_VARIABLES, "CI_JOB_TOKEN", "CI_BUILD_TOKEN",
                          "GITHUB_TOKEN", "HOME",
@@ -149,7 +149,8 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     given = {k: v for k, v in switches.items() if v is not None}
     merged = {**file_values, **environ, **given}
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
-    defaults = git_defaults(project_dir, environ) if project_dir.is_dir() else {}
+    known = merged.get("CI_COMMIT_SHA") or merged.get("GITHUB_SHA")  # CI says: git not asked
+    defaults = git_defaults(project_dir, environ) if project_dir.is_dir() and not known else {}
     gathered = {**defaults, **github_defaults(merged), **merged}
     if env_file is None and "TO" in file_values and "TO" not in environ and "TO" not in given:
         checkout_target(file_values["TO"], gathered)  # the checkout's choice of where to push
