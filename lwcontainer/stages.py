@@ -117,5 +117,5 @@ def write_report(stages: Stages, s: Settings, image: Image, digest: str,
         if dry_run:
             log.info("report_planned", path=str(s.report))
             return
-        result.write(s.report)
+        result.write(s.report, s.report_root)
         log.info("report_written", path=str(s.report), image=result.image, digest=result.digest)

@@ -197,7 +197,8 @@ def startup(runs: int) -> dict[str, float]:
 # -- the in-place engine ----------------------------------------------------------------------
 BULK_FILES = 150_000  # CMS base images carry 100k-200k paths
 INPLACE_TARGETS = {"per_100k_s": 1.0, "fixture_s": 0.3}
-CAPTURE_LINE = re.compile(r"\(capture (\d+\.\d+) s besides the build's (\d+\.\d+) s\)")
+CAPTURE_LINE = re.compile(r"\(capture (\d+\.\d+) s, (\d+\.\d+) s CPU, besides the build's "
+                          r"(\d+\.\d+) s\)")
 
 
 def bulk_base(ctx: dict[str, str]) -> str:
@@ -241,7 +242,7 @@ def inplace_run(base: str, index: int, ctx: dict[str, str]) -> dict:
     capture_s = time.monotonic() - started
     if captured.returncode != 0:
         sys.exit(f"bench: inplace capture failed:\n{captured.stderr[-3000:]}")
-    overhead, build = (float(x) for x in CAPTURE_LINE.search(captured.stderr).groups())
+    overhead, cpu, build = (float(x) for x in CAPTURE_LINE.search(captured.stderr).groups())
     env = {"PATH": os.environ["PATH"], "HOME": str(project.parent), "LWC_LOG_FORMAT": "json",
            "DOCKER_HOST": "unix:///nonexistent", "LWC_ENGINE": "inplace", "FROM": base,
            "TO": f"{ctx['registry']}/bench/inplace:{index}-{secrets.token_hex(3)}",
@@ -257,7 +258,7 @@ def inplace_run(base: str, index: int, ctx: dict[str, str]) -> dict:
                  if '"publish_transfer"' in line)
     layer = json.loads((project / "lwcontainer-layer.json").read_text())
     shutil.rmtree(project.parent, ignore_errors=True)
-    return {"capture_s": capture_s, "overhead_s": overhead, "build_s": build,
+    return {"capture_s": capture_s, "overhead_s": overhead, "cpu_s": cpu, "build_s": build,
             "publish_s": publish_s, "bytes_sent": moved["bytes_sent"],
             "layer_bytes": layer["uncompressed_size"]}
 
@@ -272,8 +273,9 @@ def inplace(runs: int, ctx: dict[str, str]) -> dict[str, dict]:
         size = json.loads(docker("image", "inspect", base).stdout)[0]["Size"]
         files = int(docker("run", "--rm", "--user", "0", base, "bash", "-c",
                            "find / -xdev | wc -l").stdout.split()[0])
+        load = os.getloadavg()[0]
         results = [inplace_run(base, i, ctx) for i in range(runs)]
-        out[label] = {"size": size, "files": files,
+        out[label] = {"size": size, "files": files, "load": (load + os.getloadavg()[0]) / 2,
                       **{key: statistics.median(r[key] for r in results) for key in results[0]}}
         print(f"bench: inplace {label}: {out[label]}", file=sys.stderr)
     return out
@@ -281,36 +283,39 @@ def inplace(runs: int, ctx: dict[str, str]) -> dict[str, dict]:
 
 def inplace_section(in_place: dict[str, dict], runs: int, docker_cold: str) -> str:
     """The in-place part of docs/benchmarks.md (rewritten alone by --inplace-only)."""
-    rows, targets = [], []
-    for label, r in in_place.items():
-        per_100k = r["overhead_s"] / r["files"] * 100_000
-        rows.append(f"| {label} | {r['size'] / 1e6:.0f} MB | {r['files']} | "
-                    f"{r['capture_s']:.2f} s | {r['build_s']:.2f} s | {r['overhead_s']:.2f} s | "
-                    f"{per_100k:.2f} s | {r['publish_s']:.2f} s | {r['bytes_sent']:.0f} B | "
-                    f"{r['layer_bytes']:.0f} B |")
-        if label == "CMS-like base":
-            target = INPLACE_TARGETS["fixture_s"]
-            targets.append(f"| capture overhead, {label} ({r['files']} paths) | "
-                           f"{r['overhead_s']:.2f} s | ≤ {target} s | "
-                           f"{'met' if r['overhead_s'] <= target else 'missed'} |")
-        target = INPLACE_TARGETS["per_100k_s"]
-        targets.append(f"| capture overhead per 100k paths, {label} | {per_100k:.2f} s | "
-                       f"≤ {target} s | {'met' if per_100k <= target else 'missed'} |")
+    rows = [f"| {label} | {r['size'] / 1e6:.0f} MB | {r['files']} | {r['capture_s']:.2f} s | "
+            f"{r['build_s']:.2f} s | {r['overhead_s']:.2f} s ({r['cpu_s']:.2f} s CPU) | "
+            f"{r['publish_s']:.2f} s | {r['bytes_sent']:.0f} B | {r['layer_bytes']:.0f} B | "
+            f"{r['load']:.1f} |" for label, r in in_place.items()]
+    (_, small), (bulk_label, bulk) = in_place.items()
+    per_100k = bulk["overhead_s"] / bulk["files"] * 100_000
+    marginal = ((bulk["overhead_s"] - small["overhead_s"]) / (bulk["files"] - small["files"])
+                * 100_000)
+    fixture, target = INPLACE_TARGETS["fixture_s"], INPLACE_TARGETS["per_100k_s"]
+    targets = [
+        f"| capture overhead on the CMS-like base ({small['files']} paths) | "
+        f"{small['overhead_s']:.2f} s ({small['cpu_s']:.2f} s CPU) | ≤ {fixture} s | "
+        f"{'met' if small['overhead_s'] <= fixture else 'missed'} |",
+        f"| capture overhead per 100k paths, {bulk_label} ({bulk['files']} paths) | "
+        f"{per_100k:.2f} s ({bulk['cpu_s'] / bulk['files'] * 100_000:.2f} s CPU) | ≤ {target} s "
+        f"| {'met' if per_100k <= target else 'missed'} |",
+        f"| each further 100k paths (the difference of the two bases) | {marginal:.2f} s | — | |"]
     return f"""## The in-place engine
 
 Job 1 (capture) runs in a container of `FROM` with `--cap-drop ALL --security-opt
 no-new-privileges --network none`, `/cvmfs` read-only and the checkout bind-mounted, as an
 unprivileged runner runs it; its wall time includes the container's start and the build. The
-capture's overhead is its own time less the build's, as the capture reports it (`capture X s
-besides the build's Y s`): the walk before the build, the walk after it, the set operations,
-tar, the secret search, gzip and the digests. Job 2 (publish) runs with no engine at all. Same
-example analysis, same registry; medians of {runs} runs. The docker engine's cold path for
-comparison: {docker_cold} wall, and it pulls the whole base (426 MB) into the engine before it
-can build, then pushes the new layer.
+capture's overhead is its own time less the build's, as the capture reports it (`capture X s,
+C s CPU, besides the build's Y s`): the walk before the build, the walk after it, the set
+operations, tar, the secret search, gzip and the digests. Its CPU time (user and system, of the
+capture and the tools it runs, less the build's) is what the wall time would be on an idle
+machine; this one is shared, and the load average (1 minute, during the runs) is in the last
+column. Job 2 (publish) runs with no engine at all. Same example analysis, same registry;
+medians of {runs} runs. The docker engine's cold path for comparison: {docker_cold} wall, and
+it pulls the whole base (426 MB) into the engine before it can build, then pushes the new layer.
 
 | base | image size | paths on its root filesystem | capture (job 1, wall) | build | \
-capture overhead | overhead per 100k paths | publish (job 2) | bytes sent by publish | \
-layer (uncompressed) |
+capture overhead | publish (job 2) | bytes sent by publish | layer (uncompressed) | load average |
 |---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + """
 
@@ -451,6 +456,7 @@ it for the harness, which removes it and its mounts before the next run).
 ```sh
 make bench            # brings up the test bed; about 3 minutes; rewrites this file
 python scripts/bench.py --runs 9   # more runs
+python scripts/bench.py --inplace-only   # only the in-place engine's section
 ```
 """
     (ROOT / "docs" / "benchmarks.md").write_text(text)

@@ -555,8 +555,9 @@ def test_an_unwritable_project_is_refused_before_the_build_runs(lib):
 
 
 def test_paths_relative_to_the_captured_root(lib):
-    done = bash(lib, 'FS=/; for p in /tmp/x /; do rel "$p" && echo "$REL"; done; FS=/r; '
-                     'for p in /r/a /r; do rel "$p" && echo "$REL"; done; rel /other || echo outside')
+    done = bash(lib, 'FS=/; for p in /tmp/x /; do rel "$p" && echo "$REL"; done; '
+                     'FS=/r; for p in /r/a /r; do rel "$p" && echo "$REL"; done; '
+                     'rel /other || echo outside')
     assert done.stdout.decode().split("\n")[:5] == ["./tmp/x", ".", "./a", ".", "outside"]
 
 

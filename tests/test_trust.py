@@ -321,3 +321,59 @@ def test_l8_registry_hosts_as_they_are_written(project, value):
            "CI_JOB_TOKEN": TOKEN, "LWC_INSECURE_REGISTRIES": f"{value}, other.org:81"}
     s = Settings.from_mapping(env, cwd=project)
     assert s.registry == value and s.insecure_registries == (value, "other.org:81")
+
+
+# -- L6: init never writes through a link ------------------------------------------------------
+def test_l6_init_never_writes_through_a_link(tmp_path):
+    from test_scaffold import init
+    project, outside = tmp_path / "ana", tmp_path / "outside"
+    project.mkdir()
+    outside.mkdir()
+    (project / ".gitlab-ci.yml").symlink_to(outside / "planted.yml")  # dangling
+    done = init(project)
+    assert done.returncode == 2 and ".gitlab-ci.yml" in done.stderr
+    assert list(outside.iterdir()) == []
+    victim = outside / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    (project / ".gitlab").mkdir()
+    (project / ".gitlab" / "build.sh").symlink_to(victim)
+    done = init(project, "--force")
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious\n" and victim.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    for name in (".gitlab-ci.yml", ".gitlab/build.sh"):
+        assert (project / name).is_file() and not (project / name).is_symlink()
+    assert (project / ".gitlab" / "build.sh").stat().st_mode & 0o777 == 0o755
+
+
+def test_l6_init_refuses_a_linked_directory(tmp_path):
+    from test_scaffold import init
+    project, outside = tmp_path / "ana", tmp_path / "outside"
+    project.mkdir()
+    outside.mkdir()
+    (project / ".gitlab").symlink_to(outside)
+    done = init(project, "--force")
+    assert done.returncode == 2 and "symbolic link" in done.stderr
+    assert list(outside.iterdir()) == []
+
+
+# -- L7: the report's directories ----------------------------------------------------------------
+def test_l7_the_report_is_never_written_through_a_linked_directory(tmp_path):
+    from lwcontainer.output import report
+    project, outside = tmp_path / "ana", tmp_path / "outside"
+    project.mkdir()
+    outside.mkdir()
+    (project / "out").symlink_to(outside)
+    result = report.Report("r/x:1", "sha256:" + "a" * 64, "", ("r/x:1",), 1)
+    with pytest.raises(ConfigError, match="^LWC_REPORT: .*out is a symbolic link"):
+        result.write(project / "out" / "x.env", project)
+    assert list(outside.iterdir()) == []
+    result.write(project / "deeper" / "x.env", project)  # directories are made, not followed
+    assert "LWC_IMAGE=r/x:1" in (project / "deeper" / "x.env").read_text()
+
+
+@pytest.mark.parametrize("value", ["/tmp/elsewhere.env", "../x.env"])
+def test_l7_the_report_lies_inside_the_project(project, value):
+    with pytest.raises(ConfigError, match="^LWC_REPORT: .*inside the project directory"):
+        Settings.from_mapping({"FROM": "r.io/x:1", "LWC_REPORT": value}, cwd=project)

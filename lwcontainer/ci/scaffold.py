@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError
+from ..output.files import write_below
 from ..output.logs import get_logger
 from ..config.reference import Reference, InvalidReference, parse
 from ..config.secrets import is_secret_name
@@ -240,15 +241,15 @@ def ignore_outputs(directory: Path) -> bool:
     missing = [line for line in GITIGNORE_LINES if line not in text.splitlines()]
     if not missing:
         return False
-    path.write_text(text + ("" if not text or text.endswith("\n") else "\n")
-                    + "\n".join(missing) + "\n")
+    write_below(directory, path, text + ("" if not text or text.endswith("\n") else "\n")
+                + "\n".join(missing) + "\n", "init")
     return True
 
 
 def init(directory: Path, options: Options, force: bool) -> list[Path]:
     planned = {directory / name: content
                for name, content in files(options, directory).items()}
-    existing = [path for path in planned if path.exists()]
+    existing = [path for path in planned if path.exists() or path.is_symlink()]
     if existing and not force:
         raise ConfigError("init", f"{', '.join(map(str, existing))} already exist(s); nothing "
                                   "written (--force overwrites)")
@@ -256,10 +257,8 @@ def init(directory: Path, options: Options, force: bool) -> list[Path]:
     if env_text is not None:
         planned[directory / ".env"] = (env_text, 0o644)
     log = get_logger()
-    for path, (text, mode) in planned.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        path.chmod(mode)
+    for path, (text, mode) in planned.items():  # never through a link (output/files.py)
+        write_below(directory, path, text, "init", mode)
         log.info("wrote", path=str(path), overwritten=path in existing)
     if ignore_outputs(directory):
         log.info("ignored", path=str(directory / ".gitignore"), entries=list(GITIGNORE_LINES))

@@ -98,7 +98,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
          "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
     Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine, and "
-         "that any other docker call may take", dotenv=True),
+         "that any other docker or podman call may take", dotenv=True),
     Spec("LWC_TRANSFER_TIMEOUT", "--transfer-timeout", "1800",
          "seconds one pull, push or commit may take before it is stopped (and retried)",
          dotenv=True),
@@ -247,6 +247,7 @@ class Settings:
     dind_host: str | None
     docker_tls_certdir: str | None
     secret_variables: tuple[str, ...] = ()  # LWC_SECRET_VARIABLES: the user's own secrets
+    report_root: Path | None = None  # the directory the report lies in: no link below it
 
     @property
     def push_enabled(self) -> bool:
@@ -311,7 +312,7 @@ class Settings:
                                or Path(get.text("HOME", "/root")) / ".docker"),
             push=get.choice("LWC_PUSH", PUSH_POLICIES),
             push_retries=int(get.number("LWC_PUSH_RETRIES", integer=True)),
-            report=cwd / get.text("LWC_REPORT"),
+            **_report(get, cwd, project_dir),
             report_prefix=_report_prefix(get),
             progress_interval=max(get.number("LWC_PROGRESS_INTERVAL"), 0.1),
             log_format=get.choice("LWC_LOG_FORMAT", LOG_FORMATS),
@@ -415,6 +416,18 @@ def checkout_target(text: str, env: Mapping[str, str]) -> None:
     raise ConfigError("TO", f"{text!r} from the checkout's .env: the checkout may name only "
                             f"{where}; set TO in the environment or on the command line to "
                             "push elsewhere")
+
+
+def _report(get: _Getter, cwd: Path, project_dir: Path) -> dict:
+    """The report's path, inside the project directory (or the working directory, where CI
+    starts the job); the writer follows no link below that root (output/files.py)."""
+    base = cwd.resolve()
+    path = Path(os.path.normpath(base / get.text("LWC_REPORT")))
+    for root in (project_dir, base):
+        if path != root and path.is_relative_to(root):
+            return dict(report=path, report_root=root)
+    raise ConfigError("LWC_REPORT", f"{path} must lie inside the project directory "
+                                    f"{project_dir} (or the working directory {base})")
 
 
 def _report_prefix(get: _Getter) -> str:

@@ -1,14 +1,12 @@
 """The dotenv report a GitLab job can publish with ``artifacts:reports:dotenv``."""
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from .files import write_below
 from .logs import get_logger
 
 
@@ -33,10 +31,10 @@ class Report:
         ]
         return [f"{self.prefix}{key}={value}" for key, value in values]
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, root: Path | None = None) -> None:
         text = "\n".join(self.lines()) + "\n"
         check_gitlab_limits(path, text)
-        write_safely(path, text)
+        write_safely(path, text, root)
 
 
 #: GitLab's limits for an artifacts:reports:dotenv file (gitlab.com and default self-managed):
@@ -51,39 +49,28 @@ def check_gitlab_limits(path: Path, text: str) -> None:
     if len(text.encode()) >= GITLAB_MAX_BYTES or len(lines) > GITLAB_MAX_VARIABLES:
         get_logger().warning("report_over_gitlab_limits", path=str(path),
                              bytes=len(text.encode()), variables=len(lines),
-                             limits=f"under {GITLAB_MAX_BYTES} bytes, {GITLAB_MAX_VARIABLES} variables",
+                             limits=f"under {GITLAB_MAX_BYTES} bytes, "
+                                    f"{GITLAB_MAX_VARIABLES} variables",
                              hint="fewer LWC_EXTRA_TAGS, or shorter ones")
 
 
-def write_safely(path: Path, text: str) -> None:
-    """The one writer of the report: the build can write to its directory, so write a random
-    temporary name there (``mkstemp``, never following a planted link) and rename it into
-    place; a symlink at the report's own path is refused."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():  # replaced by the rename below, never written through
-            get_logger().warning("report_link_replaced", path=str(path),
-                                 reason="a symbolic link stood at the report's path")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise ConfigError("LWC_REPORT", f"cannot write {path}: {exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ConfigError("LWC_REPORT", f"cannot write {path}: {exc}") from None
-        raise
+def write_safely(path: Path, text: str, root: Path | None = None) -> None:
+    """The one writer of the report: the build can write the checkout, so no directory below
+    ``root`` (the project directory) may be a link, and the file goes to a random temporary
+    name and is renamed into place: a symlink at the report's own path is replaced, never
+    followed (output/files.py)."""
+    if write_below(root or path.parent, path, text, "LWC_REPORT"):
+        get_logger().warning("report_link_replaced", path=str(path),
+                             reason="a symbolic link stood at the report's path")
 
 
-def remember_container(path: Path, container: str, prefix: str = "") -> None:
+def remember_container(path: Path, container: str, prefix: str = "",
+                       root: Path | None = None) -> None:
     """After 'lwcontainer build': the report names the kept container for 'commit'."""
     lines = [f"{prefix}{k}={v}" for k, v in read(path, prefix).items()
              if k != "LWC_BUILD_CONTAINER"]
-    write_safely(path, "\n".join([*lines, f"{prefix}LWC_BUILD_CONTAINER={container}"]) + "\n")
+    write_safely(path, "\n".join([*lines, f"{prefix}LWC_BUILD_CONTAINER={container}"]) + "\n",
+                 root)
 
 
 #: What a value read back from a report must look like before it goes into a docker argv.

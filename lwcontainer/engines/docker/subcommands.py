@@ -36,7 +36,8 @@ def build_only(engine: DockerEngine) -> str:
     with engine.connect(), engine.workspace(keep_container=True):
         engine.build()
     if not engine.x.dry_run:
-        report.remember_container(engine.s.report, engine.container, engine.s.report_prefix)
+        report.remember_container(engine.s.report, engine.container, engine.s.report_prefix,
+                                  engine.s.report_root)
         engine.log.info("build_container_kept", container=engine.container,
                         report=str(engine.s.report))
     return engine.container

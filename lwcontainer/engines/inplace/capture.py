@@ -9,10 +9,12 @@ import re
 from importlib.resources import files
 
 from ... import __version__
-from ...ci.templates import CAPTURE_SCRIPT as SCRIPT_PATH  # where init writes it
+from ...ci.templates import CAPTURE_SCRIPT
 from ...config.secrets import MIN_SECRET_LENGTH, USER_SECRETS, shell_case_pattern
 
 TEMPLATE = "capture.sh"
+#: Where ``lwcontainer init`` writes it, relative to the project.
+SCRIPT_PATH = CAPTURE_SCRIPT
 
 
 def render(build_script: str = ".gitlab/build.sh") -> str:
