@@ -349,7 +349,7 @@ podman_down() {
     usermod --del-subuids "$PODMAN_SUBIDS" --del-subgids "$PODMAN_SUBIDS" "$PODMAN_USER" 2>/dev/null || true
   fi
   if [ -f "$STATE/podman/user-created" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
-    userdel --remove "$PODMAN_USER" 2>/dev/null || true
+    userdel --force --remove "$PODMAN_USER" 2>/dev/null || true  # --force: a reaped pause process
   fi
 }
 
