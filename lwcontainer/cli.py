@@ -363,11 +363,12 @@ Subcommands:
   publish     push an image built earlier (inplace: the captured layer) and write the report
   init        write GitLab CI jobs, .gitlab/build.sh (and the capture script) into a project
   run         run a command in the built image with CVMFS mounted (LWC_CVMFS)
-  build, commit, push, login, automount     the docker engine's stages one by one
+  build, commit, push, login, automount     docker's or podman's stages one by one
   help        'lwcontainer help settings' (every setting), 'lwcontainer help exit-codes'
 
 Switches most runs need (every setting also has a variable and a switch):
-  --engine docker|inplace   LWC_ENGINE: docker (an engine) or inplace (none, no privileges)
+  --engine ENGINE           LWC_ENGINE: auto (default: docker if it answers, else podman),
+                            docker, podman (rootless too) or inplace (no engine)
   --from IMAGE              FROM: the CMS base image the build runs in (required)
   --to IMAGE                TO: what to push (CI: $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA)
   --build-script PATH       LWC_BUILD_SCRIPT (default .gitlab/build.sh)

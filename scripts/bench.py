@@ -310,9 +310,9 @@ C s CPU, besides the build's Y s`): the walk before the build, the walk after it
 operations, tar, the secret search, gzip and the digests. Its CPU time (user and system, of the
 capture and the tools it runs, less the build's) is what the wall time would be on an idle
 machine; this one is shared, and the load average (1 minute, during the runs) is in the last
-column. Job 2 (publish) runs with no engine at all. Same example analysis, same registry; medians of {runs}
-runs. The docker engine's cold path for comparison: {docker_cold} wall, and it pulls the whole
-base (426 MB) into the engine before it can build, then pushes the new layer.
+column. Job 2 (publish) runs with no engine at all. Same example analysis, same registry;
+medians of {runs} runs. The docker engine's cold path for comparison: {docker_cold} wall, and
+it pulls the whole base (426 MB) into the engine before it can build, then pushes the new layer.
 
 | base | image size | paths on its root filesystem | capture (job 1, wall) | build | \
 capture overhead | publish (job 2) | bytes sent by publish | layer (uncompressed) | load average |

@@ -185,7 +185,6 @@ def files_holding(secret: str, *roots: Path, skip: tuple[Path, ...] = ()) -> lis
 # -- rootless ----------------------------------------------------------------------------------
 def test_rootless_podman_builds_pushes_and_the_image_runs(user, testbed, tmp_path):
     repository = f"{testbed['LWC_TESTBED_REGISTRY']}/lwc-tests/podman-rootless"
-    before = time.time()
     result = user.lwcontainer(LWC_ENGINE="podman", CI_REGISTRY=testbed["LWC_TESTBED_REGISTRY"],
                               CI_REGISTRY_USER=testbed["LWC_TESTBED_USER"],
                               CI_REGISTRY_PASSWORD=testbed.password,
@@ -213,7 +212,6 @@ def test_rootless_podman_builds_pushes_and_the_image_runs(user, testbed, tmp_pat
     assert not (user.home / ".config/containers/auth.json").exists()
     assert not (runtime / "containers/auth.json").exists(), "the user's auth file is untouched"
     assert testbed.password not in result.stdout + result.stderr
-    assert time.time() - before < 600
 
     check_pushed_image(testbed, tmp_path, ref, report, user.cvmfs)
 

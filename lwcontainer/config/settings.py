@@ -98,7 +98,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("DOCKER_TLS_CERTDIR", "--docker-tls-certdir", "", "dind TLS certificates: wait for "
          "client/{ca,cert,key}.pem and use port 2376 with TLS; unset: port 2375"),
     Spec("LWC_DOCKER_TIMEOUT", "--docker-timeout", "60", "seconds to wait for the engine, and "
-         "that any other docker call may take", dotenv=True),
+         "that any other docker or podman call may take", dotenv=True),
     Spec("LWC_TRANSFER_TIMEOUT", "--transfer-timeout", "1800",
          "seconds one pull, push or commit may take before it is stopped (and retried)",
          dotenv=True),
