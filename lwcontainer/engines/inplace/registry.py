@@ -219,7 +219,7 @@ class RegistryClient:
         if answer.status_code not in ok:
             where = path.split("?", 1)[0]  # not the upload session's state
             message = _short(f"{method} {where} on {self.host}: {answer.status_code} "
-                             f"{_errors(answer) if not kwargs.get('stream') else ''}", 600)
+                             f"{_errors(answer)}", 600)
             _close(answer)
             raise RegistryError(message, answer.status_code)
         return answer
@@ -400,8 +400,15 @@ def _reason(exc: Exception) -> str:
 
 
 def _errors(answer: requests.Response) -> str:
+    """The registry's error text: its first 64 kB (a streamed answer is read no further, and
+    within its deadline), shortened and printable."""
     try:
-        body = answer.json()
+        raw = answer.content if getattr(answer, "lwc_watch", None) is None else \
+            next(answer.iter_content(1 << 16), b"")
+    except requests.RequestException:
+        raw = b""
+    try:
+        body = json.loads(raw)
     except ValueError:
         body = None
     errors = body.get("errors") if isinstance(body, dict) else None
@@ -409,7 +416,7 @@ def _errors(answer: requests.Response) -> str:
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors
                          if isinstance(e, dict))
     else:
-        text = answer.text
+        text = raw.decode("utf-8", "replace")
     return _short(str(text or answer.reason or ""))
 
 
