@@ -377,3 +377,17 @@ def test_l7_the_report_is_never_written_through_a_linked_directory(tmp_path):
 def test_l7_the_report_lies_inside_the_project(project, value):
     with pytest.raises(ConfigError, match="^LWC_REPORT: .*inside the project directory"):
         Settings.from_mapping({"FROM": "r.io/x:1", "LWC_REPORT": value}, cwd=project)
+
+
+def test_m6_the_single_job_capture_gets_the_secrets_it_searches_the_layer_for(project):
+    """The capture runs the build with env -i (only LWC_BUILD_ENV names), and searches the
+    layer for the job's secrets: it alone gets their values, as CI gives them to a capture job."""
+    environ = {"PATH": "/usr/bin", "HOME": str(project), **secret_env()}
+    s = Settings.from_mapping({"FROM": "r.io/x:1", **environ, "LWC_SECRET_VARIABLES": "EOS_KEYTAB",
+                               "LWC_ENGINE": "inplace"}, cwd=project)
+    environ.pop("LWC_SECRET_VARIABLES")  # given as a switch, not in the environment
+    inplace = InplaceEngine(s, Executor(Masker()), Stages(s, Masker(), io.StringIO()), environ)
+    env = inplace.capture_step().env
+    assert env["LWC_SECRET_VARIABLES"] == "EOS_KEYTAB"
+    for name in ("CI_JOB_TOKEN", *INNOCENT):
+        assert env[name] == secret_env()[name]

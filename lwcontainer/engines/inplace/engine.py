@@ -19,6 +19,7 @@ from . import capture
 from .artifact import Layer
 from .image import assemble
 from .publish import Publisher
+from ...config.secrets import USER_SECRETS, secret_names
 from ...config.settings import Settings
 from ...errors import BuildError, ConfigError
 from ...executor import TIMED_OUT, Executor, Step, child_environment
@@ -39,6 +40,13 @@ class InplaceEngine:
         self.env = child_environment(environ, {"LWC_BUILD_SCRIPT": settings.build_script,
                                                "LWC_BUILD_ENV": " ".join(settings.build_env)},
                                      settings.secret_variables)
+        # The one child that gets the job's secrets: the capture runs the build with env -i
+        # (LWC_BUILD_ENV names only, never a secret) and searches the layer for their values,
+        # as the capture job of the two-job pipeline does with the variables CI gives it.
+        user = {USER_SECRETS: " ".join(settings.secret_variables)} \
+            if settings.secret_variables else {}
+        self.capture_env = {**self.env, **user, **{
+            name: environ[name] for name in secret_names({**environ, **user})}}
         self.image = None
         self.layer = None
 
@@ -73,7 +81,8 @@ class InplaceEngine:
         """The generated capture script, run by bash here; LWC_BUILD_TIMEOUT bounds it (the
         executor stops its whole process group: the build and the capture's own tools)."""
         return Step(("-c", capture.render(self.s.build_script), "lwcontainer-capture"),
-                    program="bash", env=self.env, cwd=str(self.s.project_dir), stream=True,
+                    program="bash", env=self.capture_env, cwd=str(self.s.project_dir),
+                    stream=True,
                     check=False, what="capture", timeout=self.s.build_timeout,
                     timeout_setting="LWC_BUILD_TIMEOUT",
                     shown=f"bash {capture.SCRIPT_PATH} (generated; LWC_BUILD_SCRIPT="
