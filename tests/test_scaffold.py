@@ -152,7 +152,8 @@ def check_schema(*paths: Path) -> None:
 
 
 def test_init_honours_build_script_and_build_env(tmp_path):
-    done = init(tmp_path, "--build-script", "ci/make-image.sh", "--build-env", "CMSSW_RELEASE,MY_OPT")
+    done = init(tmp_path, "--build-script", "ci/make-image.sh",
+                "--build-env", "CMSSW_RELEASE,MY_OPT")
     assert done.returncode == 0, done.stderr
     ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
     assert ci["variables"]["LWC_BUILD_SCRIPT"] == "ci/make-image.sh"

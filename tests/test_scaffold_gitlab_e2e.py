@@ -223,8 +223,9 @@ def test_a_merge_request_pipeline_builds_and_checks_and_pushes_nothing(project):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     # both jobs are in the pipeline (publish's needs: finds its capture), both pass
     assert passed(done) == ["lwc-capture", "lwc-publish"]
-    skipped = [line for line in (done.stdout + done.stderr).splitlines() if '"stage": "push"' in line
-               and '"outcome": "skipped"' in line]
+    log = (done.stdout + done.stderr).splitlines()
+    skipped = [line for line in log
+               if '"stage": "push"' in line and '"outcome": "skipped"' in line]
     assert skipped and "LWC_PUSH=never" in skipped[0], done.stderr[-4000:]  # checked, not pushed
     assert project.tags() == []
     assert not project.report().get("LWC_IMAGE_DIGEST")

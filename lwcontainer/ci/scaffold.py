@@ -12,8 +12,8 @@ from ..config.reference import Reference, InvalidReference, parse
 from ..config.secrets import is_secret_name
 from ..config.settings import slug
 from .. import __version__
-from .templates import (BUILD_SH, CAPTURE_SCRIPT, COMPONENT_DOCKER, COMPONENT_INPLACE, COMPONENT_INSTALL,
-                        COMPONENT_SPEC, COMPONENT_VARIABLES, DEFAULT_BUILD_ENV,
+from .templates import (BUILD_SH, CAPTURE_SCRIPT, COMPONENT_DOCKER, COMPONENT_INPLACE,
+                        COMPONENT_INSTALL, COMPONENT_SPEC, COMPONENT_VARIABLES, DEFAULT_BUILD_ENV,
                         DEFAULT_BUILD_SCRIPT, DOCKER_VERSION, GIT_INSTALL, GITIGNORE_LINES,
                         GITLAB_CI, INCLUDE_CI, INDEX_INSTALL, INDEX_VARIABLES, INPLACE_CI,
                         INPLACE_PAIR, LWC, MATRIX, MATRIX_ENTRY, MATRIX_IMAGE, RULES,
