@@ -172,7 +172,7 @@ def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
     size = json.loads(docker("image", "inspect", to).stdout)[0]["Size"] - base_size
     shutil.rmtree(project.parent, ignore_errors=True)
     return {"tool": tool, "mode": mode, "wall_s": wall, "latency_s": build_start - mounted,
-            "layer_bytes": size}
+            "layer_bytes": size, "load": os.getloadavg()[0]}
 
 
 def _ts(text: str) -> float:
@@ -412,7 +412,9 @@ Measured by `make bench` (scripts/bench.py) on {datetime.now(timezone.utc):%Y-%m
 fresh data root, like a new dind service), the test-bed registry on loopback, the automounter
 stand-in, the example analysis (the lesson's build.sh, `scram b` compiling against the fixture
 CVMFS). {runs} runs per tool and mode, alternating plain sequence (a) and lwcontainer (b); every
-run starts with a fresh automounter and the old mounts removed.
+run starts with a fresh automounter and the old mounts removed. The 1-minute load average
+after each run: median {statistics.median(r["load"] for r in results):.1f} (the machine may be
+shared; the start-up row shows how much: the bare imports take about 0.2 s on a quiet one).
 
 - **plain**: `scripts/bench/plain-sequence.sh`, the recipe's commands with the password on stdin
   and a 1-second readiness loop (`docker exec` into the automounter), the way a careful user
@@ -448,8 +450,11 @@ it for the harness, which removes it and its mounts before the next run).
   measured while pushing; the build container is removed after the push, on the main thread
   (as the plain sequence does).
 - What lwcontainer still adds over the bare commands: the Python start-up (about 0.25 s: the
-  imports of plumbum, structlog and python-dotenv, which the start-up row measures) and a few
-  `docker` queries of tens of milliseconds (engine version, container and image inspects).
+  imports of plumbum, structlog and python-dotenv, which the start-up row measures), a few
+  `docker` queries of tens of milliseconds (engine version, container and image inspects), and
+  the commit's world-writable check: a `docker diff` of the build container and a container of
+  the new image running `find` (about 1.9 s of a 6 s warm run on the shared machine, the
+  largest single addition).
 
 ## Reproduce
 

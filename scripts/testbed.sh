@@ -282,8 +282,11 @@ podman_user() { # an ordinary user: a subordinate id range, not in the docker gr
     useradd --create-home --shell /bin/bash "$PODMAN_USER"
     mkdir -p "$STATE/podman" && touch "$STATE/podman/user-created"
   fi
-  grep -q "^$PODMAN_USER:" /etc/subuid 2>/dev/null || usermod --add-subuids "$PODMAN_SUBIDS" "$PODMAN_USER"
-  grep -q "^$PODMAN_USER:" /etc/subgid 2>/dev/null || usermod --add-subgids "$PODMAN_SUBIDS" "$PODMAN_USER"
+  if ! grep -q "^$PODMAN_USER:" /etc/subuid 2>/dev/null \
+     || ! grep -q "^$PODMAN_USER:" /etc/subgid 2>/dev/null; then
+    usermod --add-subuids "$PODMAN_SUBIDS" --add-subgids "$PODMAN_SUBIDS" "$PODMAN_USER"
+    mkdir -p "$STATE/podman" && touch "$STATE/podman/subids-added"
+  fi
   mkdir -p "$PODMAN_RUN/user-runtime"
   chown "$PODMAN_USER:" "$PODMAN_RUN/user-runtime"
   chmod 700 "$PODMAN_RUN/user-runtime"
@@ -313,22 +316,40 @@ podman_images() { # the CMS base, from the bed's engine into root's and the user
   fi
 }
 
+# What rootful and rootless podman create on the host whatever their configuration says (the
+# netavark run directory, the blob-info cache, the shared-memory locks): those absent when the
+# bed first came up are listed, and 'down' removes them.
+podman_host_paths() {
+  printf '%s\n' /run/containers /var/lib/containers /dev/shm/libpod_lock \
+    "/dev/shm/libpod_rootless_lock_$(id -u "$PODMAN_USER")"
+}
+
 podman_up() {
   podman_configs
   podman_user
+  if [ ! -f "$STATE/podman/host-paths" ]; then
+    podman_host_paths | while read -r path; do [ -e "$path" ] || echo "$path"; done \
+      >"$STATE/podman/host-paths"
+  fi
   [ -z "${CMS_BASE:-}" ] || podman_images
 }
 
 podman_down() {
   if [ -d "$PODMAN_RUN" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
     as_user podman system reset --force >/dev/null 2>&1 || true  # the user's store
+    as_user podman system migrate >/dev/null 2>&1 || true  # ends its pause process
   fi
   if [ -f "$PODMAN_RUN/storage-root.conf" ]; then
     as_root_podman system reset --force >/dev/null 2>&1 || true  # root's store of the bed
   fi
-  if [ -f "$STATE/podman/user-created" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
+  if [ -f "$STATE/podman/host-paths" ]; then
+    xargs -r rm -rf <"$STATE/podman/host-paths"
+  fi
+  if [ -f "$STATE/podman/subids-added" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
     usermod --del-subuids "$PODMAN_SUBIDS" --del-subgids "$PODMAN_SUBIDS" "$PODMAN_USER" 2>/dev/null || true
-    userdel --remove "$PODMAN_USER" 2>/dev/null || true
+  fi
+  if [ -f "$STATE/podman/user-created" ] && id "$PODMAN_USER" >/dev/null 2>&1; then
+    userdel --force --remove "$PODMAN_USER" 2>/dev/null || true  # --force: a reaped pause process
   fi
 }
 

@@ -125,11 +125,14 @@ def user(testbed):
     person = User(testbed, root)
     person.prepare()
     yield person
-    mine = [line for line in person.podman("images", "--format",
-                                           "{{.Repository}}:{{.Tag}}").split()
-            if "lwc-tests/podman-" in line]
-    if mine:
-        person.podman("rmi", "--force", *mine)
+    # Every image the test made, tagged or left untagged by a later build (vfs: each a full
+    # copy of the base), leaves the user's store; the base stays.
+    base = person.podman("image", "inspect", "--format", "{{.Id}}",
+                         testbed["LWC_TESTBED_CMS_BASE"]).strip()
+    made = {i for i in person.podman("images", "--all", "--no-trunc", "--format",
+                                     "{{.ID}}").split() if i.removeprefix("sha256:") != base}
+    if made:
+        person.podman("rmi", "--force", *made)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,6 +1,8 @@
 """lwcontainer init: what it writes, and that it never overwrites without --force."""
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -275,3 +277,64 @@ def test_the_scaffolds_own_variables_are_known_settings(tmp_path):
     with capture_logs() as logs:
         warn_unknown({name: "x" for name in names})
     assert logs == []
+
+
+#: pipeline kind -> (its predefined variables, does the workflow create it, is LWC_PUSH never)
+PIPELINES = {
+    "default branch": ({"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}, True, False),
+    "feature branch": ({"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "f"}, True, True),
+    "branch of an open MR": ({"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "f",
+                              "CI_OPEN_MERGE_REQUESTS": "g/p!7"}, False, None),
+    "merge request": ({"CI_PIPELINE_SOURCE": "merge_request_event",
+                       "CI_MERGE_REQUEST_IID": "7"}, True, True),
+    "tag": ({"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_TAG": "v1"}, True, False),
+}
+EVALUATE = """
+import { Utils } from %s;
+const cases = JSON.parse(process.argv[1]);
+console.log(JSON.stringify(cases.map(([rules, vars]) =>
+    Utils.getRulesResult({cwd: ".", rules, variables: vars, argv: {}}, {}))));
+"""
+
+
+def gitlab_rules(cases: list) -> list[dict]:
+    """GitLab's rule semantics as gitlab-ci-local 4.65.0 implements them (its own evaluator:
+    it ignores workflow:rules when it runs a pipeline, so they are evaluated here directly)."""
+    npm = shutil.which("npm")
+    root = subprocess.run([npm, "root", "-g"], capture_output=True, text=True).stdout.strip() \
+        if npm else ""
+    utils = Path(root) / "gitlab-ci-local" / "src" / "utils.js"
+    if not utils.is_file():
+        if os.environ.get("LWC_REQUIRE_DOCKER") == "1":
+            pytest.fail("gitlab-ci-local is missing (scripts/testbed.sh packages installs it)")
+        pytest.skip("gitlab-ci-local is not installed")
+    done = subprocess.run(["node", "--input-type=module", "-e",
+                           EVALUATE % json.dumps(str(utils)), json.dumps(cases)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("args", [(), ("--engine", "docker"),
+                                  ("--matrix", "r.io/a/cc7:1", "--matrix", "r.io/a/el8:2"),
+                                  ("--component", "g.example/x/lwcontainer@1")])
+def test_each_pipeline_runs_once_and_only_the_default_branch_and_tags_push(tmp_path, args):
+    assert init(tmp_path, *args).returncode == 0
+    ci = yaml.safe_load((tmp_path / ".gitlab-ci.yml").read_text())
+    root = Path(__file__).resolve().parent.parent
+    if "include" in ci:  # the component's jobs carry the rules
+        text = (root / "templates" / "inplace.yml").read_text().split("\n---\n")[1]
+        ci = {**ci, **yaml.safe_load(text)}
+    job_rules = {json.dumps(job["rules"]) for name, job in ci.items()
+                 if isinstance(job, dict) and "rules" in job and name != "workflow"}
+    assert len(job_rules) == 1  # the same rules on every job: every needs: finds its job
+    rules = json.loads(job_rules.pop())
+    kinds = list(PIPELINES.values())
+    base = {"CI_DEFAULT_BRANCH": "main"}
+    workflow = gitlab_rules([[ci["workflow"]["rules"], {**base, **v}] for v, _, _ in kinds])
+    jobs = gitlab_rules([[rules, {**base, **v}] for v, _, _ in kinds])
+    for (name, (_, created, never)), flow, job in zip(PIPELINES.items(), workflow, jobs):
+        assert (flow["when"] != "never") is created, name
+        if created:
+            assert job["when"] == "on_success", name
+            assert ((job.get("variables") or {}).get("LWC_PUSH") == "never") is never, name
