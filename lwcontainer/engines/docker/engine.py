@@ -174,8 +174,6 @@ class DockerEngine:
                                    placeholder="sha256:<image-id>")
             self.image_id = self.cli.image_id(done.stdout)
             self.log.info("image_committed", image_id=self.image_id)
-            if not self.x.dry_run:  # said, never changed: the layer is what the build made
-                modes.warn_world_writable(self.docker, self.container, self.image_id)
         self.tag()
         return Image(self.image_id, details=self.details())
 
@@ -188,7 +186,11 @@ class DockerEngine:
         return (("LWC_CVMFS_SOURCE", self.cvmfs_source), *host)
 
     def measure(self, image: Image) -> Image:
-        """Bytes the commit added to the base image (for the report)."""
+        """Bytes the commit added to the base image (for the report), and a warning naming the
+        layer's world-writable entries (said, never changed: the layer is what the build made).
+        Both only read, so they run beside the push, off the build's critical path."""
+        if not self.x.dry_run:
+            modes.warn_world_writable(self.docker, self.container, image.id)
         done = self.docker.run(commands.image_inspect(image.id), check=False)
         if done.ok and done.stdout.strip() and self.base.get("Size") is not None:
             return replace(image, layer_size=json.loads(done.stdout)[0]["Size"]

@@ -49,8 +49,7 @@ def commit_existing(engine: DockerEngine, name: str) -> Image:
     engine.base = engine.inspect_base() or {}
     engine.container = name
     with BuildContainer(engine.s, engine.docker, existing=name):
-        image = engine.commit()
-    return engine.measure(image)
+        return engine.measure(engine.commit())  # measured while the container still exists
 
 
 def run_image(engine: DockerEngine, image: str, workspace: str | None, tty: bool,
