@@ -334,7 +334,8 @@ def test_each_pipeline_runs_once_and_only_the_default_branch_and_tags_push(tmp_p
     base = {"CI_DEFAULT_BRANCH": "main"}
     workflow = gitlab_rules([[ci["workflow"]["rules"], {**base, **v}] for v, _, _ in kinds])
     jobs = gitlab_rules([[rules, {**base, **v}] for v, _, _ in kinds])
-    for (name, (_, created, never)), flow, job in zip(PIPELINES.items(), workflow, jobs, strict=True):
+    pipelines = zip(PIPELINES.items(), workflow, jobs, strict=True)
+    for (name, (_, created, never)), flow, job in pipelines:
         assert (flow["when"] != "never") is created, name
         if created:
             assert job["when"] == "on_success", name
