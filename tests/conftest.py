@@ -225,6 +225,21 @@ def job(testbed: Testbed, tmp_path: Path):
     job.cleanup()
 
 
+@pytest.fixture(scope="session")
+def base(testbed, tmp_path_factory) -> str:
+    """The CMS-like base, pushed to the test registry (a CI runner pulls FROM from there):
+    FROM of the in-place and pipeline-run tests."""
+    config = tmp_path_factory.mktemp("docker-config")
+    env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    testbed.docker("login", "--username", testbed["LWC_TESTBED_USER"], "--password-stdin",
+                   testbed["LWC_TESTBED_REGISTRY"], input=testbed.password, env=env)
+    tag = testbed["LWC_TESTBED_CMS_BASE"].rsplit(":", 1)[1]
+    ref = f"{testbed['LWC_TESTBED_REGISTRY']}/lwc-tests/inplace-base:{tag}"
+    testbed.docker("tag", testbed["LWC_TESTBED_CMS_BASE"], ref)
+    testbed.docker("push", ref, env=env)
+    return ref
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         fixtures = getattr(item, "fixturenames", ())

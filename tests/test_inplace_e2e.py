@@ -26,20 +26,6 @@ FIXTURE_CVMFS = ROOT / "tests" / "fixtures" / "cvmfs"
 CAPTURE = ".gitlab/lwcontainer-capture.sh"
 
 
-@pytest.fixture(scope="module")
-def base(testbed, tmp_path_factory) -> str:
-    """The CMS-like base, pushed to the test registry (a CI runner pulls FROM from there)."""
-    config = tmp_path_factory.mktemp("docker-config")
-    env = {**os.environ, "DOCKER_CONFIG": str(config)}
-    testbed.docker("login", "--username", testbed["LWC_TESTBED_USER"], "--password-stdin",
-                   testbed["LWC_TESTBED_REGISTRY"], input=testbed.password, env=env)
-    tag = testbed["LWC_TESTBED_CMS_BASE"].rsplit(":", 1)[1]
-    ref = f"{testbed['LWC_TESTBED_REGISTRY']}/lwc-tests/inplace-base:{tag}"
-    testbed.docker("tag", testbed["LWC_TESTBED_CMS_BASE"], ref)
-    testbed.docker("push", ref, env=env)
-    return ref
-
-
 class Runner:
     """One in-place pipeline: a checkout, the capture job in FROM, the publish job here."""
 

@@ -48,20 +48,6 @@ def gitlab_ci_local() -> str:
 
 
 @pytest.fixture(scope="module")
-def base(testbed, tmp_path_factory) -> str:
-    """FROM in the bed's registry, where a runner pulls it from."""
-    config = tmp_path_factory.mktemp("docker-config")
-    env = {**os.environ, "DOCKER_CONFIG": str(config)}
-    testbed.docker("login", "--username", testbed["LWC_TESTBED_USER"], "--password-stdin",
-                   testbed["LWC_TESTBED_REGISTRY"], input=testbed.password, env=env)
-    tag = testbed["LWC_TESTBED_CMS_BASE"].rsplit(":", 1)[1]
-    ref = f"{testbed['LWC_TESTBED_REGISTRY']}/lwc-tests/inplace-base:{tag}"
-    testbed.docker("tag", testbed["LWC_TESTBED_CMS_BASE"], ref)
-    testbed.docker("push", ref, env=env)
-    return ref
-
-
-@pytest.fixture(scope="module")
 def index(testbed, tmp_path_factory):
     """A package index on loopback: one directory per project (pip reads the listing)."""
     root = tmp_path_factory.mktemp("index")
