@@ -220,7 +220,8 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
             target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            return subcommands.run_image(r.engine, target, workspace, tty, command)
+            return subcommands.run_image(r.engine, target, workspace, tty, command,
+                                         named=bool(image))
         return self.execute(action, require_from=False, subcommand="run")
 
 

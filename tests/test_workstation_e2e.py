@@ -113,3 +113,13 @@ def test_long_waits_are_never_silent(job):
     waiting = [r for r in result.events("waiting") if r.get("stage") == "cvmfs"]
     assert len(waiting) >= 3
     assert [r["elapsed_s"] for r in waiting] == sorted(r["elapsed_s"] for r in waiting)
+
+
+def test_run_without_a_build_names_the_missing_image_at_once(job):
+    # No report here and TO names nothing built: said at once, before any CVMFS is set up
+    # (it used to read "CVMFS not available in time", exit 5, after the probe failed to pull).
+    missing = job.run("run", "--", "true", CI_REGISTRY=None)
+    assert missing.returncode == 2, missing.stderr[-2000:]
+    failed = missing.events("failed")
+    assert failed and "is not in the engine: build it first" in failed[-1]["error"]
+    assert not missing.events("cvmfs_source") and job.containers() == []

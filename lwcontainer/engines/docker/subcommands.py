@@ -9,6 +9,7 @@ from . import commands
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .engine import DockerEngine
+from ...errors import ConfigError
 from ...output import report
 from ...stages import Image
 
@@ -53,9 +54,18 @@ def commit_existing(engine: DockerEngine, name: str) -> Image:
 
 
 def run_image(engine: DockerEngine, image: str, workspace: str | None, tty: bool,
-              command: tuple[str, ...]) -> int:
-    """'lwcontainer run': a command in a built image with CVMFS mounted as for the build."""
+              command: tuple[str, ...], named: bool = True) -> int:
+    """'lwcontainer run': a command in a built image with CVMFS mounted as the settings say.
+    An image chosen for the user (the report's, else TO) must be in the engine already: a
+    missing one is named at once, before CVMFS is set up; one the user named may be pulled."""
     engine.wait_daemon()
+    engine.log.info("run_image", image=image, chosen="named" if named else "report or TO")
+    if not named and not engine.x.dry_run and not engine.docker.run(
+            commands.image_inspect(image), check=False).ok:
+        raise ConfigError("TO", f"{image} (the last build's report, else TO) is not in the "
+                                "engine: build it first (make image, or lwcontainer in the "
+                                "project), run from the directory holding its report "
+                                "(lwcontainer.env), or name the image: lwcontainer run IMAGE")
     with ExitStack() as cleanup:
         cvmfs = engine.open_cvmfs(cleanup)
         engine.wait_cvmfs(cvmfs, image)
