@@ -24,7 +24,7 @@ import pytest
 
 from conftest import ROOT
 from test_capture import old_tools
-from test_inplace_e2e import CAPTURE, FIXTURE_CVMFS, Runner, base, pull  # noqa: F401 (fixture)
+from test_inplace_e2e import CAPTURE, FIXTURE_CVMFS, Runner, pull
 
 TOOLS_IN_CONTAINER = "/opt/lwc-tools"
 
@@ -134,7 +134,7 @@ def tools(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shaped_base(testbed, base, tmp_path_factory) -> str:  # noqa: F811 (the fixture)
+def shaped_base(testbed, base, tmp_path_factory) -> str:
     """FROM with the shapes, in the test registry; cached by its recipe's hash."""
     tag = hashlib.sha256((base + SHAPES).encode()).hexdigest()[:12]
     ref = f"{testbed['LWC_TESTBED_REGISTRY']}/lwc-tests/shaped-base:{tag}"
