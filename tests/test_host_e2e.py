@@ -144,7 +144,11 @@ def test_the_test_bed_leaves_the_host_as_it_was(testbed, tmp_path):
     run_dir, state_dir = f"/run/lwc-hostcheck-{token}", str(tmp_path / "state")
     env = {**os.environ, "LWC_TESTBED_RUN": run_dir, "LWC_TESTBED_STATE": state_dir,
            "LWC_TESTBED_PORT": str(free_port()), "LWC_TESTBED_BRIDGE": bridge,
-           "LWC_TESTBED_BRIDGE_CIDR": cidr, "LWC_TESTBED_IMAGES": "none"}
+           "LWC_TESTBED_BRIDGE_CIDR": cidr, "LWC_TESTBED_IMAGES": "none",
+           # a podman user of its own: 'down' resets its user's store, which must not be the
+           # running bed's (the rootless podman tests use that one afterwards)
+           "LWC_TESTBED_PODMAN_USER": f"lwc-hc{token}",
+           "LWC_TESTBED_PODMAN_SUBIDS": "600000-665535"}
     script = str(ROOT / "scripts" / "testbed.sh")
     before = snapshot()
     up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
