@@ -123,7 +123,9 @@ def _watched(sock: socket.socket | None) -> None:
         watch.add(sock)
 
 
-class _WatchedHTTP(HTTPConnection):
+class _Watching:
+    """Hands every socket a connection uses to the current request's watch."""
+
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()  # the TCP socket, before any TLS handshake
         _watched(sock)
@@ -134,15 +136,12 @@ class _WatchedHTTP(HTTPConnection):
         return super().request(*args, **kwargs)
 
 
-class _WatchedHTTPS(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # the TCP socket, before any TLS handshake
-        _watched(sock)
-        return sock
+class _WatchedHTTP(_Watching, HTTPConnection):
+    pass
 
-    def request(self, *args, **kwargs):
-        _watched(self.sock)
-        return super().request(*args, **kwargs)
+
+class _WatchedHTTPS(_Watching, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
