@@ -71,6 +71,7 @@ class Step:
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
     on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
+    observe: Callable[[str], None] | None = None  # with stream: sees every line, as it is teed
     interactive: bool = False  # inherit the terminal: stdin, stdout and stderr are ours
     check: bool = True
     error: type[LwcError] = LwcError
@@ -200,10 +201,11 @@ class Executor:
         tail: collections.deque[str] = collections.deque(maxlen=40)
         stdout_sink = None if step.on_line else self.out
         stderr_sink = None if step.on_line else self.err
-        pumps = [threading.Thread(target=self._pump,
-                                  args=(proc.stdout, stdout_sink, out, step.on_line), daemon=True),
-                 threading.Thread(target=self._pump, args=(proc.stderr, stderr_sink, tail, None),
-                                  daemon=True)]
+        pumps = [threading.Thread(target=self._pump, daemon=True,
+                                  args=(proc.stdout, stdout_sink, out,
+                                        step.on_line or step.observe)),
+                 threading.Thread(target=self._pump, daemon=True,
+                                  args=(proc.stderr, stderr_sink, tail, step.observe))]
         if step.stdin is not None:
             proc.stdin.write(_encode(step.stdin))
             proc.stdin.close()

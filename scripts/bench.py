@@ -15,10 +15,12 @@ the same with 150,000 more files): wall time and the capture's overhead besides 
 its targets; and publish (job 2, no engine) against the docker engine's cold path: wall time and
 bytes sent.
 Writes docs/benchmarks.md.  Options: --runs N (default 5); --inplace-only (only the in-place
-part, which rewrites only its section).
+part, which rewrites only its section); --trace warm|cold (one lwcontainer run's log as a
+timeline, nothing written).
 """
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -49,6 +51,28 @@ BRIDGE = "lwc-br-bench"
 CAPTURE = ".gitlab/lwcontainer-capture.sh"
 TARGETS = {"warm": 1.00, "cold": 0.80, "startup": 1.25, "latency_s": 0.3}
 STARTED = ".bench-build-started"  # the build script's first line writes the time here
+
+
+def job_python() -> str:
+    """A Python as a CI job has lwcontainer: a venv of its own with the run-time dependencies
+    only (setup.cfg), this checkout's package on PYTHONPATH, its bytecode compiled (as pip
+    does). Not the development venv: it carries the test tools, and structlog imports rich
+    (twine's) when it is there, a tenth of a second more at every start."""
+    venv = SCRATCH / "job-venv"
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    requires = [line.strip() for line in config["options"]["install_requires"].splitlines()
+                if line.strip() and not line.strip().startswith("#")]
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", *requires], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q",
+                    str(ROOT / "lwcontainer")], check=True, env=env)
+    return str(venv / "bin" / "python")
+
+
+JOB_ENV = {"PYTHONPATH": str(ROOT)}  # with job_python(): the checkout's package
 
 
 def docker(*args: str, check: bool = True, host: str = HOST, **kw) -> subprocess.CompletedProcess:
@@ -101,7 +125,7 @@ def prepare() -> dict[str, str]:
                        capture_output=True)
         save.wait()
     return {"base": base, "registry": registry, "password_file": str(password),
-            "automounter": automounter}
+            "automounter": automounter, "python": job_python()}
 
 
 def unmount_below(path: Path) -> None:
@@ -130,7 +154,8 @@ def reset(mode: str, ctx: dict[str, str], mounts: Path, automounter: str) -> Non
                                         "DOCKER_CONFIG": str(SCRATCH / "docker-config")})
 
 
-def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
+def one_run(tool: str, mode: str, index: int, ctx: dict[str, str],
+            extra: dict[str, str] | None = None) -> dict:
     token = secrets.token_hex(3)
     project = SCRATCH / f"{tool}-{mode}-{index}-{token}" / "analysis"
     shutil.copytree(EXAMPLE, project)
@@ -157,8 +182,10 @@ def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
                    LWC_CVMFS_MOUNTS=str(mounts), LWC_AUTOMOUNTER_NAME=automounter,
                    LWC_AUTOMOUNTER_IMAGE=ctx["automounter"], LWC_AUTOMOUNTER_OPTIONS=options,
                    LWC_KEEP_AUTOMOUNTER="1", LWC_LOG_FORMAT="json", CI_PROJECT_NAME="bench")
-        argv = [sys.executable, "-m", "lwcontainer"]
-    started = time.monotonic()
+        argv = [ctx["python"], "-m", "lwcontainer"]
+        env.update(JOB_ENV)
+    env.update(extra or {})
+    started, wall_started = time.monotonic(), time.time()
     done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     if done.returncode != 0:
@@ -172,7 +199,8 @@ def one_run(tool: str, mode: str, index: int, ctx: dict[str, str]) -> dict:
     size = json.loads(docker("image", "inspect", to).stdout)[0]["Size"] - base_size
     shutil.rmtree(project.parent, ignore_errors=True)
     return {"tool": tool, "mode": mode, "wall_s": wall, "latency_s": build_start - mounted,
-            "layer_bytes": size, "load": os.getloadavg()[0]}
+            "layer_bytes": size, "load": os.getloadavg()[0], "started": wall_started,
+            "log": done.stderr}
 
 
 def _ts(text: str) -> float:
@@ -182,14 +210,14 @@ def _ts(text: str) -> float:
         tzinfo=timezone.utc).timestamp() + float("0." + (frac or "0"))
 
 
-def startup(runs: int) -> dict[str, float]:
-    cmds = {"lwcontainer": [sys.executable, "-m", "lwcontainer", "--version"],
-            "imports": [sys.executable, "-c", "import plumbum, plumbum.cli, structlog, dotenv"]}
+def startup(runs: int, python: str) -> dict[str, float]:
+    cmds = {"lwcontainer": [python, "-m", "lwcontainer", "--version"],
+            "imports": [python, "-c", "import plumbum, plumbum.cli, structlog, dotenv"]}
     times: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(runs):
         for name, cmd in cmds.items():
             started = time.monotonic()
-            subprocess.run(cmd, check=True, capture_output=True)
+            subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, **JOB_ENV})
             times[name].append(time.monotonic() - started)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -247,9 +275,9 @@ def inplace_run(base: str, index: int, ctx: dict[str, str]) -> dict:
            "DOCKER_HOST": "unix:///nonexistent", "LWC_ENGINE": "inplace", "FROM": base,
            "TO": f"{ctx['registry']}/bench/inplace:{index}-{secrets.token_hex(3)}",
            "CI_REGISTRY": ctx["registry"], "CI_REGISTRY_USER": TESTBED["LWC_TESTBED_USER"],
-           "CI_REGISTRY_PASSWORD": Path(ctx["password_file"]).read_text().strip()}
+           "CI_REGISTRY_PASSWORD": Path(ctx["password_file"]).read_text().strip(), **JOB_ENV}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "lwcontainer", "publish"], cwd=project, env=env,
+    done = subprocess.run([ctx["python"], "-m", "lwcontainer", "publish"], cwd=project, env=env,
                           capture_output=True, text=True)
     publish_s = time.monotonic() - started
     if done.returncode != 0:
@@ -348,10 +376,41 @@ def inplace_only(runs: int) -> None:
     print(section)
 
 
+def trace(mode: str) -> None:
+    """One lwcontainer run (after one to settle the engine), its log as a timeline: seconds
+    since the command started, the stage, the event and its step (debug level)."""
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    SCRATCH.mkdir(parents=True)
+    engine_up()
+    ctx = prepare()
+    one_run("lwcontainer", mode, 0, ctx)
+    xtrace = SCRATCH / "xtrace.sh"  # bash takes no PS4 from the environment when root
+    xtrace.write_text("PS4='+ $EPOCHREALTIME '\nset -x\n")
+    plain = one_run("plain", mode, 1, ctx, {"BASH_ENV": str(xtrace)})
+    print(f"plain {mode}: {plain['wall_s']:.2f} s, readiness {plain['latency_s']:.2f} s")
+    for line in plain["log"].splitlines():
+        if re.match(r"\+ \d+\.\d+ ", line):
+            at, _, command = line[2:].partition(" ")
+            print(f"{float(at) - plain['started']:7.3f}  {command[:110]}")
+    result = one_run("lwcontainer", mode, 1, ctx, {"LWC_LOG_LEVEL": "debug"})
+    print(f"lwcontainer {mode}: {result['wall_s']:.2f} s, readiness {result['latency_s']:.2f} s")
+    for line in result["log"].splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        at = datetime.fromisoformat(record.pop("timestamp").replace("Z", "+00:00")).timestamp()
+        what = record.get("command") or record.get("duration_s") or ""
+        print(f"{at - result['started']:7.3f}  {record.get('stage', ''):12} "
+              f"{record.get('event', ''):22} {str(what)[:100]}")
+
+
 def main() -> None:
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 5
     if "--inplace-only" in sys.argv:
         return inplace_only(runs)
+    if "--trace" in sys.argv:
+        return trace(sys.argv[sys.argv.index("--trace") + 1])
     shutil.rmtree(SCRATCH, ignore_errors=True)
     SCRATCH.mkdir(parents=True)
     engine_up()
@@ -364,7 +423,7 @@ def main() -> None:
                 results.append(result)
                 print(f"bench: {mode} {tool} #{index}: {result['wall_s']:.2f} s, readiness "
                       f"{result['latency_s']:.2f} s", file=sys.stderr)
-    start = startup(max(runs * 2, 10))
+    start = startup(max(runs * 2, 10), ctx["python"])
     in_place = inplace(runs, ctx)
     write_report(results, start, runs, in_place)
     docker("rm", "-f", "bench-cvmfs", check=False)

@@ -114,9 +114,11 @@ def test_commit_argv():
 def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing():
     from lwcontainer.engines.docker import modes
     assert modes.layer_paths("A /x\nC /home\nD /gone\nA /x/f\n") == ["/x", "/home", "/x/f"]
-    argv = modes.check("sha256:abc")
+    argv = modes.check("sha256:abc", modes.RECENT, "1796029268")
     assert argv[:6] == ("run", "--rm", "-i", "--network", "none", "--user")
-    assert "sha256:abc" in argv
-    assert not any(word in modes.FIND.replace("2>/dev/null", "")
-                   for word in ("chmod", "chown", ">", " rm "))  # only reads
-    assert "-perm -0002" in modes.FIND and "! -perm -1000" in modes.FIND
+    assert "sha256:abc" in argv and argv[-1] == "1796029268"
+    for script in (modes.RECENT, modes.OF_PATHS):
+        assert not any(word in script.replace("2>/dev/null", "")
+                       for word in ("chmod", "chown", ">", " rm "))  # only reads
+        assert "-perm -0002" in script and "! -perm -1000" in script
+    assert '-xdev' in modes.RECENT and '-newerct "@$1"' in modes.RECENT

@@ -1,8 +1,13 @@
-"""World-writable files in the new layer, on the real engine: the commit names them and never
-changes a mode; the scaffolded build.sh does not carry the checkout's permissive modes."""
+"""World-writable files in the new layer, on the real engines: the commit names them and never
+changes a mode, and names none of the base's own; the scaffolded build.sh does not carry the
+checkout's permissive modes."""
 from __future__ import annotations
 
+import secrets
+
 import pytest
+
+from test_podman_e2e import podman_bed, podman_root, root_podman
 
 pytestmark = pytest.mark.docker
 
@@ -41,3 +46,66 @@ def test_the_scaffolded_build_script_copies_without_the_checkouts_modes(job):
     mode = job.bed.docker("run", "--rm", "--entrypoint", "stat", image, "-c", "%a",
                           f"{AREA}/bin/myanalysis.cc").stdout.strip()
     assert mode == "644"
+
+
+# A base image with world-writable entries of its own (the build leaves them alone); with a
+# ``find`` that knows no -newerct in front of GNU find (a busybox-like find) when asked.
+BASE_RECIPE = ("mkdir -p /opt/shared && echo x > /opt/shared/notes && chmod 666 /opt/shared/notes"
+               " && chmod 777 /opt/shared")
+NO_NEWERCT = ("printf '%s\\n' '#!/bin/sh' 'for a; do [ \"$a\" = -newerct ] && "
+              "{ echo \"find: unknown predicate $a\" >&2; exit 1; }; done' "
+              "'exec /usr/bin/find \"$@\"' > /usr/local/bin/find && chmod 755 /usr/local/bin/find")
+
+
+def base_with_world_writable(cli, base: str, ref: str, old_find: bool) -> None:
+    """``cli(*args)`` runs the engine's CLI; the base is committed as ``ref``, config intact."""
+    name = f"lwc-wwbase-{secrets.token_hex(3)}"
+    recipe = BASE_RECIPE + (" && " + NO_NEWERCT if old_find else "")
+    try:
+        cli("run", "--name", name, "--user", "0", "--network", "none", base, "/bin/sh", "-c",
+            recipe)
+        cli("commit", "--change", "USER cmsusr", "--change", 'CMD ["/bin/bash"]', name, ref)
+    finally:
+        cli("rm", "-f", name)
+
+
+def named(result) -> list[str]:
+    warned = result.events("world_writable")
+    assert len(warned) == 1, result.stderr[-3000:]
+    return warned[0]["paths"]
+
+
+@pytest.mark.parametrize("old_find", [False, True], ids=["gnu-find", "find-without-newerct"])
+def test_the_bases_own_world_writable_entries_are_never_named(job, old_find):
+    base = f"{job.repository}-base:ww"
+    base_with_world_writable(lambda *a: job.bed.docker(*a, check=a[0] != "rm"),
+                             job.bed["LWC_TESTBED_CMS_BASE"], base, old_find)
+    result = job.run(FROM=base, CI_REGISTRY=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    paths = named(result)
+    assert f"{AREA}/bin/myanalysis.cc" in paths
+    assert not [p for p in paths if p.startswith("/opt/shared")], paths
+    image = f"{job.repository}:c0ffee12"
+    found = job.bed.docker("run", "--rm", "--user", "0", "--entrypoint", "/usr/bin/find", image,
+                           "/opt/shared", "-perm", "-0002").stdout.split()
+    assert found == ["/opt/shared", "/opt/shared/notes"]  # in the image, as the base had them
+
+
+def test_podman_on_vfs_names_only_the_layers_entries(job):
+    """vfs copies the base into every layer: each old entry gets a new inode change time, so
+    the layer's own entries come from the diff."""
+    podman_bed(job.bed)
+    base = f"localhost/lwc-tests/wwbase-{job.token}:1"
+
+    def podman(*args: str) -> None:
+        done = podman_root(job.bed, *args)
+        assert done.returncode == 0 or args[0] == "rm", done.stderr[-2000:]
+    try:
+        base_with_world_writable(podman, job.bed["LWC_TESTBED_CMS_BASE"], base, old_find=False)
+        result = job.run(FROM=base, CI_REGISTRY=None, **root_podman(job.bed))
+        assert result.returncode == 0, result.stderr[-3000:]
+        paths = named(result)
+        assert f"{AREA}/bin/myanalysis.cc" in paths
+        assert not [p for p in paths if p.startswith("/opt/shared")], paths
+    finally:
+        podman_root(job.bed, "rmi", "--force", base, f"{job.repository}:c0ffee12")

@@ -18,7 +18,7 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import Executor as Pool, Future
+from concurrent.futures import Executor as Pool, Future, wait
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import ContextManager, Iterator
@@ -35,7 +35,8 @@ from ...output.logs import get_logger
 from ...output.progress import progress
 
 POLL_S = 0.1
-WATCH_S = 0.25  # how often a build waiting for CVMFS looks at the source
+MAX_POLL_S = 1.0  # while the base image is pulled (the build cannot start before it is there)
+WATCH_S = 0.5  # how often a build waiting for CVMFS looks at the source
 
 SHARED_MOUNT_FIX = (
     "the engine cannot propagate mounts from {mounts}: it is not on a shared mount. On the "
@@ -192,34 +193,26 @@ class CvmfsSource:
         return Probe(self, image, deadline, pool)
 
     @contextmanager
-    def watched(self, container: str, pool: Pool) -> Iterator[Future]:
-        """While ``container`` (the build) waits in its first step: the wait is not silent
-        (progress lines, stage cvmfs), and if the source dies first the container is killed
-        and the future fails with what happened. Ends when the source has every repository."""
-        stop = threading.Event()
-        watch = pool.submit(self._watch, container, stop)
+    def watched(self, container: str, pool: Pool, ready: threading.Event) -> Iterator[Future]:
+        """While ``container`` (the build) waits in its first step, until it says ``ready``
+        (commands.CVMFS_READY): the wait is not silent (progress lines, stage cvmfs), and if
+        the source dies first the container is killed and the future fails with what
+        happened. Looking costs no process in a container: the engine's word on the source."""
+        watch = pool.submit(self._watch, container, ready)
         try:
             yield watch
         finally:
-            stop.set()
+            ready.set()
 
-    def _watch(self, container: str, stop: threading.Event) -> None:
+    def _watch(self, container: str, ready: threading.Event) -> None:
         with bound_contextvars(stage="cvmfs"), progress("waiting for CVMFS",
                                                         self.s.progress_interval):
-            while not stop.wait(WATCH_S):
+            while not ready.wait(WATCH_S):
                 try:
-                    missing = self.missing()
-                    if missing == []:
-                        return  # the build's own check passes now
-                    if missing is None:
-                        self.check_alive()
+                    self.check_alive()
                 except CvmfsError:
                     self.docker.run(commands.kill(container), check=False)
                     raise
-
-    def missing(self) -> list[str] | None:
-        """Repositories the source itself does not have yet; None when it cannot tell."""
-        return []
 
     def missing_in_build(self, done: Completed) -> None:
         """Raise the CVMFS error when the build container stopped at its own first step: a
@@ -239,11 +232,16 @@ class CvmfsSource:
     def check_alive(self) -> None:
         """Raise if the source has died while we wait for it."""
 
-    def pause(self, deadline: float, delay: float, missing: list[str]) -> None:
+    def pause(self, deadline: float, delay: float, missing: list[str],
+              pending: Future | None = None) -> None:
+        """Sleep ``delay`` (less if the deadline comes first, or ``pending`` settles)."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise self.timed_out(missing)
-        time.sleep(min(delay, remaining))
+        if pending is None:
+            time.sleep(min(delay, remaining))
+        else:
+            wait((pending,), timeout=min(delay, remaining))
 
     def raise_for_propagation(self, stderr: str) -> None:
         if "not a shared mount" in stderr or "not a shared or slave mount" in stderr:
@@ -307,5 +305,5 @@ class HostCvmfs(CvmfsSource):
             missing = self.missing()
             if not missing:
                 return
-            self.pause(deadline, delay, missing)
-            delay = min(delay * 2, 1.0)
+            self.pause(deadline, delay, missing, pending)
+            delay = min(delay * 2, MAX_POLL_S)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from dataclasses import replace
 from concurrent.futures import Future, wait
@@ -145,10 +146,15 @@ class DockerEngine:
 
     def build(self) -> None:
         with self.stages.stage("build"):
+            ready = threading.Event()  # the build container's first step found CVMFS
+
+            def observe(line: str) -> None:
+                if line.startswith(commands.CVMFS_READY):
+                    ready.set()
             step = self.docker.step(commands.build_start(self.container), stream=True,
-                                    check=False, what="build")
+                                    check=False, what="build", observe=observe)
             watching = self.cvmfs is not None and self.cvmfs_wait and not self.x.dry_run
-            with (self.cvmfs.watched(self.container, self.pool) if watching
+            with (self.cvmfs.watched(self.container, self.pool, ready) if watching
                   else nullcontext()) as watch:
                 done = self.x.run(step)
             if done.ok:
@@ -189,12 +195,13 @@ class DockerEngine:
         """Bytes the commit added to the base image (for the report), and a warning naming the
         layer's world-writable entries (said, never changed: the layer is what the build made).
         Both only read, so they run beside the push, off the build's critical path."""
-        if not self.x.dry_run:
-            modes.warn_world_writable(self.docker, self.container, image.id)
         done = self.docker.run(commands.image_inspect(image.id), check=False)
-        if done.ok and done.stdout.strip() and self.base.get("Size") is not None:
-            return replace(image, layer_size=json.loads(done.stdout)[0]["Size"]
-                           - self.base["Size"])
+        inspected = json.loads(done.stdout)[0] if done.ok and done.stdout.strip() else {}
+        if not self.x.dry_run:
+            modes.warn_world_writable(self.docker, self.container, image.id,
+                                      (inspected.get("GraphDriver") or {}).get("Name", ""))
+        if "Size" in inspected and self.base.get("Size") is not None:
+            return replace(image, layer_size=inspected["Size"] - self.base["Size"])
         return image
 
     def publish(self, image: Image) -> str:
@@ -222,7 +229,6 @@ class DockerEngine:
     # -- preparation ------------------------------------------------------------------------
     def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
         """CVMFS up and the build container created; returns its name."""
-        owner.remove_orphans(self.docker)  # what a killed run left: no build in progress
         cvmfs = self.open_cvmfs(cleanup)
         if cvmfs.source == "none":
             self.await_(fetch)
@@ -317,9 +323,12 @@ class DockerEngine:
             time.sleep(0.2)
 
     def login_then_pull(self) -> None:
-        """The background half of the preparation."""
+        """The background half of the preparation; then the containers a killed run left
+        (no build in progress: removed here, off the path to the build, before any release
+        looks for builds that still use a shared automounter)."""
         self.login(background=True)
         self.pull(background=True)
+        owner.remove_orphans(self.docker)
 
     def login(self, background: bool = False) -> None:
         if not self.s.registry:
