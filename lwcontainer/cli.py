@@ -15,9 +15,6 @@ from .config.secrets import masked_texts
 from .config.settings import GROUPS, PASSWORD_VARIABLES, SPEC_BY_NAME, SPECS, Settings
 from .config.sources import gather
 from .engines import make_engine
-from .engines.choice import choose_engine
-from .engines.docker import subcommands
-from .engines.inplace import capture
 from .errors import EXIT_MEANINGS, ConfigError, ExitCode, LwcError
 from .executor import DryRunExecutor, Executor
 from .output import logs, report
@@ -123,6 +120,7 @@ class Command(cli.Application):
             if (settings.log_format, settings.log_level) != self.logging:
                 logs.configure(settings.log_format, settings.log_level, masker)
             executor = (DryRunExecutor if self.option("dry_run") else Executor)(masker)
+            from .engines.choice import choose_engine  # not needed for --help, --version
             settings = choose_engine(settings, executor, environ, self.publishes)
             stages = Stages(settings, masker, executor.out)
             engine = make_engine(settings, executor, stages, environ, subcommand)
@@ -135,6 +133,19 @@ def secret_texts(env: dict[str, str]) -> list[str]:
     secrets inside it; a registry password however short."""
     texts = [*masked_texts(env), *(env[name] for name in PASSWORD_VARIABLES if env.get(name))]
     return list(dict.fromkeys(texts))
+
+
+def single_stage():
+    """The single-stage compositions (engines/docker/subcommands.py), imported when one runs:
+    --help and --version start without them."""
+    from .engines.docker import subcommands
+    return subcommands
+
+
+def capture_script() -> str:
+    """The in-place capture script init writes, rendered when init runs."""
+    from .engines.inplace import capture
+    return capture.render()
 
 
 class Run:
@@ -181,7 +192,7 @@ class Login(Command, switches("Registry", "Engine", "Output")):
     """Wait for the engine and log in to CI_REGISTRY (password on stdin)."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.login_only(r.engine), require_from=False,
+        return self.execute(lambda r: single_stage().login_only(r.engine), require_from=False,
                             subcommand="login")
 
 
@@ -190,7 +201,7 @@ class Automount(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")
     """Start (or reuse) the CVMFS automounter and wait for the repositories; leave it running."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.automount(r.engine), subcommand="automount")
+        return self.execute(lambda r: single_stage().automount(r.engine), subcommand="automount")
 
 
 @Lwcontainer.subcommand("build")
@@ -198,7 +209,7 @@ class Build(Command, switches("Image", "Build", "CVMFS", "Engine", "Output")):
     """Run the build script with CVMFS mounted; keep the stopped container for 'commit'."""
 
     def main(self) -> int:
-        return self.execute(lambda r: subcommands.build_only(r.engine) and None,
+        return self.execute(lambda r: single_stage().build_only(r.engine) and None,
                             subcommand="build")
 
 
@@ -220,7 +231,7 @@ class RunImage(Command, switches("Image", "CVMFS", "Engine", "Output")):
             target = image or previous.get("LWC_IMAGE_ID") or str(r.s.to_image)
             tty = sys.stdin.isatty() and sys.stdout.isatty()
             workspace = str(Path.cwd()) if self.workspace else None
-            return subcommands.run_image(r.engine, target, workspace, tty, command,
+            return single_stage().run_image(r.engine, target, workspace, tty, command,
                                          named=bool(image))
         return self.execute(action, require_from=False, subcommand="run")
 
@@ -273,7 +284,7 @@ class Init(Command, init_switches()):
                 build_script=self.LWC_BUILD_SCRIPT or scaffold.DEFAULT_BUILD_SCRIPT,
                 build_env=(self.LWC_BUILD_ENV if self.LWC_BUILD_ENV is not None
                            else scaffold.DEFAULT_BUILD_ENV),
-                component=self.component, capture_script=capture.render())
+                component=self.component, capture_script=capture_script())
             scaffold.init(directory, options, self.force)
         return self.guard(body)
 
@@ -301,7 +312,7 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
             if not name:
                 raise ConfigError("CONTAINER", "no container given and no LWC_BUILD_CONTAINER "
                                                f"in {r.s.report}; run 'lwcontainer build' first")
-            image = subcommands.commit_existing(r.engine, name)
+            image = single_stage().commit_existing(r.engine, name)
             write_report(r.stages, r.s, image, "", r.dry_run)
         return self.execute(action, subcommand="commit")
 

@@ -471,7 +471,8 @@ Measured by `make bench` (scripts/bench.py) on {datetime.now(timezone.utc):%Y-%m
 fresh data root, like a new dind service), the test-bed registry on loopback, the automounter
 stand-in, the example analysis (the lesson's build.sh, `scram b` compiling against the fixture
 CVMFS). {runs} runs per tool and mode, alternating plain sequence (a) and lwcontainer (b); every
-run starts with a fresh automounter and the old mounts removed. The 1-minute load average
+run starts with a fresh automounter and the old mounts removed. lwcontainer runs from a venv
+with its run-time dependencies only, as a CI job installs it. The 1-minute load average
 after each run: median {statistics.median(r["load"] for r in results):.1f} (the machine may be
 shared; the start-up row shows how much: the bare imports take about 0.2 s on a quiet one).
 
@@ -497,23 +498,31 @@ it for the harness, which removes it and its mounts before the next run).
 
 - lwcontainer logs in and pulls `FROM` in a background thread while the automounter starts and
   CVMFS mounts; the plain sequence pulls only when `docker run` needs the image, after the wait.
-  This is the whole of the cold advantage.
+  This is the whole of the cold advantage. Meanwhile the automounter is polled (`docker exec`)
+  every 0.1 s at first, then at most once a second, and the wait ends the moment the pull does:
+  the build cannot start before the pull ends, and each exec takes CPU from the pull's
+  decompression (two cores here).
 - The CVMFS wait: the build container is created and started as soon as the base image is
   there; its own first step checks every repository from inside (every 50 ms; mounts made
-  later propagate into it) and then execs the build script, so the container's start overlaps
-  the wait. While the base is still being pulled, a `docker exec` into the automounter polls
-  every 0.1 s. The plain loop polls every second.
+  later propagate into it), says `CVMFS ready` on stderr and execs the build script, so the
+  container's start overlaps the wait. Until that line lwcontainer asks the engine whether the
+  automounter still runs (`docker container inspect`, every 0.5 s; no process in a container).
+  The plain loop polls every second.
 - The stale-mount purge runs inside the automounter's own entrypoint (a wrapper that unmounts,
   then execs the image's command), not in a container of its own.
 - `FROM` is inspected once, in the background; its config serves the commit. The layer is
   measured while pushing; the build container is removed after the push, on the main thread
-  (as the plain sequence does).
-- What lwcontainer still adds over the bare commands: the Python start-up (about 0.25 s: the
-  imports of plumbum, structlog and python-dotenv, which the start-up row measures), a few
-  `docker` queries of tens of milliseconds (engine version, container and image inspects), and
-  the commit's world-writable check: a `docker diff` of the build container and a container of
-  the new image running `find` (about 1.9 s of a 6 s warm run on the shared machine, the
-  largest single addition).
+  (as the plain sequence does). Cold, the first `docker create` after the pull waits about
+  1.3 s here (the engine's first write after 426 MB of fresh layers); both tools pay it.
+- What lwcontainer still adds over the bare commands: the Python start-up (about 0.25 s, the
+  start-up row: plumbum, structlog, python-dotenv and its own modules), which delays the
+  automounter's start and so the mount; a few `docker` queries of about 20 ms each (engine
+  version, inspects); and the world-writable check, one throwaway container of the new image
+  (about 0.4 s) beside the push. Against this registry on loopback the push of the small layer
+  takes 0.2 s, so about 0.3 s of the check shows in the wall time; against a real registry (a
+  token request, a look at every base layer, the upload) the push outlasts the check. The
+  check runs no `docker diff` (about 0.5 s on this engine even when nothing changed: it walks
+  the whole base) unless the storage driver copies the base into every layer (vfs).
 
 ## Reproduce
 

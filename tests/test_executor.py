@@ -105,6 +105,16 @@ def test_stream_tees_lines_live_and_masks(fake):
     assert err.getvalue() == "boom\n" and done.stderr == "boom\n"
 
 
+def test_an_observer_sees_every_line_of_both_streams_masked_while_they_are_teed(fake):
+    fake.answer({"rc": 0, "lines": ["one", "two hunter2"], "stderr": "ready hunter2\n"})
+    out, err, seen = io.StringIO(), io.StringIO(), []
+    done = executor(out=out, err=err).run(step(("start", "--attach", "b"), stream=True,
+                                              observe=seen.append))
+    assert done.ok
+    assert sorted(seen) == sorted(["one\n", f"two {MASK}\n", f"ready {MASK}\n"])
+    assert out.getvalue() == f"one\ntwo {MASK}\n" and err.getvalue() == f"ready {MASK}\n"
+
+
 def test_interrupt_kills_the_child_and_propagates(fake):
     fake.answer({"rc": 0, "sleep": 30})
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(Interrupted()))

@@ -186,6 +186,30 @@ def test_an_automounter_that_dies_while_the_build_waits_stops_the_build(settings
     assert not x.ran("commit")
 
 
+class ReadyBuild(Recorder):
+    """The build container says CVMFS is ready at once, then builds for a while."""
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:2] == ("start", "--attach"):
+            super().run(step)
+            step.observe(f"{commands.CVMFS_READY} cms.cern.ch\n")
+            time.sleep(1.5)
+            return ok()
+        return super().run(step)
+
+
+def test_the_cvmfs_watch_ends_on_the_build_containers_ready_line(settings):
+    """No look at the automounter once the build says CVMFS is there, and none into it."""
+    x = ReadyBuild(answers(**{"container_inspect": ok(json.dumps(
+        [{"Id": "a" * 64, "State": {"Status": "running"}}]))}))
+    whole_job(settings(), x)
+    calls = [argv for argv, _ in x.calls]
+    during = calls[calls.index(("start", "--attach", build_container(x))):
+                   calls.index(x.ran("commit")[0])]
+    assert [argv for argv in during if argv[:2] == ("container", "inspect")] == []
+    assert not x.ran("exec")
+
+
 @pytest.mark.parametrize("where,error", [
     ("start_--attach", BuildError), ("login", LoginError)])
 def test_every_failure_removes_the_build_container_and_stops_the_automounter(settings, where,

@@ -32,6 +32,9 @@ def test_full_pipeline_pushes_a_runnable_image(job, tmp_path):
     # The build's own output went to stdout, the log records to stderr.
     assert ">> Built /home/cmsusr/CMSSW_10_6_8_patch1/bin/" in result.stdout
     assert not any(line.startswith("{") for line in result.stdout.splitlines())
+    # The build container's first step said when CVMFS was there, before the build script.
+    said = result.stderr.index("lwcontainer: CVMFS ready in the build container: cms.cern.ch\n")
+    assert said < result.stderr.index('"stage": "commit"')
     own = ("login:", "pull:", "\x1b")  # nothing of lwcontainer's own outside CI
     assert not any(line.startswith(own) for line in result.stdout.splitlines())
 

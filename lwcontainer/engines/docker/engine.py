@@ -135,9 +135,10 @@ class DockerEngine:
         """Log in and pull in the background while CVMFS comes up; the build container is
         created meanwhile. Everything is released on exit, on every path."""
         fetch = self.pool.submit(self.login_then_pull)
+        orphans = self.pool.submit(owner.remove_orphans, self.docker)  # what a killed run left
         with ExitStack() as cleanup:
             try:
-                self.container = self.prepare(cleanup, fetch, keep_container)
+                self.container = self.prepare(cleanup, fetch, orphans, keep_container)
             except BaseException:
                 cleanup.close()   # build container, lease, automounter
                 self.x.abort()    # a pull still running in the background
@@ -227,9 +228,13 @@ class DockerEngine:
         return Image(self.image_id)
 
     # -- preparation ------------------------------------------------------------------------
-    def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
-        """CVMFS up and the build container created; returns its name."""
+    def prepare(self, cleanup: ExitStack, fetch: Future, orphans: Future,
+                keep_container: bool) -> str:
+        """CVMFS up and the build container created; returns its name. ``orphans``, the
+        removal of what a killed run left, is done before CVMFS is let go (the automounter's
+        release counts the builds that still use it)."""
         cvmfs = self.open_cvmfs(cleanup)
+        cleanup.callback(wait, (orphans,))
         if cvmfs.source == "none":
             self.await_(fetch)
             self.stages.skip("cvmfs", "LWC_CVMFS=none")
@@ -323,12 +328,9 @@ class DockerEngine:
             time.sleep(0.2)
 
     def login_then_pull(self) -> None:
-        """The background half of the preparation; then the containers a killed run left
-        (no build in progress: removed here, off the path to the build, before any release
-        looks for builds that still use a shared automounter)."""
+        """The background half of the preparation."""
         self.login(background=True)
         self.pull(background=True)
-        owner.remove_orphans(self.docker)
 
     def login(self, background: bool = False) -> None:
         if not self.s.registry:
