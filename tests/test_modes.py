@@ -1,10 +1,12 @@
-"""The commit's world-writable check, its order of calls against a scripted engine: one
-container in the common case, the layer's own entries only, a fallback where the image's find
-or the engine's inspect cannot tell. (tests/test_modes_e2e.py runs it on the real engines.)"""
+"""The commit's world-writable check against a scripted engine: the layer check container
+(the build container's own layer directory, mounted read-only) where the engine names that
+directory, ``docker diff`` and the committed image elsewhere, and every container it makes
+removed. (tests/test_modes_e2e.py runs it on the real engines.)"""
 from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from structlog.testing import capture_logs
@@ -15,8 +17,9 @@ from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.executor import Completed, Executor, Step
 from lwcontainer.output.masking import Masker
 
-STARTED = json.dumps("2026-11-30T09:01:08.987654321Z")
-EPOCH = "1796029268.987654321"  # 2026-11-30T09:01:08.987654321Z
+UPPER = "/var/lib/docker/overlay2/0123abcd/diff"
+OVERLAY = json.dumps({"Name": "overlay2", "Data": {"UpperDir": UPPER, "LowerDir": "/x"}})
+VFS = json.dumps({"Name": "vfs", "Data": None})
 
 
 class Scripted(Executor):
@@ -27,73 +30,81 @@ class Scripted(Executor):
 
     def run(self, step: Step) -> Completed:
         self.calls.append(step)
-        key = "run" if step.argv[0] == "run" else " ".join(step.argv[:2])
-        if key == "run":
-            key = "recent" if modes.RECENT in step.argv else "of_paths"
-        return self.answers[key]
+        return self.answers.get(" ".join(step.argv[:2]), Completed(0, "", ""))
 
     def kinds(self) -> list[str]:
         return [" ".join(step.argv[:2]) for step in self.calls]
 
 
-def check(driver: str = "vfs", **answers: Completed) -> tuple[list[str], Scripted, list[dict]]:
-    x = Scripted({"container inspect": Completed(0, STARTED + "\n", ""), **answers})
+def check(*, build_ok: bool = True, **answers: Completed) -> tuple[list[str], Scripted,
+                                                                  list[dict]]:
+    x = Scripted({"container inspect": Completed(0, OVERLAY + "\n", ""), **answers})
     docker = DockerCli(x, EngineCli(program="docker", title="Docker engine"), {})
-    with capture_logs() as logs:
-        hits = modes.warn_world_writable(docker, "lwc-build", "sha256:new", driver)
+    with capture_logs() as logs, ThreadPoolExecutor(2) as pool:
+        with modes.LayerCheck(docker, "lwc-build", "cms/base:1", pool) as layer:
+            if build_ok:
+                layer.start()
+                hits = modes.warn_world_writable(docker, "lwc-build", "sha256:new", layer)
+            else:
+                hits = []
     return hits, x, [e for e in logs if e["event"] == "world_writable"]
 
 
-def test_nothing_recent_and_world_writable_is_the_answer_without_a_diff():
-    hits, x, warned = check(recent=Completed(0, f"{modes.END}0\n", ""))
-    assert hits == [] and warned == []
-    assert x.kinds() == ["container inspect", "run --rm"]
-    run = x.calls[1].argv
-    assert run[-1] == EPOCH and "--network" in run and run[run.index("--user") + 1] == "0:0"
-
-
-def test_on_overlay_what_changed_since_the_build_started_is_the_layer():
-    hits, x, warned = check("overlay2", recent=Completed(0, f"/b\n/a\n{modes.END}0\n", ""))
-    assert hits == ["/a", "/b"] and warned[0]["paths"] == hits
-    assert x.kinds() == ["container inspect", "run --rm"]
-
-
-def test_where_the_driver_copies_the_base_only_the_layers_entries_are_named():
-    recent = "/opt/base-shared.txt\n/home/cmsusr/a b.txt\n/home/cmsusr/dir\n"
-    hits, x, warned = check(recent=Completed(0, recent + f"{modes.END}0\n", ""),
-                            **{"diff lwc-build": Completed(0, "C /home\nC /home/cmsusr\nA "
-                               "/home/cmsusr/a b.txt\nA /home/cmsusr/dir\nD /gone\n", "")})
+def test_the_layer_check_reads_the_build_containers_own_layer_and_nothing_else():
+    said = f"./home/cmsusr/a b.txt\n./home/cmsusr/dir\n{modes.END}0\n"
+    hits, x, warned = check(**{"start --attach": Completed(0, said, "")})
     assert hits == ["/home/cmsusr/a b.txt", "/home/cmsusr/dir"]
     assert warned[0]["paths"] == hits and warned[0]["count"] == 2
-    assert "of_paths" not in [s.argv[0] for s in x.calls]
+    assert x.kinds() == ["container inspect", "create --rm", "start --attach"]  # --rm: gone
+    create = x.calls[1].argv
+    assert f"{UPPER}:{modes.LAYER}:ro" in create and "cms/base:1" in create
+    assert create[create.index("--network") + 1] == "none"
+    assert create[create.index("--user") + 1] == "0:0"
+    assert "lwcontainer.role=build" in create  # an orphan of a killed run is found and removed
 
 
-@pytest.mark.parametrize("recent", [
-    Completed(0, f"{modes.END}1\n", ""),      # a find without -newerct (busybox)
-    Completed(0, "/x\n", ""),                 # cut short: no end line
-    Completed(127, "", "exec: /bin/sh: not found"),
+def test_nothing_world_writable_is_an_answer_too():
+    hits, x, warned = check(**{"start --attach": Completed(0, f"{modes.END}0\n", "")})
+    assert hits == [] and warned == [] and "diff lwc-build" not in x.kinds()
+
+
+def test_a_check_never_started_is_removed_on_exit():
+    _, x, _ = check(build_ok=False)
+    assert x.kinds() == ["container inspect", "create --rm", "rm --force"]
+    assert x.calls[2].argv[-1] == x.calls[1].argv[3]
+
+
+def test_a_check_that_could_not_start_is_removed_on_exit():
+    _, x, _ = check(**{"start --attach": Completed(125, "", "cannot start"),
+                       "diff lwc-build": Completed(0, "", "")})
+    removed = [step.argv[-1] for step in x.calls if step.argv[:2] == ("rm", "--force")]
+    assert removed == [x.calls[1].argv[3]]
+
+
+@pytest.mark.parametrize("answers", [
+    {"container inspect": Completed(0, VFS, "")},                         # vfs: no layer dir
+    {"start --attach": Completed(0, "./x\n", "")},                        # find cut short
+    {"start --attach": Completed(0, f"{modes.END}1\n", "")},              # find failed
+    {"start --attach": Completed(126, "", "exec: /bin/sh: not found")},
 ])
-def test_a_find_that_cannot_tell_falls_back_to_the_diffs_paths(recent):
-    hits, x, warned = check(recent=recent,
-                            **{"diff lwc-build": Completed(0, "C /home\nA /home/f\n", ""),
-                               "of_paths": Completed(0, "/home/f\n", "")})
+def test_where_the_layer_check_cannot_tell_the_diff_and_the_image_do(answers):
+    hits, x, warned = check(**answers, **{
+        "diff lwc-build": Completed(0, "C /home\nA /home/f\nD /gone\n", ""),
+        "run --rm": Completed(0, "/home/f\n/not-in-the-layer\n", "")})
     assert hits == ["/home/f"] and warned[0]["paths"] == ["/home/f"]
-    assert x.calls[-1].stdin == "/home\n/home/f\n"
-
-
-def test_no_start_time_falls_back_without_the_recent_check():
-    hits, x, _ = check(**{"container inspect": Completed(0, json.dumps("0001-01-01T00:00:00Z"),
-                                                         ""),
-                          "diff lwc-build": Completed(0, "A /f\n", ""),
-                          "of_paths": Completed(0, "", "")})
-    assert hits == [] and x.kinds() == ["container inspect", "diff lwc-build", "run --rm"]
+    run = next(step for step in x.calls if step.argv[:2] == ("run", "--rm"))
+    assert run.stdin == "/home\n/home/f\n" and "sha256:new" in run.argv
+    assert run.argv[run.argv.index("--network") + 1] == "none"
 
 
 @pytest.mark.parametrize("text, expected", [
-    ('"2026-11-30T09:01:08.987654321Z"', "1796029268.987654321"),     # docker
-    ('"2026-11-30T10:01:08.1+01:00"', "1796029268.1"),                # podman, a local zone
-    ('"2026-11-30T09:01:08Z"', "1796029268"),
-    ('"0001-01-01T00:00:00Z"', None), ('"yesterday"', None), ("not json", None), ("3", None),
-])
-def test_the_start_time_is_read_to_the_last_digit(text, expected):
-    assert modes.epoch_time(text) == expected
+    (OVERLAY, UPPER), (VFS, None), ("null", None), ("not json", None),
+    (json.dumps({"Data": {"UpperDir": "relative/dir"}}), None), ("[]", None)])
+def test_the_layer_directory_is_read_from_the_engines_own_word(text, expected):
+    assert modes.upper_dir(text) == expected
+
+
+def test_the_layer_checks_own_output_is_read_only_when_its_find_finished():
+    assert modes.found_in_layer(f"./a\n./b c\n{modes.END}0\n") == ["/a", "/b c"]
+    assert modes.found_in_layer(f"./a\n{modes.END}1\n") is None
+    assert modes.found_in_layer("") is None

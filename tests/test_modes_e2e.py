@@ -48,22 +48,17 @@ def test_the_scaffolded_build_script_copies_without_the_checkouts_modes(job):
     assert mode == "644"
 
 
-# A base image with world-writable entries of its own (the build leaves them alone); with a
-# ``find`` that knows no -newerct in front of GNU find (a busybox-like find) when asked.
+# A base image with world-writable entries of its own (the build leaves them alone).
 BASE_RECIPE = ("mkdir -p /opt/shared && echo x > /opt/shared/notes && chmod 666 /opt/shared/notes"
                " && chmod 777 /opt/shared")
-NO_NEWERCT = ("printf '%s\\n' '#!/bin/sh' 'for a; do [ \"$a\" = -newerct ] && "
-              "{ echo \"find: unknown predicate $a\" >&2; exit 1; }; done' "
-              "'exec /usr/bin/find \"$@\"' > /usr/local/bin/find && chmod 755 /usr/local/bin/find")
 
 
-def base_with_world_writable(cli, base: str, ref: str, old_find: bool) -> None:
+def base_with_world_writable(cli, base: str, ref: str) -> None:
     """``cli(*args)`` runs the engine's CLI; the base is committed as ``ref``, config intact."""
     name = f"lwc-wwbase-{secrets.token_hex(3)}"
-    recipe = BASE_RECIPE + (" && " + NO_NEWERCT if old_find else "")
     try:
         cli("run", "--name", name, "--user", "0", "--network", "none", base, "/bin/sh", "-c",
-            recipe)
+            BASE_RECIPE)
         cli("commit", "--change", "USER cmsusr", "--change", 'CMD ["/bin/bash"]', name, ref)
     finally:
         cli("rm", "-f", name)
@@ -75,16 +70,25 @@ def named(result) -> list[str]:
     return warned[0]["paths"]
 
 
-@pytest.mark.parametrize("old_find", [False, True], ids=["gnu-find", "find-without-newerct"])
-def test_the_bases_own_world_writable_entries_are_never_named(job, old_find):
+def steps(result) -> list[str]:
+    return [r["command"] for r in result.events("step")]
+
+
+def test_the_layer_check_reads_the_build_containers_layer_and_never_names_the_base(job):
+    """Docker's overlay2: the check container mounts the build container's own layer; no
+    ``docker diff``, and it is gone afterwards."""
     base = f"{job.repository}-base:ww"
     base_with_world_writable(lambda *a: job.bed.docker(*a, check=a[0] != "rm"),
-                             job.bed["LWC_TESTBED_CMS_BASE"], base, old_find)
-    result = job.run(FROM=base, CI_REGISTRY=None)
+                             job.bed["LWC_TESTBED_CMS_BASE"], base)
+    result = job.run(FROM=base, CI_REGISTRY=None, LWC_LOG_LEVEL="debug")
     assert result.returncode == 0, result.stderr[-3000:]
     paths = named(result)
     assert f"{AREA}/bin/myanalysis.cc" in paths
     assert not [p for p in paths if p.startswith("/opt/shared")], paths
+    ran = steps(result)
+    assert [c for c in ran if c.startswith("docker start --attach") and c.endswith("-modes")]
+    assert not [c for c in ran if c.startswith("docker diff")]
+    assert job.containers() == []
     image = f"{job.repository}:c0ffee12"
     found = job.bed.docker("run", "--rm", "--user", "0", "--entrypoint", "/usr/bin/find", image,
                            "/opt/shared", "-perm", "-0002").stdout.split()
@@ -92,8 +96,8 @@ def test_the_bases_own_world_writable_entries_are_never_named(job, old_find):
 
 
 def test_podman_on_vfs_names_only_the_layers_entries(job):
-    """vfs copies the base into every layer: each old entry gets a new inode change time, so
-    the layer's own entries come from the diff."""
+    """vfs keeps no layer directory of the build container's own: the diff names the layer's
+    entries and the committed image their modes."""
     podman_bed(job.bed)
     base = f"localhost/lwc-tests/wwbase-{job.token}:1"
 
@@ -101,11 +105,13 @@ def test_podman_on_vfs_names_only_the_layers_entries(job):
         done = podman_root(job.bed, *args)
         assert done.returncode == 0 or args[0] == "rm", done.stderr[-2000:]
     try:
-        base_with_world_writable(podman, job.bed["LWC_TESTBED_CMS_BASE"], base, old_find=False)
-        result = job.run(FROM=base, CI_REGISTRY=None, **root_podman(job.bed))
+        base_with_world_writable(podman, job.bed["LWC_TESTBED_CMS_BASE"], base)
+        result = job.run(FROM=base, CI_REGISTRY=None, LWC_LOG_LEVEL="debug",
+                         **root_podman(job.bed))
         assert result.returncode == 0, result.stderr[-3000:]
         paths = named(result)
         assert f"{AREA}/bin/myanalysis.cc" in paths
         assert not [p for p in paths if p.startswith("/opt/shared")], paths
+        assert [c for c in steps(result) if c.startswith("podman diff")]
     finally:
         podman_root(job.bed, "rmi", "--force", base, f"{job.repository}:c0ffee12")

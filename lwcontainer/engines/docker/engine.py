@@ -76,6 +76,7 @@ class DockerEngine:
         self.cvmfs_source = ""
         self.cvmfs: CvmfsSource | None = None  # where the build container's /cvmfs comes from
         self.cvmfs_wait: int | None = None  # how long its first step waits for it
+        self.layer_check: modes.LayerCheck | None = None  # the layer's world-writable entries
         self.pool = pool(executor.dry_run, "lwc-docker")
 
     # -- the seam: what this CLI is and where its engine is --------------------------------
@@ -139,6 +140,9 @@ class DockerEngine:
         with ExitStack() as cleanup:
             try:
                 self.container = self.prepare(cleanup, fetch, orphans, keep_container)
+                if not keep_container and not self.x.dry_run:  # made while the build runs
+                    self.layer_check = cleanup.enter_context(modes.LayerCheck(
+                        self.docker, self.container, str(self.s.from_image), self.pool))
             except BaseException:
                 cleanup.close()   # build container, lease, automounter
                 self.x.abort()    # a pull still running in the background
@@ -159,6 +163,8 @@ class DockerEngine:
                   else nullcontext()) as watch:
                 done = self.x.run(step)
             if done.ok:
+                if self.layer_check is not None:
+                    self.layer_check.start()  # beside the commit and the push
                 return
             if watch is not None:  # the automounter died while the build waited for it
                 wait((watch,), timeout=5)
@@ -197,12 +203,11 @@ class DockerEngine:
         layer's world-writable entries (said, never changed: the layer is what the build made).
         Both only read, so they run beside the push, off the build's critical path."""
         done = self.docker.run(commands.image_inspect(image.id), check=False)
-        inspected = json.loads(done.stdout)[0] if done.ok and done.stdout.strip() else {}
         if not self.x.dry_run:
-            modes.warn_world_writable(self.docker, self.container, image.id,
-                                      (inspected.get("GraphDriver") or {}).get("Name", ""))
-        if "Size" in inspected and self.base.get("Size") is not None:
-            return replace(image, layer_size=inspected["Size"] - self.base["Size"])
+            modes.warn_world_writable(self.docker, self.container, image.id, self.layer_check)
+        if done.ok and done.stdout.strip() and self.base.get("Size") is not None:
+            return replace(image, layer_size=json.loads(done.stdout)[0]["Size"]
+                           - self.base["Size"])
         return image
 
     def publish(self, image: Image) -> str:

@@ -5,55 +5,73 @@ copies with ``cp -a`` carries them into the image. The commit's layer is exactly
 made; this only says so: regular files writable by everyone, and directories writable by
 everyone without the sticky bit (``/tmp``'s 1777 is fine).
 
-One throwaway container of the committed image (no network, as root, so no directory hides its
-entries) lists the world-writable entries whose inode changed after the build container started
-(``find -newerct``, to the nanosecond of the engine's own clock): every entry of the new layer
-is among them, since the build made it and the commit wrote it after that moment. On an
-overlay storage driver these are exactly the layer's: the base's entries keep the inode change
-times of their pull, which ended before the build container was even created. A driver that
-copies the base into each layer (vfs) gives every old entry a new one, so there ``docker diff``
-of the build container (the layer's added and changed entries) keeps those that are the
-layer's; it runs only then, and only when the list is not empty: it walks the whole base on
-some engines (half a second here). A ``find`` without ``-newerct`` (busybox) falls back to the
-diff's paths, checked one by one.
+Where the engine keeps the build container's changes in a directory of their own (an overlay
+storage driver: ``GraphDriver.Data.UpperDir``), that directory is the layer ``docker commit``
+writes. A ``LayerCheck`` container, created while the build runs, mounts it read-only and lists
+its world-writable entries: started the moment the build ends, it runs beside the commit and
+the push. Elsewhere (vfs, which copies the base into every layer) the paths come from ``docker
+diff`` of the build container (added and changed entries) and their modes from the committed
+image, in a throwaway container: slower (``docker diff`` walks the whole base), still beside
+the push. Every container here has no network, runs as root (no directory hides its entries)
+and only reads.
 """
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timezone
+from concurrent.futures import Executor as Pool, Future, wait
 
+from structlog.contextvars import bound_contextvars
+
+from . import commands, owner
 from .client import DockerCli
+from ... import signals
 from ...output.logs import get_logger
 
 #: Shown at most; the count says how many more there are.
 SHOWN = 20
-#: Storage drivers (``GraphDriver.Name``, docker and podman) whose layers share the base's
-#: inodes: an entry changed after the build started is the new layer's.
-KEEP_BASE_INODES = frozenset({"overlay2", "overlay", "overlayfs", "fuse-overlayfs"})
 WORLD_WRITABLE = "\\( -type f -perm -0002 -o -type d -perm -0002 ! -perm -1000 \\)"
+LAYER = "/lwc-layer"  # where the check container mounts the build container's layer
 END = "lwc-find-exit="
-# POSIX sh and find only (a CMS base image has them; no Python). $1: seconds since the epoch.
-RECENT = (f"find / -xdev {WORLD_WRITABLE} -newerct \"@$1\" -print 2>/dev/null; "
-          f"echo \"{END}$?\"")
+# POSIX sh and find only (a CMS base image has them; no Python).
+IN_LAYER = f"cd {LAYER} && find . -mindepth 1 {WORLD_WRITABLE} -print; echo \"{END}$?\""
 # Reads paths on stdin, prints those that are world-writable (find, tr and xargs only).
 OF_PATHS = (f"tr '\\n' '\\0' | xargs -0 sh -c 'find \"$@\" -maxdepth 0 {WORLD_WRITABLE} "
             "-print 2>/dev/null; true' sh")
+# Where no directory hides its entries and nothing else is touched.
+READER = ("--network", "none", "--user", "0:0", "--security-opt", "label=disable",
+          "--entrypoint", "/bin/sh")
+
+
+def graph_driver(container: str) -> tuple[str, ...]:
+    return ("container", "inspect", "--format", "{{json .GraphDriver}}", container)
+
+
+def upper_dir(inspected: str) -> str | None:
+    """The directory holding a container's own changes, from ``{{json .GraphDriver}}``."""
+    try:
+        driver = json.loads(inspected)
+    except ValueError:
+        return None
+    found = ((driver or {}).get("Data") or {}).get("UpperDir") if isinstance(driver, dict) \
+        else None
+    return found if isinstance(found, str) and found.startswith("/") else None
+
+
+def layer_check_create(name: str, image: str, upper: str, labels: commands.Argv) -> tuple[str, ...]:
+    """Removed by the engine once it has run (``--rm``); labelled like a build, so that one a
+    killed run left is removed as an orphan."""
+    return ("create", "--rm", "--name", name, "--label", f"{commands.BUILD_ROLE_LABEL}=build",
+            *labels, *READER, "-v", f"{upper}:{LAYER}:ro", image, "-c", IN_LAYER)
 
 
 def diff(container: str) -> tuple[str, ...]:
     return ("diff", container)
 
 
-def started(container: str) -> tuple[str, ...]:
-    """When the build container started, on the engine's clock (JSON: docker and podman)."""
-    return ("container", "inspect", "--format", "{{json .State.StartedAt}}", container)
-
-
-def check(image: str, script: str, *args: str) -> tuple[str, ...]:
-    """A throwaway container of the committed image running ``script``: it only reads."""
-    return ("run", "--rm", "-i", "--network", "none", "--user", "0:0", "--entrypoint",
-            "/bin/sh", image, "-c", script, "lwc-modes", *args)
+def of_paths_run(image: str) -> tuple[str, ...]:
+    """A throwaway container of the committed image that prints the world-writable ones of
+    the paths it reads on stdin."""
+    return ("run", "--rm", "-i", *READER, image, "-c", OF_PATHS)
 
 
 def layer_paths(diff_output: str) -> list[str]:
@@ -61,65 +79,93 @@ def layer_paths(diff_output: str) -> list[str]:
     return [line[2:] for line in diff_output.splitlines() if line[:2] in ("A ", "C ")]
 
 
-def epoch_time(inspected: str) -> str | None:
-    """An RFC 3339 time as ``{{json ...}}`` prints it, as seconds since the epoch with every
-    digit of its fraction (``find -newerct @...`` reads it so)."""
-    try:
-        text = json.loads(inspected)
-    except ValueError:
+def found_in_layer(output: str) -> list[str] | None:
+    """The paths the layer check printed (``./x`` -> ``/x``); None unless its find finished."""
+    lines = output.splitlines()
+    if not lines or lines[-1] != f"{END}0":
         return None
-    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)",
-                         text if isinstance(text, str) else "")
-    if not found:
-        return None
-    zone = "+00:00" if found.group(3) == "Z" else found.group(3)
-    moment = datetime.fromisoformat(found.group(1) + zone)
-    if moment.year < 2000:  # never started ("0001-01-01T00:00:00Z")
-        return None
-    return f"{int(moment.astimezone(timezone.utc).timestamp())}{found.group(2) or ''}"
+    return [line[1:] for line in lines[:-1] if line.startswith("./")]
 
 
-def recent(docker: DockerCli, container: str, image: str) -> list[str] | None:
-    """The image's world-writable entries changed since the build started; None when the
-    engine or the image cannot tell (no start time, a ``find`` without ``-newerct``)."""
-    inspected = docker.run(started(container), check=False)
-    since = epoch_time(inspected.stdout.strip()) if inspected.ok else None
-    if since is None:
-        return None
-    found = docker.run(check(image, RECENT, since), check=False,
-                       shown=f"{docker.program} run --rm {image} <find the world-writable "
-                             f"entries changed since the build started>")
-    lines = found.stdout.splitlines()
-    if not found.ok or not lines or lines[-1] != f"{END}0":
-        return None
-    return [line for line in lines[:-1] if line.strip()]
+class LayerCheck:
+    """The check container of the build container's layer, as a context manager: created in
+    the background on enter (when the engine names the layer's directory), started by
+    ``start()`` once the build has succeeded (the engine removes it when it exits), removed on
+    exit if it never ran."""
+
+    def __init__(self, docker: DockerCli, container: str, image: str, pool: Pool) -> None:
+        self.docker = docker
+        self.container = container
+        self.image = image
+        self.pool = pool
+        self.name = f"{container}-modes"
+        self.created: Future | None = None
+        self.ran: Future | None = None
+        self.gone = False  # it ran to its end, and the engine removed it (--rm)
+
+    def __enter__(self) -> LayerCheck:
+        self.created = self.pool.submit(self._create)
+        return self
+
+    def _create(self) -> bool:
+        inspected = self.docker.run(graph_driver(self.container), check=False)
+        upper = upper_dir(inspected.stdout.strip()) if inspected.ok else None
+        if upper is None:
+            return False
+        made = self.docker.run(layer_check_create(self.name, self.image, upper,
+                                                  owner.labels()), check=False)
+        return made.ok
+
+    def start(self) -> None:
+        """Run it now, beside whatever comes next (the build has succeeded)."""
+        self.ran = self.pool.submit(self._run)
+
+    def _run(self) -> list[str] | None:
+        if not self.created.result():
+            return None
+        done = self.docker.run(("start", "--attach", self.name), check=False,
+                               what="world-writable check")
+        self.gone = done.ok
+        return found_in_layer(done.stdout) if done.ok else None
+
+    def result(self) -> list[str] | None:
+        """The layer's world-writable paths; None when this check could not tell."""
+        return self.ran.result() if self.ran is not None else None
+
+    def __exit__(self, *exc_info: object) -> None:
+        with signals.deferred(), bound_contextvars(stage="cleanup"):
+            wait([f for f in (self.created, self.ran) if f is not None])
+            made = self.created is not None and self.created.exception() is None \
+                and self.created.result()
+            if made and not self.gone:
+                self.docker.run(commands.remove(self.name), check=False)
 
 
-def of_paths(docker: DockerCli, image: str, paths: list[str]) -> list[str] | None:
-    """The world-writable ones of ``paths`` in the image; None when it cannot tell."""
-    found = docker.run(check(image, OF_PATHS), stdin="\n".join(paths) + "\n", check=False,
-                       shown=f"{docker.program} run --rm {image} <find the world-writable of "
-                             f"{len(paths)} paths>")
-    if not found.ok:
-        get_logger().debug("world_writable_unchecked", reason=found.stderr.strip()[-200:])
-        return None
-    return [line for line in found.stdout.splitlines() if line.strip()]
+def world_writable(docker: DockerCli, container: str, image: str,
+                   check: LayerCheck | None) -> list[str]:
+    """The layer's world-writable paths: from the layer check where it ran, else from
+    ``docker diff`` and the committed image."""
+    found = check.result() if check is not None else None
+    if found is not None:
+        return sorted(found)
+    listed = docker.run(diff(container), check=False)
+    paths = layer_paths(listed.stdout) if listed.ok else []
+    if not paths:
+        return []
+    checked = docker.run(of_paths_run(image), stdin="\n".join(paths) + "\n", check=False,
+                         shown=f"{docker.program} run --rm {image} <find the world-writable "
+                               f"of {len(paths)} paths>")
+    if not checked.ok:
+        get_logger().debug("world_writable_unchecked", reason=checked.stderr.strip()[-200:])
+        return []
+    layer = set(paths)
+    return sorted(line for line in checked.stdout.splitlines() if line in layer)
 
 
 def warn_world_writable(docker: DockerCli, container: str, image: str,
-                        driver: str = "") -> list[str]:
-    """Log ``world_writable`` naming the layer's world-writable paths; return them.
-    ``driver``: the image's storage driver (``GraphDriver.Name``), "" if unknown."""
-    candidates = recent(docker, container, image)
-    if candidates is not None and (not candidates or driver in KEEP_BASE_INODES):
-        hits = sorted(candidates)
-    else:
-        listed = docker.run(diff(container), check=False)
-        paths = layer_paths(listed.stdout) if listed.ok else []
-        if candidates is None and paths:
-            candidates = of_paths(docker, image, paths)
-        layer = set(paths)
-        hits = sorted(path for path in candidates or () if path in layer)
+                        check: LayerCheck | None = None) -> list[str]:
+    """Log ``world_writable`` naming the layer's world-writable paths; return them."""
+    hits = world_writable(docker, container, image, check)
     if hits:
         get_logger().warning(
             "world_writable", count=len(hits), paths=hits[:SHOWN],
