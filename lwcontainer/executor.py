@@ -71,7 +71,7 @@ class Step:
     stdin: str | None = field(default=None, repr=False)
     stream: bool = False
     on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
-    observe: Callable[[str], None] | None = None  # with stream: sees every line, as it is teed
+    observe: Callable[[str], None] | None = None  # with stream: sees every line of both
     interactive: bool = False  # inherit the terminal: stdin, stdout and stderr are ours
     check: bool = True
     error: type[LwcError] = LwcError
@@ -203,9 +203,9 @@ class Executor:
         stderr_sink = None if step.on_line else self.err
         pumps = [threading.Thread(target=self._pump, daemon=True,
                                   args=(proc.stdout, stdout_sink, out,
-                                        step.on_line or step.observe)),
+                                        (step.on_line, step.observe))),
                  threading.Thread(target=self._pump, daemon=True,
-                                  args=(proc.stderr, stderr_sink, tail, step.observe))]
+                                  args=(proc.stderr, stderr_sink, tail, (step.observe,)))]
         if step.stdin is not None:
             proc.stdin.write(_encode(step.stdin))
             proc.stdin.close()
@@ -219,13 +219,18 @@ class Executor:
         return Completed(returncode, "".join(out) if step.on_line else "", "".join(tail))
 
     def _pump(self, source: IO[bytes], sink: IO[str] | None, keep,
-              on_line: Callable[[str], None] | None) -> None:
+              callbacks: tuple[Callable[[str], None] | None, ...]) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         for raw in iter(source.readline, b""):
             text = self.masker(_decode(raw))
             keep.append(text)
-            if on_line is not None:
-                on_line(text)
+            for callback in callbacks:
+                if callback is None:
+                    continue
+                try:
+                    callback(text)
+                except Exception:  # noqa: BLE001 - the pipe must keep draining
+                    get_logger().debug("line_callback_failed", exc_info=True)
             if sink is not None:
                 sink.write(text)
                 sink.flush()

@@ -399,6 +399,8 @@ def trace(mode: str) -> None:
             record = json.loads(line)
         except ValueError:
             continue
+        if "timestamp" not in record:
+            continue
         at = datetime.fromisoformat(record.pop("timestamp").replace("Z", "+00:00")).timestamp()
         what = record.get("command") or record.get("duration_s") or ""
         print(f"{at - result['started']:7.3f}  {record.get('stage', ''):12} "

@@ -123,4 +123,3 @@ def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing()
         assert not any(word in script.replace("2>/dev/null", "")
                        for word in ("chmod", "chown", ">", " rm "))  # only reads
         assert "-perm -0002" in script and "! -perm -1000" in script
-

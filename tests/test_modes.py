@@ -30,10 +30,17 @@ class Scripted(Executor):
 
     def run(self, step: Step) -> Completed:
         self.calls.append(step)
-        return self.answers.get(" ".join(step.argv[:2]), Completed(0, "", ""))
+        answer = self.answers.get(" ".join(step.argv[:2]), Completed(0, "", ""))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def kinds(self) -> list[str]:
         return [" ".join(step.argv[:2]) for step in self.calls]
+
+
+class Interrupting(RuntimeError):
+    """An answer that fails inside the engine's call."""
 
 
 def check(*, build_ok: bool = True, **answers: Completed) -> tuple[list[str], Scripted,
@@ -51,10 +58,10 @@ def check(*, build_ok: bool = True, **answers: Completed) -> tuple[list[str], Sc
 
 
 def test_the_layer_check_reads_the_build_containers_own_layer_and_nothing_else():
-    said = f"./home/cmsusr/a b.txt\n./home/cmsusr/dir\n{modes.END}0\n"
+    said = f"./home/cmsusr/a b.txt\0./home/cmsusr/new\nline\0./home/cmsusr/dir\0{modes.END}0\n"
     hits, x, warned = check(**{"start --attach": Completed(0, said, "")})
-    assert hits == ["/home/cmsusr/a b.txt", "/home/cmsusr/dir"]
-    assert warned[0]["paths"] == hits and warned[0]["count"] == 2
+    assert hits == ["/home/cmsusr/a b.txt", "/home/cmsusr/dir", "/home/cmsusr/new\nline"]
+    assert warned[0]["paths"] == hits and warned[0]["count"] == 3
     assert x.kinds() == ["container inspect", "create --rm", "start --attach"]  # --rm: gone
     create = x.calls[1].argv
     assert f"{UPPER}:{modes.LAYER}:ro" in create and "cms/base:1" in create
@@ -83,11 +90,12 @@ def test_a_check_that_could_not_start_is_removed_on_exit():
 
 @pytest.mark.parametrize("answers", [
     {"container inspect": Completed(0, VFS, "")},                         # vfs: no layer dir
-    {"start --attach": Completed(0, "./x\n", "")},                        # find cut short
+    {"start --attach": Completed(0, "./x\0", "")},                        # find cut short
     {"start --attach": Completed(0, f"{modes.END}1\n", "")},              # find failed
     {"start --attach": Completed(126, "", "exec: /bin/sh: not found")},
 ])
 def test_where_the_layer_check_cannot_tell_the_diff_and_the_image_do(answers):
+    """The image check is the committed image's own: no unconfined SELinux label for it."""
     hits, x, warned = check(**answers, **{
         "diff lwc-build": Completed(0, "C /home\nA /home/f\nD /gone\n", ""),
         "run --rm": Completed(0, "/home/f\n/not-in-the-layer\n", "")})
@@ -95,6 +103,7 @@ def test_where_the_layer_check_cannot_tell_the_diff_and_the_image_do(answers):
     run = next(step for step in x.calls if step.argv[:2] == ("run", "--rm"))
     assert run.stdin == "/home\n/home/f\n" and "sha256:new" in run.argv
     assert run.argv[run.argv.index("--network") + 1] == "none"
+    assert "label=disable" not in run.argv
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -105,6 +114,14 @@ def test_the_layer_directory_is_read_from_the_engines_own_word(text, expected):
 
 
 def test_the_layer_checks_own_output_is_read_only_when_its_find_finished():
-    assert modes.found_in_layer(f"./a\n./b c\n{modes.END}0\n") == ["/a", "/b c"]
-    assert modes.found_in_layer(f"./a\n{modes.END}1\n") is None
-    assert modes.found_in_layer("") is None
+    assert modes.found_in_layer(f"./a\0./b c\0{modes.END}0\n") == ["/a", "/b c"]
+    assert modes.found_in_layer(f"{modes.END}0\n") == []
+    assert modes.found_in_layer(f"./a\0{modes.END}1\n") is None
+    assert modes.found_in_layer("./a\0") is None and modes.found_in_layer("") is None
+
+
+def test_an_answer_that_raises_is_no_answer_and_the_other_way_tells():
+    hits, _, _ = check(**{"start --attach": Interrupting(),
+                          "diff lwc-build": Completed(0, "A /f\n", ""),
+                          "run --rm": Completed(0, "/f\n", "")})
+    assert hits == ["/f"]

@@ -18,7 +18,7 @@ import structlog.testing
 
 from lwcontainer import pipeline, signals
 from lwcontainer.config.settings import Settings
-from lwcontainer.engines.docker import commands
+from lwcontainer.engines.docker import commands, modes
 from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.errors import (BuildError, CvmfsError, ExitCode, Interrupted, LoginError,
                                 PushError)
@@ -208,7 +208,54 @@ def test_the_cvmfs_watch_ends_on_the_build_containers_ready_line(settings):
                    calls.index(x.ran("commit")[0])]
     assert [argv for argv in during if argv[:2] == ("container", "inspect")
             and argv[-1] == "cvmfs"] == []  # the automounter's name
-    assert not x.ran("exec")
+    assert not [argv for argv in during if argv[:1] == ("exec",)]
+
+
+class SlowBuild(Recorder):
+    """The build waits in its first step a while (no ready line), then succeeds."""
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:2] == ("start", "--attach") and "-modes" not in step.argv[-1]:
+            super().run(step)
+            time.sleep(1.2)
+            return ok()
+        return super().run(step)
+
+
+def test_an_engine_that_does_not_answer_once_does_not_kill_the_build(settings):
+    """Only an automounter the engine says is gone or stopped ends the build's wait."""
+    x = SlowBuild(answers(**{"container_inspect": failed("error during connect: i/o timeout")}))
+    whole_job(settings(), x)
+    assert not x.ran("kill") and x.ran("commit")
+
+
+OVERLAY = json.dumps({"Name": "overlay2", "Data": {"UpperDir": "/var/lib/docker/o/1/diff"}})
+
+
+def test_the_layer_check_runs_after_the_build_and_names_what_it_found(settings):
+    found = f"./home/cmsusr/f\0{modes.END}0\n"
+    x = Recorder(answers(**{"container_inspect_--format": ok(OVERLAY),
+                            "start_--attach": ok(found)}))
+    with structlog.testing.capture_logs() as logs:
+        whole_job(settings(), x)
+    build = build_container(x)
+    calls = [argv for argv, _ in x.calls]
+    assert calls.index(("start", "--attach", f"{build}-modes")) > calls.index(
+        ("start", "--attach", build))
+    warned = [e for e in logs if e["event"] == "world_writable"]
+    assert warned[0]["paths"] == ["/home/cmsusr/f"] and not x.ran("diff")
+
+
+def test_a_failed_build_removes_its_layer_check_before_the_build_container(settings):
+    x = Recorder(answers(**{"container_inspect_--format": ok(OVERLAY),
+                            "start_--attach": failed("boom", rc=3)}))
+    with pytest.raises(BuildError):
+        whole_job(settings(), x)
+    build = build_container(x)
+    removed = [argv[-1] for argv in x.ran("rm", "--force")]
+    assert f"{build}-modes" in removed and build in removed
+    assert removed.index(f"{build}-modes") < removed.index(build)
+    assert not x.ran("start", "--attach", f"{build}-modes")
 
 
 @pytest.mark.parametrize("where,error", [

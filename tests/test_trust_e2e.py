@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -48,6 +49,10 @@ def test_orphans_a_sigkilled_runs_build_container_is_removed_by_the_next_run(job
     watch = Watch(proc)
     try:
         watch.wait_for("build-started")
+        deadline = time.monotonic() + 20  # its world-writable check is made meanwhile
+        while not any(n.endswith("-modes") for n in job.containers()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         proc.kill()  # SIGKILL: no cleanup runs
         proc.wait(timeout=20)

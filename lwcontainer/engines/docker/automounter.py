@@ -188,6 +188,11 @@ class Automounter(CvmfsSource):
             delay = min(delay * 2, MAX_POLL_S)
 
     def check_alive(self) -> None:
+        """Raise if the automounter is gone or no longer running; an engine that does not
+        answer this once tells nothing (the build's own check still waits)."""
+        done = self.docker.run(commands.container_inspect(self.s.automounter_name), check=False)
+        if not done.ok and self.docker.cli.missing_container not in done.stderr.lower():
+            return
         self._raise_if_stopped("")
 
     def _raise_if_stopped(self, stderr: str) -> None:

@@ -239,7 +239,7 @@ class DockerEngine:
         removal of what a killed run left, is done before CVMFS is let go (the automounter's
         release counts the builds that still use it)."""
         cvmfs = self.open_cvmfs(cleanup)
-        cleanup.callback(wait, (orphans,))
+        cleanup.callback(self.settle_orphans, orphans)
         if cvmfs.source == "none":
             self.await_(fetch)
             self.stages.skip("cvmfs", "LWC_CVMFS=none")
@@ -258,6 +258,13 @@ class DockerEngine:
                               repos=list(self.s.cvmfs_repos), source=cvmfs.source)
                 return cleanup.enter_context(self.build_container(cvmfs, keep_container,
                                                                   cvmfs_wait=wait_s))
+
+    def settle_orphans(self, orphans: Future) -> None:
+        """Wait for the orphan removal; say so if it failed (nothing else depends on it)."""
+        wait((orphans,))
+        failed = orphans.exception()
+        if failed is not None:
+            self.log.warning("orphans_unchecked", error=self.x.masker(str(failed)[-300:]))
 
     def build_container(self, cvmfs: CvmfsSource, keep: bool = False,
                         existing: str | None = None,

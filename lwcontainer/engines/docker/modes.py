@@ -7,13 +7,14 @@ everyone without the sticky bit (``/tmp``'s 1777 is fine).
 
 Where the engine keeps the build container's changes in a directory of their own (an overlay
 storage driver: ``GraphDriver.Data.UpperDir``), that directory is the layer ``docker commit``
-writes. A ``LayerCheck`` container, created while the build runs, mounts it read-only and lists
-its world-writable entries: started the moment the build ends, it runs beside the commit and
-the push. Elsewhere (vfs, which copies the base into every layer) the paths come from ``docker
-diff`` of the build container (added and changed entries) and their modes from the committed
-image, in a throwaway container: slower (``docker diff`` walks the whole base), still beside
-the push. Every container here has no network, runs as root (no directory hides its entries)
-and only reads.
+writes. A ``LayerCheck`` container of FROM, created while the build runs, mounts it read-only
+(outside PATH) and lists its world-writable entries: started the moment the build ends, it runs
+beside the commit and the push. Elsewhere (vfs, which copies the base into every layer), or
+when that check cannot tell, the paths come from ``docker diff`` of the build container (added
+and changed entries) and their modes from the committed image, in a throwaway container: slower
+(``docker diff`` walks the whole base), still beside the push. Every container here has no
+network, runs as root (no directory hides its entries), only reads, and is limited by
+LWC_DOCKER_TIMEOUT.
 """
 from __future__ import annotations
 
@@ -32,14 +33,17 @@ SHOWN = 20
 WORLD_WRITABLE = "\\( -type f -perm -0002 -o -type d -perm -0002 ! -perm -1000 \\)"
 LAYER = "/lwc-layer"  # where the check container mounts the build container's layer
 END = "lwc-find-exit="
-# POSIX sh and find only (a CMS base image has them; no Python).
-IN_LAYER = f"cd {LAYER} && find . -mindepth 1 {WORLD_WRITABLE} -print; echo \"{END}$?\""
+# POSIX sh and find only (a CMS base image has them; no Python); NUL after each path, so that
+# a name with a newline in it stays one name; the exit status last.
+IN_LAYER = f"cd {LAYER} && find . -mindepth 1 {WORLD_WRITABLE} -print0; echo \"{END}$?\""
 # Reads paths on stdin, prints those that are world-writable (find, tr and xargs only).
 OF_PATHS = (f"tr '\\n' '\\0' | xargs -0 sh -c 'find \"$@\" -maxdepth 0 {WORLD_WRITABLE} "
             "-print 2>/dev/null; true' sh")
 # Where no directory hides its entries and nothing else is touched.
-READER = ("--network", "none", "--user", "0:0", "--security-opt", "label=disable",
-          "--entrypoint", "/bin/sh")
+READER = ("--network", "none", "--user", "0:0", "--entrypoint", "/bin/sh")
+# The layer directory carries the build container's own SELinux label: the check container,
+# FROM's own find on a read-only mount, reads it unconfined.
+UNLABELLED = ("--security-opt", "label=disable")
 
 
 def graph_driver(container: str) -> tuple[str, ...]:
@@ -61,7 +65,7 @@ def layer_check_create(name: str, image: str, upper: str, labels: commands.Argv)
     """Removed by the engine once it has run (``--rm``); labelled like a build, so that one a
     killed run left is removed as an orphan."""
     return ("create", "--rm", "--name", name, "--label", f"{commands.BUILD_ROLE_LABEL}=build",
-            *labels, *READER, "-v", f"{upper}:{LAYER}:ro", image, "-c", IN_LAYER)
+            *labels, *READER, *UNLABELLED, "-v", f"{upper}:{LAYER}:ro", image, "-c", IN_LAYER)
 
 
 def diff(container: str) -> tuple[str, ...]:
@@ -81,17 +85,17 @@ def layer_paths(diff_output: str) -> list[str]:
 
 def found_in_layer(output: str) -> list[str] | None:
     """The paths the layer check printed (``./x`` -> ``/x``); None unless its find finished."""
-    lines = output.splitlines()
-    if not lines or lines[-1] != f"{END}0":
+    *paths, end = output.split("\0")
+    if end.strip() != f"{END}0":
         return None
-    return [line[1:] for line in lines[:-1] if line.startswith("./")]
+    return [path[1:] for path in paths if path.startswith("./")]
 
 
 class LayerCheck:
     """The check container of the build container's layer, as a context manager: created in
     the background on enter (when the engine names the layer's directory), started by
-    ``start()`` once the build has succeeded (the engine removes it when it exits), removed on
-    exit if it never ran."""
+    ``start()`` once the build has succeeded (the engine removes it when it exits); removed on
+    exit unless it ran to its end, and before the build container it reads is removed."""
 
     def __init__(self, docker: DockerCli, container: str, image: str, pool: Pool) -> None:
         self.docker = docker
@@ -101,6 +105,7 @@ class LayerCheck:
         self.name = f"{container}-modes"
         self.created: Future | None = None
         self.ran: Future | None = None
+        self.attempted = False  # a create was asked for: the container may exist
         self.gone = False  # it ran to its end, and the engine removed it (--rm)
 
     def __enter__(self) -> LayerCheck:
@@ -112,6 +117,7 @@ class LayerCheck:
         upper = upper_dir(inspected.stdout.strip()) if inspected.ok else None
         if upper is None:
             return False
+        self.attempted = True
         made = self.docker.run(layer_check_create(self.name, self.image, upper,
                                                   owner.labels()), check=False)
         return made.ok
@@ -124,21 +130,36 @@ class LayerCheck:
         if not self.created.result():
             return None
         done = self.docker.run(("start", "--attach", self.name), check=False,
-                               what="world-writable check")
+                               what="world-writable check",
+                               timeout=self.docker.timeouts.get("engine"),
+                               timeout_setting="LWC_DOCKER_TIMEOUT")
         self.gone = done.ok
-        return found_in_layer(done.stdout) if done.ok else None
+        found = found_in_layer(done.stdout) if done.ok else None
+        if found is None:
+            get_logger().debug("layer_check_unused", returncode=done.returncode,
+                               reason=done.stderr.strip()[-200:])
+        return found
 
     def result(self) -> list[str] | None:
         """The layer's world-writable paths; None when this check could not tell."""
-        return self.ran.result() if self.ran is not None else None
+        if self.ran is None:
+            return None
+        try:
+            return self.ran.result()
+        except Exception as exc:  # noqa: BLE001 - the other way still tells
+            get_logger().debug("layer_check_unused", reason=str(exc)[-200:])
+            return None
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
         with signals.deferred(), bound_contextvars(stage="cleanup"):
+            if exc_type is not None and self.ran is not None and not self.ran.done():
+                self._remove()  # the run is cut short: nobody waits for its answer
             wait([f for f in (self.created, self.ran) if f is not None])
-            made = self.created is not None and self.created.exception() is None \
-                and self.created.result()
-            if made and not self.gone:
-                self.docker.run(commands.remove(self.name), check=False)
+            if self.attempted and not self.gone:
+                self._remove()
+
+    def _remove(self) -> None:
+        self.docker.run(commands.remove(self.name), check=False)
 
 
 def world_writable(docker: DockerCli, container: str, image: str,
