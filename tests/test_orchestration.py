@@ -178,9 +178,13 @@ class DyingAutomounter(Recorder):
         return super().run(step)
 
 
-def test_an_automounter_that_dies_while_the_build_waits_stops_the_build(settings):
+@pytest.mark.parametrize("seen, said", [
+    (failed("Error: No such container: cvmfs"), "is gone"),
+    (ok(json.dumps([{"Id": "a" * 64, "State": {"Status": "exited"}}])), "is exited")])
+def test_an_automounter_that_dies_while_the_build_waits_stops_the_build(settings, seen, said):
     x = DyingAutomounter()
-    with pytest.raises(CvmfsError, match="automounter cvmfs is gone"):
+    x.answers[("container", "inspect")] = seen
+    with pytest.raises(CvmfsError, match=f"automounter cvmfs {said}"):
         whole_job(settings(), x)
     assert x.killed.is_set() and x.ran("kill", build_container(x))
     assert not x.ran("commit")

@@ -191,12 +191,15 @@ class Automounter(CvmfsSource):
         """Raise if the automounter is gone or no longer running; an engine that does not
         answer this once tells nothing (the build's own check still waits)."""
         done = self.docker.run(commands.container_inspect(self.s.automounter_name), check=False)
-        if not done.ok and self.docker.cli.missing_container not in done.stderr.lower():
-            return
-        self._raise_if_stopped("")
+        if done.ok and done.stdout.strip():
+            self._raise_if_stopped("", json.loads(done.stdout)[0]["State"]["Status"])
+        elif self.docker.cli.missing_container in done.stderr.lower():
+            self._raise_if_stopped("", None)
 
-    def _raise_if_stopped(self, stderr: str) -> None:
-        status = self.status()
+    def _raise_if_stopped(self, stderr: str, status: str | None = "") -> None:
+        """Raise if the automounter is not running (``status`` as just seen; "": look)."""
+        if status == "":
+            status = self.status()
         if status != "running":
             logs = self.docker.run(commands.logs(self.s.automounter_name, tail=5), check=False)
             raise CvmfsError(f"automounter {self.s.automounter_name} is {status or 'gone'}: "
