@@ -130,7 +130,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("LWC_PUSH_RETRIES", "--push-retries", "3", "push attempts after the first, with backoff",
          dotenv=True),
     Spec("LWC_REPORT", "--report", "./lwcontainer.env",
-         "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory"),
+         "dotenv report (GitLab artifacts:reports:dotenv), relative to the working directory; "
+         "it must lie inside the project directory (or the working directory): else exit 2"),
     Spec("LWC_REPORT_PREFIX", "--report-prefix", "", "prefix of every report key (e.g. "
          "CC7_ gives CC7_LWC_IMAGE): one per image of a matrix, so later jobs can tell them "
          "apart"),
