@@ -528,7 +528,7 @@ it for the harness, which removes it and its mounts before the next run).
 ## Reproduce
 
 ```sh
-make bench            # brings up the test bed; about 3 minutes; rewrites this file
+make bench            # brings up the test bed; about 6 minutes; rewrites this file
 python scripts/bench.py --runs 9   # more runs
 python scripts/bench.py --inplace-only   # only the in-place engine's section
 ```
