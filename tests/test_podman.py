@@ -210,9 +210,9 @@ def test_workstation_docker_when_it_answers_else_podman(project, tmp_path):
     (tmp_path / "d").mkdir()
     only_docker = {"PATH": programs(tmp_path / "d", "docker")}
     assert choose(project, only_docker, silent)[0] == "docker"  # its own error follows
-    shim = {("--version",): ok("podman version 4.3.1\n")}
+    shim = {("--version",): ok("podman version 4.3.1\n"), ("version",): ok("4.3.1\n")}
     engine, x = choose(project, both, shim)
-    assert engine == "podman" and x.ran("version") == []
+    assert engine == "podman"  # its name decides, whatever its 'version' says
     (tmp_path / "p").mkdir()
     no_docker = {"PATH": programs(tmp_path / "p", "podman")}
     assert choose(project, no_docker, {})[0] == "podman"

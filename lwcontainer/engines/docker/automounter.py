@@ -22,7 +22,8 @@ from .cvmfs import MAX_POLL_S, POLL_S, CvmfsSource, settled
 from .failures import pull_failure, worth_retrying_pull
 from ...config.settings import Settings
 from ...errors import CvmfsError
-from ...executor import last_line, tail_lines
+from ...executor import Completed, Step, last_line, tail_lines
+from ...pools import pool
 
 CLAIM_WAIT_S = 30.0
 
@@ -57,42 +58,47 @@ class Automounter(CvmfsSource):
 
     def ensure(self) -> bool:
         """Make sure the automounter runs; True if this call started it. A stopped one is
-        replaced by the id the inspect saw: never a newer one another run just started."""
+        replaced by the id the inspect saw: never a newer one another run just started. Its
+        image is inspected meanwhile (needed unless one runs already)."""
         name = self.s.automounter_name
-        seen, status = self.inspect()
-        if status == "running":
-            self.log.info("automounter_reused", name=name)
-            return False
-        if status == "created" and self._wait_running(name):
-            return False
-        if status is not None and seen:
-            self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
-            self.docker.run(commands.remove(seen), check=False)
-        return self._start()
+        with pool(self.x.dry_run, "lwc-automounter", 1) as beside:
+            image = beside.submit(self.x.run, self.image_inspect())
+            seen, status = self.inspect()
+            if status == "running":
+                self.log.info("automounter_reused", name=name)
+                return False
+            if status == "created" and self._wait_running(name):
+                return False
+            if status is not None and seen:
+                self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
+                self.docker.run(commands.remove(seen), check=False)
+            return self._start(self.image_command(image.result()))
 
-    def image_command(self) -> tuple[str, ...]:
+    def image_inspect(self) -> Step:
+        return self.docker.step(commands.image_inspect(str(self.s.automounter_image)),
+                                check=False, placeholder='[{"Config": {"Cmd": '
+                                                        '["<the image\'s own command>"]}}]')
+
+    def image_command(self, inspected: Completed) -> tuple[str, ...]:
         """The automounter image's own entrypoint and command (pulled first if missing)."""
         image = str(self.s.automounter_image)
-        inspect = self.docker.step(commands.image_inspect(image), check=False,
-                       placeholder='[{"Config": {"Cmd": ["<the image\'s own command>"]}}]')
-        done = self.x.run(inspect)
-        if not done.ok:
+        if not inspected.ok:
             pulled = self.docker.run(commands.pull(image), retries=2, check=False,
                                      retry_if=worth_retrying_pull,
-                                     what=f"docker pull {image} (LWC_AUTOMOUNTER_IMAGE)")
+                                     what=f"{self.docker.program} pull {image} (LWC_AUTOMOUNTER_IMAGE)")
             if not pulled.ok:
                 raise pull_failure("LWC_AUTOMOUNTER_IMAGE", image, pulled, logged_in=False)
-            done = self.x.run(inspect)
-        config = json.loads(done.stdout)[0].get("Config") or {}
+            inspected = self.x.run(self.image_inspect())
+        config = json.loads(inspected.stdout)[0].get("Config") or {}
         command = tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
         if not command and not self.x.dry_run:
             raise CvmfsError(f"{image} (LWC_AUTOMOUNTER_IMAGE) has no entrypoint or command")
         return command
 
-    def _start(self) -> bool:
+    def _start(self, command: tuple[str, ...]) -> bool:
         name = self.s.automounter_name
         try:
-            created = self.docker.run(commands.automounter_create(self.s, self.image_command()),
+            created = self.docker.run(commands.automounter_create(self.s, command),
                                       check=False, what="automounter create")
         except BaseException:  # a signal after docker created it: the name may be ours
             with signals.deferred():

@@ -3,6 +3,7 @@ workstation (engines/choice.py decides from the answer)."""
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping
 
 from .address import locate
@@ -27,13 +28,17 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
     address = locate(settings, environ, settings.local_socket)
     env = child_environment(environ, address.env)
     timeout = min(settings.docker_timeout, PROBE_TIMEOUT_S) or PROBE_TIMEOUT_S
-    client = executor.run(Step(("--version",), program=PROGRAM, env=env, timeout=timeout,
-                               check=False, what="docker --version"))
+    # both at once: the client's name, and whether an engine answers
+    with ThreadPoolExecutor(1, "lwc-probe") as beside:
+        named = beside.submit(executor.run, Step(("--version",), program=PROGRAM, env=env,
+                                                 timeout=timeout, check=False,
+                                                 what="docker --version"))
+        done = executor.run(Step(("version", "--format", "{{.Server.Version}}"), program=PROGRAM,
+                                 env=env, timeout=timeout, check=False, what="docker version"))
+        client = named.result()
     if "podman" in client.stdout.lower():
         return IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}"
     where = address.address or "the default socket"
-    done = executor.run(Step(("version", "--format", "{{.Server.Version}}"), program=PROGRAM,
-                             env=env, timeout=timeout, check=False, what="docker version"))
     if done.ok:
         return ANSWERS, f"a Docker engine answers at {where} (version {done.stdout.strip()})"
     said = executor.masker(last_line(done.stderr))
