@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import CancelledError, Future, wait
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Mapping
 
@@ -68,7 +69,9 @@ class Step:
     timeout: float | None = None  # wall-clock limit in seconds; None: none (the build)
     timeout_setting: str = ""  # the setting that sets it, named when it fires
     shown: str = ""  # what logs and dry runs show instead of the argv (a long inline script)
-    stdin: str | None = field(default=None, repr=False)
+    # given at once; or a gate: the child waits (its timeout not yet running) until the future
+    # settles, then gets its text (none, just the end of input, if it failed or was cancelled)
+    stdin: str | Future[str] | None = field(default=None, repr=False)
     stream: bool = False
     on_line: Callable[[str], None] | None = None  # with stream: stdout lines go here instead
     observe: Callable[[str], None] | None = None  # with stream: sees every line of both
@@ -161,10 +164,11 @@ class Executor:
         try:
             if step.interactive:
                 return Completed(_wait(proc), "", "")
+            data = _gate(proc, step.stdin) if isinstance(step.stdin, Future) else step.stdin
             deadline = None if step.timeout is None else time.monotonic() + step.timeout
             if step.stream:
                 return self._stream(proc, step, deadline)
-            out, err = _communicate(proc, _encode(step.stdin), deadline)
+            out, err = _communicate(proc, _encode(data), deadline)
             if out is None:
                 return self._timed_out(proc, step)
             # stderr masked here, before any caller cuts it into a message (a cut secret
@@ -207,6 +211,7 @@ class Executor:
                  threading.Thread(target=self._pump, daemon=True,
                                   args=(proc.stderr, stderr_sink, tail, (step.observe,)))]
         if step.stdin is not None:
+            assert not isinstance(step.stdin, Future), "a gated step is not streamed"
             proc.stdin.write(_encode(step.stdin))
             proc.stdin.close()
         for pump in pumps:
@@ -299,6 +304,19 @@ def _communicate(proc: subprocess.Popen, data: bytes | None,
             data = None  # already sent; communicate() keeps what it has read so far
             if deadline is not None and time.monotonic() >= deadline:
                 return None, None
+
+
+def _gate(proc: subprocess.Popen, gate: Future[str]) -> str | None:
+    """What a gated step gets on stdin, once ``gate`` settles: its text, or None (the end of
+    input only) if it failed or was cancelled, or if the child has ended meanwhile."""
+    while not gate.done():  # (wait() alone misses a cancel nobody was notified of)
+        if proc.poll() is not None:
+            return None
+        wait((gate,), timeout=_POLL_S)
+    try:
+        return gate.result()
+    except (Exception, CancelledError):  # noqa: BLE001 - the child is told by its stdin's end
+        return None
 
 
 def _terminate(proc: subprocess.Popen, group: bool = True) -> None:

@@ -115,11 +115,12 @@ def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing()
     from lwcontainer.engines.docker import modes
     assert modes.layer_paths("A /x\nC /home\nD /gone\nA /x/f\n") == ["/x", "/home", "/x/f"]
     create = modes.layer_check_create("c-modes", "cms/base:1", "/var/lib/d/diff", ())
-    assert create[:4] == ("create", "--rm", "--name", "c-modes")
+    assert create[:5] == ("create", "--rm", "--interactive", "--name", "c-modes")
     assert "/var/lib/d/diff:/lwc-layer:ro" in create
     run = modes.of_paths_run("sha256:abc")
     assert run[:5] == ("run", "--rm", "-i", "--network", "none") and "sha256:abc" in run
-    for script in (modes.IN_LAYER, modes.OF_PATHS):
+    assert modes.GATED.endswith(modes.IN_LAYER)  # after the word to go, on its stdin
+    for script in (modes.GATED, modes.OF_PATHS):
         assert not any(word in script.replace("2>/dev/null", "")
                        for word in ("chmod", "chown", ">", " rm "))  # only reads
         assert "-perm -0002" in script and "! -perm -1000" in script

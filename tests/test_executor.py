@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,21 @@ def test_dockers_whole_message_is_kept_not_only_its_last_line(fake):
     message = executor().failure_message(step(("run", "x"), what="CVMFS probe"), done)
     assert "bind source path does not exist: /nope" in message
     assert "See 'docker run --help'" in message
+
+
+def test_a_gated_step_waits_for_its_stdin_then_its_timeout_runs(fake):
+    """A gated step's child starts at once and gets its stdin when the future settles; its
+    timeout counts from then. A cancelled gate gives it only the end of its input."""
+    reads = ("-c", 'read -r line; echo "got=$line"')
+    gate: Future = Future()
+    threading.Timer(0.8, gate.set_result, ("go\n",)).start()
+    done = executor().run(Step(reads, program="bash", stdin=gate, timeout=0.5, check=False))
+    assert (done.returncode, done.stdout) == (0, "got=go\n")
+    closed: Future = Future()
+    threading.Timer(0.3, closed.cancel).start()
+    done = executor().run(Step(reads, program="bash", stdin=closed, timeout=5, check=False))
+    assert (done.returncode, done.stdout) == (0, "got=\n")
+    failed: Future = Future()
+    failed.set_exception(RuntimeError("the build failed"))
+    done = executor().run(Step(reads, program="bash", stdin=failed, timeout=5, check=False))
+    assert done.stdout == "got=\n"

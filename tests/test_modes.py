@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from structlog.testing import capture_logs
@@ -23,13 +24,24 @@ VFS = json.dumps({"Name": "vfs", "Data": None})
 
 
 class Scripted(Executor):
+    """Answers by the argv's first two words. A gated step waits for its gate, as the check
+    container does: released, it gives its answer; never released, it read nothing."""
+
     def __init__(self, answers: dict[str, Completed]) -> None:
         super().__init__(Masker(), backoff=0, out=io.StringIO(), err=io.StringIO())
         self.answers = answers
         self.calls: list[Step] = []
+        self.parked = threading.Event()
 
     def run(self, step: Step) -> Completed:
         self.calls.append(step)
+        if isinstance(step.stdin, Future):
+            self.parked.set()
+            while not step.stdin.done():
+                threading.Event().wait(0.01)
+            if step.stdin.cancelled():
+                return Completed(0, "", "")
+            assert step.stdin.result() == modes.GO + "\n"
         answer = self.answers.get(" ".join(step.argv[:2]), Completed(0, "", ""))
         if isinstance(answer, Exception):
             raise answer
@@ -49,8 +61,9 @@ def check(*, build_ok: bool = True, **answers: Completed) -> tuple[list[str], Sc
     docker = DockerCli(x, EngineCli(program="docker", title="Docker engine"), {})
     with capture_logs() as logs, ThreadPoolExecutor(2) as pool:
         with modes.LayerCheck(docker, "lwc-build", "cms/base:1", pool) as layer:
+            x.parked.wait(5)  # started while the build runs, waiting for its release
             if build_ok:
-                layer.start()
+                layer.release()
                 hits = modes.warn_world_writable(docker, "lwc-build", "sha256:new", layer)
             else:
                 hits = []
@@ -63,7 +76,9 @@ def test_the_layer_check_reads_the_build_containers_own_layer_and_nothing_else()
     assert hits == ["/home/cmsusr/a b.txt", "/home/cmsusr/dir", "/home/cmsusr/new\nline"]
     assert warned[0]["paths"] == hits and warned[0]["count"] == 3
     assert x.kinds() == ["container inspect", "create --rm", "start --attach"]  # --rm: gone
-    create = x.calls[1].argv
+    create, start = x.calls[1].argv, x.calls[2]
+    assert "--interactive" in create and "--interactive" in start.argv  # its stdin: the gate
+    assert isinstance(start.stdin, Future)
     assert f"{UPPER}:{modes.LAYER}:ro" in create and "cms/base:1" in create
     assert create[create.index("--network") + 1] == "none"
     assert create[create.index("--user") + 1] == "0:0"
@@ -75,17 +90,22 @@ def test_nothing_world_writable_is_an_answer_too():
     assert hits == [] and warned == [] and "diff lwc-build" not in x.kinds()
 
 
-def test_a_check_never_started_is_removed_on_exit():
+def name_of(create: Step) -> str:
+    return create.argv[create.argv.index("--name") + 1]
+
+
+def test_a_check_never_released_reads_nothing_and_is_removed_on_exit():
     _, x, _ = check(build_ok=False)
-    assert x.kinds() == ["container inspect", "create --rm", "rm --force"]
-    assert x.calls[2].argv[-1] == x.calls[1].argv[3]
+    assert x.kinds() == ["container inspect", "create --rm", "start --attach", "rm --force"]
+    assert x.calls[3].argv[-1] == name_of(x.calls[1])
+    assert x.calls[2].stdin.cancelled()  # its stdin ended without the word to go
 
 
 def test_a_check_that_could_not_start_is_removed_on_exit():
     _, x, _ = check(**{"start --attach": Completed(125, "", "cannot start"),
                        "diff lwc-build": Completed(0, "", "")})
     removed = [step.argv[-1] for step in x.calls if step.argv[:2] == ("rm", "--force")]
-    assert removed == [x.calls[1].argv[3]]
+    assert removed == [name_of(x.calls[1])]
 
 
 @pytest.mark.parametrize("answers", [

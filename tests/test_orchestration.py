@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -43,6 +44,13 @@ class Recorder(Executor):
     def run(self, step: Step) -> Completed:
         with self.lock:
             self.calls.append((step.argv, threading.current_thread().name))
+        if isinstance(step.stdin, Future):  # gated: waits, as the child would; then says so
+            while not step.stdin.done():
+                time.sleep(0.01)
+            if step.stdin.cancelled():
+                return Completed(0, "", "")  # its stdin ended: it reads nothing and exits
+            with self.lock:
+                self.calls.append((RELEASED + step.argv[-1:], threading.current_thread().name))
         for prefix, done in self.answers.items():
             if step.argv[:len(prefix)] == prefix:
                 if step.on_line:
@@ -58,6 +66,9 @@ class Recorder(Executor):
 
     def ran(self, *prefix: str) -> list[tuple[str, ...]]:
         return [argv for argv, _ in self.calls if argv[:len(prefix)] == prefix]
+
+
+RELEASED = ("<released>",)  # recorded when a gated step's stdin is given
 
 
 def ok(stdout: str = "") -> Completed:
@@ -244,8 +255,9 @@ def test_the_layer_check_runs_after_the_build_and_names_what_it_found(settings):
         whole_job(settings(), x)
     build = build_container(x)
     calls = [argv for argv, _ in x.calls]
-    assert calls.index(("start", "--attach", f"{build}-modes")) > calls.index(
-        ("start", "--attach", build))
+    assert x.ran("start", "--attach", "--interactive", f"{build}-modes")  # parked meanwhile
+    assert calls.index((*RELEASED, f"{build}-modes")) > calls.index(
+        ("start", "--attach", build))  # and reads the layer once the build has succeeded
     warned = [e for e in logs if e["event"] == "world_writable"]
     assert warned[0]["paths"] == ["/home/cmsusr/f"] and not x.ran("diff")
 
@@ -259,7 +271,7 @@ def test_a_failed_build_removes_its_layer_check_before_the_build_container(setti
     removed = [argv[-1] for argv in x.ran("rm", "--force")]
     assert f"{build}-modes" in removed and build in removed
     assert removed.index(f"{build}-modes") < removed.index(build)
-    assert not x.ran("start", "--attach", f"{build}-modes")
+    assert not x.ran(*RELEASED, f"{build}-modes")  # it never read the layer
 
 
 @pytest.mark.parametrize("where,error", [

@@ -77,7 +77,8 @@ class DockerEngine:
         self.cvmfs: CvmfsSource | None = None  # where the build container's /cvmfs comes from
         self.cvmfs_wait: int | None = None  # how long its first step waits for it
         self.layer_check: modes.LayerCheck | None = None  # the layer's world-writable entries
-        self.pool = pool(executor.dry_run, "lwc-docker")
+        # login+pull, orphans; then, while the build runs, the CVMFS watch and the layer check
+        self.pool = pool(executor.dry_run, "lwc-docker", workers=3)
 
     # -- the seam: what this CLI is and where its engine is --------------------------------
     def locate(self, environ: Mapping[str, str], local_socket: Path) -> EngineAddress:
@@ -164,7 +165,7 @@ class DockerEngine:
                 done = self.x.run(step)
             if done.ok:
                 if self.layer_check is not None:
-                    self.layer_check.start()  # beside the commit and the push
+                    self.layer_check.release()  # reads the layer beside commit and push
                 return
             if watch is not None:  # the automounter died while the build waited for it
                 wait((watch,), timeout=5)

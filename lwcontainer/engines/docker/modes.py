@@ -7,9 +7,10 @@ everyone without the sticky bit (``/tmp``'s 1777 is fine).
 
 Where the engine keeps the build container's changes in a directory of their own (an overlay
 storage driver: ``GraphDriver.Data.UpperDir``), that directory is the layer ``docker commit``
-writes. A ``LayerCheck`` container of FROM, created while the build runs, mounts it read-only
-(outside PATH) and lists its world-writable entries: started the moment the build ends, it runs
-beside the commit and the push. Elsewhere (vfs, which copies the base into every layer), or
+writes. A ``LayerCheck`` container of FROM, started while the build runs, mounts it read-only
+(outside PATH) and waits on its stdin: released the moment the build succeeds, it lists the
+layer's world-writable entries beside the commit and the push (a container's start is not on
+that path). Elsewhere (vfs, which copies the base into every layer), or
 when that check cannot tell, the paths come from ``docker diff`` of the build container (added
 and changed entries) and their modes from the committed image, in a throwaway container: slower
 (``docker diff`` walks the whole base), still beside the push. Every container here has no
@@ -36,6 +37,9 @@ END = "lwc-find-exit="
 # POSIX sh and find only (a CMS base image has them; no Python); NUL after each path, so that
 # a name with a newline in it stays one name; the exit status last.
 IN_LAYER = f"cd {LAYER} && find . -mindepth 1 {WORLD_WRITABLE} -print0; echo \"{END}$?\""
+GO = "go"
+# Waits for GO on stdin (the build succeeded); its end without GO: nothing to read, exit.
+GATED = f'read -r go && [ "$go" = {GO} ] || exit 0; {IN_LAYER}'
 # Reads paths on stdin, prints those that are world-writable (find, tr and xargs only).
 OF_PATHS = (f"tr '\\n' '\\0' | xargs -0 sh -c 'find \"$@\" -maxdepth 0 {WORLD_WRITABLE} "
             "-print 2>/dev/null; true' sh")
@@ -64,8 +68,13 @@ def upper_dir(inspected: str) -> str | None:
 def layer_check_create(name: str, image: str, upper: str, labels: commands.Argv) -> tuple[str, ...]:
     """Removed by the engine once it has run (``--rm``); labelled like a build, so that one a
     killed run left is removed as an orphan."""
-    return ("create", "--rm", "--name", name, "--label", f"{commands.BUILD_ROLE_LABEL}=build",
-            *labels, *READER, *UNLABELLED, "-v", f"{upper}:{LAYER}:ro", image, "-c", IN_LAYER)
+    return ("create", "--rm", "--interactive", "--name", name,
+            "--label", f"{commands.BUILD_ROLE_LABEL}=build", *labels, *READER, *UNLABELLED,
+            "-v", f"{upper}:{LAYER}:ro", image, "-c", GATED)
+
+
+def layer_check_start(name: str) -> tuple[str, ...]:
+    return ("start", "--attach", "--interactive", name)
 
 
 def diff(container: str) -> tuple[str, ...]:
@@ -92,10 +101,11 @@ def found_in_layer(output: str) -> list[str] | None:
 
 
 class LayerCheck:
-    """The check container of the build container's layer, as a context manager: created in
-    the background on enter (when the engine names the layer's directory), started by
-    ``start()`` once the build has succeeded (the engine removes it when it exits); removed on
-    exit unless it ran to its end, and before the build container it reads is removed."""
+    """The check container of the build container's layer, as a context manager: on enter it
+    is created and started in the background (where the engine names the layer's directory),
+    and waits; ``release()`` (the build has succeeded) lets it read the layer, and the engine
+    removes it when it exits (``--rm``). On exit a check never released, or still running when
+    the run is cut short, is removed: always before the build container it reads."""
 
     def __init__(self, docker: DockerCli, container: str, image: str, pool: Pool) -> None:
         self.docker = docker
@@ -103,46 +113,47 @@ class LayerCheck:
         self.image = image
         self.pool = pool
         self.name = f"{container}-modes"
-        self.created: Future | None = None
-        self.ran: Future | None = None
+        self.gate: Future[str] = Future()  # its stdin: GO once the build has succeeded
+        self.ran: Future[list[str] | None] | None = None
         self.attempted = False  # a create was asked for: the container may exist
         self.gone = False  # it ran to its end, and the engine removed it (--rm)
 
     def __enter__(self) -> LayerCheck:
-        self.created = self.pool.submit(self._create)
+        self.ran = self.pool.submit(self._run)
         return self
 
-    def _create(self) -> bool:
+    def _run(self) -> list[str] | None:
         inspected = self.docker.run(graph_driver(self.container), check=False)
         upper = upper_dir(inspected.stdout.strip()) if inspected.ok else None
-        if upper is None:
-            return False
+        if upper is None or self.gate.cancelled():
+            return None
         self.attempted = True
         made = self.docker.run(layer_check_create(self.name, self.image, upper,
                                                   owner.labels()), check=False)
-        return made.ok
-
-    def start(self) -> None:
-        """Run it now, beside whatever comes next (the build has succeeded)."""
-        self.ran = self.pool.submit(self._run)
-
-    def _run(self) -> list[str] | None:
-        if not self.created.result():
+        if not made.ok:
             return None
-        done = self.docker.run(("start", "--attach", self.name), check=False,
+        done = self.docker.run(layer_check_start(self.name), stdin=self.gate, check=False,
                                what="world-writable check",
                                timeout=self.docker.timeouts.get("engine"),
                                timeout_setting="LWC_DOCKER_TIMEOUT")
         self.gone = done.ok
-        found = found_in_layer(done.stdout) if done.ok else None
+        found = found_in_layer(done.stdout) if done.ok and self.released else None
         if found is None:
             get_logger().debug("layer_check_unused", returncode=done.returncode,
                                reason=done.stderr.strip()[-200:])
         return found
 
+    @property
+    def released(self) -> bool:
+        return self.gate.done() and not self.gate.cancelled()
+
+    def release(self) -> None:
+        """The build has succeeded: read the layer now, beside whatever comes next."""
+        self.gate.set_result(GO + "\n")
+
     def result(self) -> list[str] | None:
         """The layer's world-writable paths; None when this check could not tell."""
-        if self.ran is None:
+        if not self.released:
             return None
         try:
             return self.ran.result()
@@ -152,9 +163,11 @@ class LayerCheck:
 
     def __exit__(self, exc_type: type | None, *_: object) -> None:
         with signals.deferred(), bound_contextvars(stage="cleanup"):
-            if exc_type is not None and self.ran is not None and not self.ran.done():
-                self._remove()  # the run is cut short: nobody waits for its answer
-            wait([f for f in (self.created, self.ran) if f is not None])
+            cut_short = exc_type is not None or not self.released
+            self.gate.cancel()  # never released: its stdin ends, it reads nothing
+            if cut_short and self.attempted and not self.ran.done():
+                self._remove()  # nobody waits for its answer
+            wait((self.ran,))
             if self.attempted and not self.gone:
                 self._remove()
 
