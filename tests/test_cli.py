@@ -85,10 +85,13 @@ def test_dry_run_prints_the_plan_masked_and_touches_no_engine(project):
                 "create --name cvmfs --pid=host --user 0 --privileged --restart always",
                 "start cvmfs", "create --name lwc-", "lwc-cvmfs-check 300 1 cms.cern.ch "
                 "/bin/bash ./.gitlab/build.sh", "start --attach lwc-", "commit --change",
-                "tag 'sha256:<image-id>' r.io/me/a:abc12345", "push r.io/me/a:abc12345"]
+                "push r.io/me/a:abc12345"]
     positions = [plan.find(fragment) for fragment in expected]
     assert all(p >= 0 for p in positions), plan
     assert positions == sorted(positions)
+    commit = next(line for line in plan.splitlines() if " commit " in line)
+    assert commit.endswith(" r.io/me/a:abc12345")  # named by the commit: no tag step
+    assert not [line for line in plan.splitlines() if " tag " in line]
     assert not (project / "lwcontainer.env").exists()
 
 

@@ -107,8 +107,8 @@ def test_commit_changes_for_a_bare_base():
 
 
 def test_commit_argv():
-    assert commands.commit("c1", ["CMD []", "WORKDIR /"]) == (
-        "commit", "--change", "CMD []", "--change", "WORKDIR /", "c1")
+    assert commands.commit("c1", ["CMD []", "WORKDIR /"], "r.io/a:1") == (
+        "commit", "--change", "CMD []", "--change", "WORKDIR /", "c1", "r.io/a:1")
 
 
 def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing():

@@ -123,17 +123,21 @@ def whole_job(settings: Settings, executor: Executor):
 
 def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings):
     x = Recorder(answers())
-    image = whole_job(settings(), x)
+    image = whole_job(settings(LWC_EXTRA_TAGS="v1"), x)
     assert (image.id, image.layer_size) == ("sha256:new", 500)
     assert dict(image.details) == {"LWC_CVMFS_SOURCE": "automounter"}
     order = x.argvs()
     assert order.index("version --format") < order.index("login --username")
     assert order.index("start --attach") < order.index("commit --change")
+    assert x.ran("commit")[0][-1] == "r.io/me/ana:abc12345"  # the commit names TO
+    assert x.ran("tag") == [("tag", "sha256:new", "r.io/me/ana:v1")]  # the others, tagged
     assert order.index("commit --change") < order.index("tag sha256:new") < order.index(
-        "push r.io/me/ana:abc12345")
+        "push r.io/me/ana:abc12345") < order.index("push r.io/me/ana:v1")
     # login and the base inspection ran on the background thread, the build on the main one
     threads = {argv[0]: thread for argv, thread in x.calls}
-    assert threads["login"].startswith("lwc-docker") and threads["start"] == "MainThread"
+    builds = [thread for argv, thread in x.calls if argv[:2] == ("start", "--attach")
+              and "--interactive" not in argv]
+    assert threads["login"].startswith("lwc-docker") and builds == ["MainThread"]
     # the digest as the engine recorded it for TO's repository (RepoDigests), not another's
     assert f"LWC_IMAGE_DIGEST=r.io/me/ana@sha256:{'d' * 64}" in settings().report.read_text()
 
@@ -361,9 +365,9 @@ def test_dry_run_prints_the_plan_in_order_and_runs_nothing(settings, tmp_path):
     whole_job(settings(), x)
     plan = [line.split()[1] for line in out.getvalue().splitlines()]
     assert plan[:2] == ["version", "login"]
-    for first, then in (("login", "pull"), ("create", "start"), ("commit", "tag"),
-                        ("tag", "push")):
+    for first, then in (("login", "pull"), ("create", "start"), ("commit", "push")):
         assert plan.index(first) < plan.index(then)
+    assert "tag" not in plan  # one target: the commit names it
     assert "hunter2" not in out.getvalue()
     assert not (tmp_path / "lwcontainer.env").exists()
 

@@ -201,8 +201,9 @@ def build_start(name: str) -> Argv:
     return ("start", "--attach", name)
 
 
-def commit(name: str, changes: Iterable[str]) -> Argv:
-    return ("commit", *(arg for change in changes for arg in ("--change", change)), name)
+def commit(name: str, changes: Iterable[str], target: str) -> Argv:
+    """The image, named ``target`` (TO) at once: no tag step on the way to the push."""
+    return ("commit", *(arg for change in changes for arg in ("--change", change)), name, target)
 
 
 def tag(source: str, target: str) -> Argv:

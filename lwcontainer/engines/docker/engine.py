@@ -113,7 +113,7 @@ class DockerEngine:
         return commands.push(ref)
 
     def commit_argv(self, changes: tuple[str, ...]) -> commands.Argv:
-        return commands.commit(self.container, changes)
+        return commands.commit(self.container, changes, str(self.s.targets[0]))
 
     def check_cvmfs_source(self, source: str, reason: str) -> None:
         """Refuse, at once, a CVMFS source this engine cannot provide (docker: all work)."""
@@ -398,8 +398,10 @@ class DockerEngine:
         return repo_digest(self.base, self.s.from_image.normalized.repository) or None
 
     def tag(self) -> None:
+        """The commit named the image after the first target (TO); the others here."""
         with self.stages.stage("tag"):
-            for target in self.s.targets:
+            self.log.info("tagged", tag=str(self.s.targets[0]), by="commit")
+            for target in self.s.targets[1:]:
                 self.docker.run(commands.tag(self.image_id, str(target)), error=CommitError,
                                 what=f"{self.cli.program} tag {target}")
 

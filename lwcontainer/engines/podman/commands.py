@@ -43,9 +43,9 @@ def push(ref: str, auth: Argv, insecure: bool, digest_file: str | None) -> Argv:
     return ("push", *auth, *tls(insecure), *digest, ref)
 
 
-def commit(name: str, changes: Iterable[str]) -> Argv:
+def commit(name: str, changes: Iterable[str], target: str) -> Argv:
     return ("commit", "--format", IMAGE_FORMAT,
-            *(arg for change in changes for arg in ("--change", change)), name)
+            *(arg for change in changes for arg in ("--change", change)), name, target)
 
 
 def unset_added(base_env: Iterable[str] | None) -> Argv:

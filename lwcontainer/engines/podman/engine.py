@@ -108,7 +108,7 @@ class PodmanEngine(DockerEngine):
         return podman.push(ref, self.auth(), self.insecure(target.normalized.domain), digest)
 
     def commit_argv(self, changes: tuple[str, ...]) -> tuple[str, ...]:
-        return podman.commit(self.container, changes)
+        return podman.commit(self.container, changes, str(self.s.targets[0]))
 
     def create_options(self) -> tuple[str, ...]:
         known = self.base.get("Config")
