@@ -6,8 +6,9 @@ whole job:  connect > workspace (prepare) > build > commit > publish (measuring 
 publish:    connect > the image built earlier > publish > report
 
 Whatever runs a process to clean up (the workspace's release, the connection's end) runs on the
-main thread, where signals arrive and ``signals.deferred`` holds them until it is done; a
-background thread only measures the image.
+main thread, where signals arrive and ``signals.deferred`` holds them until it is done. A
+background thread measures the image beside the publish (and the engine may let go there of
+what has served, such as the build container); a run cut short waits for it before cleaning up.
 """
 from __future__ import annotations
 

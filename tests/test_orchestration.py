@@ -303,14 +303,22 @@ def test_a_failed_push_keeps_the_image_and_still_writes_the_report(settings):
     assert not x.ran("rmi")
 
 
-def test_the_workspace_is_released_on_the_main_thread_after_the_push(settings):
-    x = Recorder(answers())
+def test_the_build_container_goes_once_it_has_served_the_rest_on_the_main_thread(settings):
+    """Committed and its layer read, the build container is removed beside the push (once);
+    the automounter is stopped after the push, on the main thread."""
+    x = Recorder(answers(**{"container_inspect_--format": ok(OVERLAY),
+                            "start_--attach": ok(f"{modes.END}0\n")}))
     whole_job(settings(), x)
+    build = build_container(x)
+    at = {argv: (i, t) for i, (argv, t) in enumerate(x.calls)}
     removal = [(i, t) for i, (argv, t) in enumerate(x.calls) if argv[:2] == ("rm", "--force")
-               and argv[-1] == build_container(x)]
+               and argv[-1] == build]
+    assert len(removal) == 1 and removal[0][1].startswith("lwc-measure")
+    assert removal[0][0] > max(i for i, (argv, _) in enumerate(x.calls)
+                               if argv[:1] == ("commit",) or argv[:1] == RELEASED)
     pushed = max(i for i, (argv, _) in enumerate(x.calls) if argv[:1] == ("push",))
-    assert removal and all(t == "MainThread" and i > pushed for i, t in removal)
-    assert x.ran("stop", "--time", "10", "cvmfs")
+    stop, thread = at[("stop", "--time", "10", "cvmfs")]
+    assert stop > pushed and thread == "MainThread"
 
 
 def build_container(x: Recorder) -> str:
@@ -351,9 +359,11 @@ def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(setting
     s = settings()
     with pytest.raises(Interrupted):
         whole_job(s, x)
-    cleanup = [(argv[:2], t) for argv, t in x.calls if argv[:1] in (("rm",), ("stop",))]
-    assert (("stop", "--time"), "MainThread") in cleanup
-    assert cleanup and all(t == "MainThread" for _, t in cleanup)
+    cleanup = [(argv, t) for argv, t in x.calls if argv[:1] in (("rm",), ("stop",))]
+    assert (("stop", "--time", "10", "cvmfs"), "MainThread") in cleanup
+    build = build_container(x)  # the one step beside the push: it has served
+    assert cleanup and all(t == "MainThread" or (argv[-1] == build and t.startswith(
+        "lwc-measure")) for argv, t in cleanup)
     builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
     assert set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
     assert not s.report.exists()

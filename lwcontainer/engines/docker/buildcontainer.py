@@ -30,6 +30,7 @@ class BuildContainer:
         self.keep = keep
         self.existing = existing
         self.cvmfs_wait = cvmfs_wait  # seconds its first step waits for CVMFS; None: no check
+        self.removed = False
         job = slug(settings.job_id) if settings.job_id else "local"
         self.name = existing or (f"lwc-{slug(settings.project_name)[:40]}-{job}-"
                                  f"{secrets.token_hex(4)}")
@@ -56,11 +57,21 @@ class BuildContainer:
         if self.keep and exc_info[0] is None:
             self.log.info("build_container_kept", container=self.name)
             return
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove it now (once): on exit, or earlier, once it has served (committed, its layer
+        read)."""
+        if self.removed:
+            return
         with signals.deferred(), bound_contextvars(stage="cleanup"):
             removed = self.docker.run(commands.remove(self.name), check=False)
             if removed.ok:
+                self.removed = True
                 self.log.info("build_container_removed", container=self.name)
-            elif self.docker.cli.missing_container not in removed.stderr.lower():
+            elif self.docker.cli.missing_container in removed.stderr.lower():
+                self.removed = True
+            else:  # the exit tries again
                 self.log.warning("build_container_not_removed", container=self.name,
                                  error=self.x.masker(last_line(removed.stderr)))
 

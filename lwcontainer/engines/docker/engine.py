@@ -77,6 +77,7 @@ class DockerEngine:
         self.cvmfs: CvmfsSource | None = None  # where the build container's /cvmfs comes from
         self.cvmfs_wait: int | None = None  # how long its first step waits for it
         self.layer_check: modes.LayerCheck | None = None  # the layer's world-writable entries
+        self.build_box: BuildContainer | None = None  # the build container, as entered
         # login+pull, orphans; then, while the build runs, the CVMFS watch and the layer check
         self.pool = pool(executor.dry_run, "lwc-docker", workers=3)
 
@@ -202,10 +203,13 @@ class DockerEngine:
     def measure(self, image: Image) -> Image:
         """Bytes the commit added to the base image (for the report), and a warning naming the
         layer's world-writable entries (said, never changed: the layer is what the build made).
-        Both only read, so they run beside the push, off the build's critical path."""
+        Both only read, so they run beside the push, off the build's critical path; then the
+        build container has served, and is removed there too."""
         done = self.docker.run(commands.image_inspect(image.id), check=False)
         if not self.x.dry_run:
             modes.warn_world_writable(self.docker, self.container, image.id, self.layer_check)
+        if self.build_box is not None and not self.build_box.keep:
+            self.build_box.remove()
         if done.ok and done.stdout.strip() and self.base.get("Size") is not None:
             return replace(image, layer_size=json.loads(done.stdout)[0]["Size"]
                            - self.base["Size"])
@@ -271,8 +275,10 @@ class DockerEngine:
                         existing: str | None = None,
                         cvmfs_wait: int | None = None) -> BuildContainer:
         self.cvmfs, self.cvmfs_wait = cvmfs, cvmfs_wait
-        return BuildContainer(self.s, self.docker, cvmfs.volume(), keep=keep, existing=existing,
-                              options=self.create_options(), cvmfs_wait=cvmfs_wait)
+        self.build_box = BuildContainer(self.s, self.docker, cvmfs.volume(), keep=keep,
+                                        existing=existing, options=self.create_options(),
+                                        cvmfs_wait=cvmfs_wait)
+        return self.build_box
 
     def await_(self, future: Future) -> None:
         """Wait in short steps (signals are handled in between); re-raise its failure."""
