@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ class Automounter(CvmfsSource):
         super().__init__(settings, docker)
         self.started = False
         self.id: str | None = None  # the container this run started: stopped by id, not name
+        self._stale_read = threading.Lock()  # held once its log has been read
 
     def __enter__(self) -> Automounter:
         self.started = self.ensure()
@@ -135,7 +137,10 @@ class Automounter(CvmfsSource):
             self.docker.run(commands.remove(seen), check=False)
 
     def report_stale_mounts(self) -> None:
-        """Log what the entrypoint wrapper of an automounter this run started unmounted."""
+        """Log what the entrypoint wrapper of an automounter this run started unmounted (once:
+        while the build runs, else at release)."""
+        if not self._stale_read.acquire(blocking=False):
+            return
         done = self.docker.run(commands.logs(self.id or self.s.automounter_name), check=False)
         mark = commands.STALE_MARK
         stale = [line.split(mark, 1)[1].strip() for line in (done.stdout + done.stderr).splitlines()
@@ -192,6 +197,13 @@ class Automounter(CvmfsSource):
                 return  # an image without /bin/sh: the build container's own check waits instead
             self.pause(deadline, delay, missing, pending)
             delay = min(delay * 2, MAX_POLL_S)
+
+    def _watch(self, container: str, ready: threading.Event) -> None:
+        """The source's watch (cvmfs.py); then, mounted, what its start unmounted is in its
+        log: read while the build runs, not after it."""
+        super()._watch(container, ready)
+        if self.started:
+            self.report_stale_mounts()
 
     def check_alive(self) -> None:
         """Raise if the automounter is gone or no longer running; an engine that does not
