@@ -1,2 +1,3 @@
-from lwcontainer.cli import main
-raise SystemExit(main())
+from lwcontainer.cli import run
+
+run()
