@@ -218,6 +218,19 @@ def test_workstation_docker_when_it_answers_else_podman(project, tmp_path):
     assert choose(project, no_docker, {})[0] == "podman"
 
 
+def test_a_docker_engine_the_choice_heard_answer_is_not_asked_again(project, tmp_path):
+    environ = {"PATH": programs(tmp_path, "docker", "podman")}
+    x = Recorder(DOCKER)
+    s = choose_engine(settings_for(project), x, environ)
+    assert (s.engine, s.engine_answered) == ("docker", "28.0.1")
+    make_engine(s, x, Stages(s, Masker(), None), environ).wait_daemon()
+    assert len(x.ran("version")) == 1  # the probe's answer stands: no second round trip
+    silent = Recorder({**DOCKER, ("version",): failed("Cannot connect to the Docker daemon")})
+    (tmp_path / "d").mkdir()
+    s = choose_engine(settings_for(project), silent, {"PATH": programs(tmp_path / "d", "docker")})
+    assert (s.engine, s.engine_answered) == ("docker", "")  # wait-daemon still waits for it
+
+
 def test_a_refused_docker_socket_decides_at_once(project, tmp_path):
     denied = {**DOCKER, ("version",): failed(
         "permission denied while trying to connect to the Docker daemon socket at "

@@ -249,6 +249,7 @@ class Settings:
     docker_tls_certdir: str | None
     secret_variables: tuple[str, ...] = ()  # LWC_SECRET_VARIABLES: the user's own secrets
     report_root: Path | None = None  # the directory the report lies in: no link below it
+    engine_answered: str = ""  # the Docker engine's version, when choosing it just heard it
 
     @property
     def push_enabled(self) -> bool:

@@ -33,42 +33,43 @@ def choose_engine(settings: Settings, executor: Executor, environ: Mapping[str, 
     """``settings`` with LWC_ENGINE decided (unchanged when it was given)."""
     if settings.engine != AUTO_ENGINE:
         return settings
-    engine, reason = decide(settings, executor, environ, publishes)
+    engine, reason, answered = decide(settings, executor, environ, publishes)
     get_logger().info("engine_chosen", engine=engine, reason=reason)
-    return replace(settings, engine=engine)
+    return replace(settings, engine=engine, engine_answered=answered)
 
 
 def decide(settings: Settings, executor: Executor, environ: Mapping[str, str],
-           publishes: bool) -> tuple[str, str]:
+           publishes: bool) -> tuple[str, str, str]:
+    """(engine, why, the Docker engine's version if the probe just heard it answer)."""
     if publishes:
         untracked, why = untracked_layer(settings.project_dir, environ)
         if untracked:
-            return INPLACE, why
+            return INPLACE, why, ""
         if why:
             get_logger().info("layer_not_choosing", reason=why)
     if environ.get("CI") or environ.get("GITLAB_CI") or settings.ci_style:
-        return DOCKER, "a CI job (LWC_ENGINE unset): docker, the dind service"
+        return DOCKER, "a CI job (LWC_ENGINE unset): docker, the dind service", ""
     if executor.dry_run:
-        return DOCKER, "a dry run asks no engine (LWC_ENGINE unset): docker planned"
+        return DOCKER, "a dry run asks no engine (LWC_ENGINE unset): docker planned", ""
     return workstation(settings, executor, environ)
 
 
 def workstation(settings: Settings, executor: Executor,
-                environ: Mapping[str, str]) -> tuple[str, str]:
+                environ: Mapping[str, str]) -> tuple[str, str, str]:
     podman = shutil.which(PODMAN, path=environ.get("PATH")) is not None
-    found, detail = docker_probe.probe(settings, executor, environ)
-    if found == docker_probe.ANSWERS:
-        return DOCKER, detail
-    if found == docker_probe.IS_PODMAN:
-        return PODMAN, f"the docker command is podman: {detail}"
-    if found == docker_probe.DENIED:
+    found = docker_probe.probe(settings, executor, environ)
+    if found.what == docker_probe.ANSWERS:
+        return DOCKER, found.detail, found.version
+    if found.what == docker_probe.IS_PODMAN:
+        return PODMAN, f"the docker command is podman: {found.detail}", ""
+    if found.what == docker_probe.DENIED:
         if podman:
-            return PODMAN, f"{detail}; podman is installed"
-        raise EngineError(f"{detail}: add yourself to the docker group, or install podman "
+            return PODMAN, f"{found.detail}; podman is installed", ""
+        raise EngineError(f"{found.detail}: add yourself to the docker group, or install podman "
                           "(then LWC_ENGINE=podman, or leave LWC_ENGINE unset)")
     if podman:
-        return PODMAN, f"{detail}; podman is installed"
-    return DOCKER, f"{detail}; podman is not installed either"
+        return PODMAN, f"{found.detail}; podman is installed", ""
+    return DOCKER, f"{found.detail}; podman is not installed either", ""
 
 
 def untracked_layer(project_dir: Path, environ: Mapping[str, str]) -> tuple[bool, str]:

@@ -313,6 +313,9 @@ class DockerEngine:
                                                         self.s.progress_interval):
             where = self.address.address or "the default socket (DOCKER_HOST unset)"
             self.log.info("engine_address", address=where, reason=self.address.reason)
+            if self.s.engine_answered:  # choosing the engine just asked it (engines/choice.py)
+                self.log.info("engine_ready", version=self.s.engine_answered, asked="by the choice")
+                return
             deadline = time.monotonic() + self.s.docker_timeout
             if self.address.cert_path and not self.x.dry_run:
                 self.wait_for_certificates(Path(self.address.cert_path), deadline)

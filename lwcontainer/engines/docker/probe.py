@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from .address import locate
 from ...config.settings import Settings
@@ -21,10 +21,15 @@ SILENT = "silent"  # no engine answered (not running, nowhere)
 ABSENT = "absent"  # no docker command
 
 
-def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) -> tuple[str, str]:
-    """(what was found, a detail for the log)."""
+class Found(NamedTuple):
+    what: str  # one of the above
+    detail: str  # for the log
+    version: str = ""  # the engine's, when it answers
+
+
+def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) -> Found:
     if shutil.which(PROGRAM, path=environ.get("PATH")) is None:
-        return ABSENT, "no docker command on PATH"
+        return Found(ABSENT, "no docker command on PATH")
     address = locate(settings, environ, settings.local_socket)
     env = child_environment(environ, address.env)
     timeout = min(settings.docker_timeout, PROBE_TIMEOUT_S) or PROBE_TIMEOUT_S
@@ -37,11 +42,12 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
                                  env=env, timeout=timeout, check=False, what="docker version"))
         client = named.result()
     if "podman" in client.stdout.lower():
-        return IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}"
+        return Found(IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}")
     where = address.address or "the default socket"
     if done.ok:
-        return ANSWERS, f"a Docker engine answers at {where} (version {done.stdout.strip()})"
+        version = done.stdout.strip()
+        return Found(ANSWERS, f"a Docker engine answers at {where} (version {version})", version)
     said = executor.masker(last_line(done.stderr))
     if "permission denied" in done.stderr.lower():
-        return DENIED, f"the Docker engine at {where} refuses this user: {said}"
-    return SILENT, f"no Docker engine answers at {where}: {said}"
+        return Found(DENIED, f"the Docker engine at {where} refuses this user: {said}")
+    return Found(SILENT, f"no Docker engine answers at {where}: {said}")
