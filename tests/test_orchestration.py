@@ -374,7 +374,7 @@ def test_dry_run_prints_the_plan_in_order_and_runs_nothing(settings, tmp_path):
     x = DryRunExecutor(Masker(["hunter2"]), out=out, err=io.StringIO())
     whole_job(settings(), x)
     plan = [line.split()[1] for line in out.getvalue().splitlines()]
-    assert plan[:2] == ["version", "login"]
+    assert plan[:3] == ["version", "image", "login"]  # FROM inspected while logging in
     for first, then in (("login", "pull"), ("create", "start"), ("commit", "push")):
         assert plan.index(first) < plan.index(then)
     assert "tag" not in plan  # one target: the commit names it

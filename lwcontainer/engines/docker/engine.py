@@ -138,10 +138,9 @@ class DockerEngine:
         """Log in and pull in the background while CVMFS comes up; the build container is
         created meanwhile. Everything is released on exit, on every path."""
         fetch = self.pool.submit(self.login_then_pull)
-        orphans = self.pool.submit(owner.remove_orphans, self.docker)  # what a killed run left
         with ExitStack() as cleanup:
             try:
-                self.container = self.prepare(cleanup, fetch, orphans, keep_container)
+                self.container = self.prepare(cleanup, fetch, keep_container)
                 if not keep_container and not self.x.dry_run:  # made while the build runs
                     self.layer_check = cleanup.enter_context(modes.LayerCheck(
                         self.docker, self.container, str(self.s.from_image), self.pool))
@@ -238,12 +237,13 @@ class DockerEngine:
         return Image(self.image_id)
 
     # -- preparation ------------------------------------------------------------------------
-    def prepare(self, cleanup: ExitStack, fetch: Future, orphans: Future,
-                keep_container: bool) -> str:
-        """CVMFS up and the build container created; returns its name. ``orphans``, the
-        removal of what a killed run left, is done before CVMFS is let go (the automounter's
-        release counts the builds that still use it)."""
+    def prepare(self, cleanup: ExitStack, fetch: Future, keep_container: bool) -> str:
+        """CVMFS up and the build container created; returns its name. What a killed run
+        left is removed in the background once the automounter has started (the way to the
+        mount stays clear), and done before CVMFS is let go (the automounter's release counts
+        the builds that still use it)."""
         cvmfs = self.open_cvmfs(cleanup)
+        orphans = self.pool.submit(owner.remove_orphans, self.docker)
         cleanup.callback(self.settle_orphans, orphans)
         if cvmfs.source == "none":
             self.await_(fetch)
@@ -350,9 +350,11 @@ class DockerEngine:
             time.sleep(0.2)
 
     def login_then_pull(self) -> None:
-        """The background half of the preparation."""
-        self.login(background=True)
-        self.pull(background=True)
+        """The background half of the preparation: FROM is inspected while logging in."""
+        with pool(self.x.dry_run, "lwc-inspect", 1) as beside:
+            present = beside.submit(self.check_base)
+            self.login(background=True)
+            self.pull(background=True, must=present.result())
 
     def login(self, background: bool = False) -> None:
         if not self.s.registry:
@@ -386,9 +388,10 @@ class DockerEngine:
                                           "engine")
         return True
 
-    def pull(self, background: bool = False) -> None:
+    def pull(self, background: bool = False, must: bool | None = None) -> None:
+        """FROM, unless it is there (``must``: what ``check_base`` said already)."""
         ref = str(self.s.from_image)
-        if not self.check_base():
+        if not (self.check_base() if must is None else must):
             self.stages.skip("pull", f"{ref} is present and LWC_PULL={self.s.pull}", background)
             return
         with self.stages.stage("pull", background), progress(f"pulling {ref}",
