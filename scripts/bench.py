@@ -511,19 +511,29 @@ it for the harness, which removes it and its mounts before the next run).
   automounter still runs (`docker container inspect`, every 0.5 s; no process in a container).
   The plain loop polls every second.
 - The stale-mount purge runs inside the automounter's own entrypoint (a wrapper that unmounts,
-  then execs the image's command), not in a container of its own.
-- `FROM` is inspected once, in the background; its config serves the commit. The layer is
-  measured while pushing; the build container is removed after the push, on the main thread
-  (as the plain sequence does). Cold, the first `docker create` after the pull waits about
-  1.3 s here (the engine's first write after 426 MB of fresh layers); both tools pay it.
+  then execs the image's command), not in a container of its own; what it unmounted is read
+  from the automounter's log while the build runs.
+- Before the automounter starts, lwcontainer asks only what it must, side by side: the probe of
+  the workstation's engine (`docker --version` beside `docker version`; wait-daemon then takes
+  its answer), the automounter's container and image inspects together; the login, FROM's
+  inspection (beside the login) and the orphan scan (once the automounter has started) run in
+  the background.
+- `FROM` is inspected once; its config serves the commit. The commit names the image `TO` (no
+  tag step). The layer is measured while pushing, and the build container, committed and its
+  layer read, is removed beside the push. Cold, the first `docker create` after the pull waits
+  about 1.2 s here: unmounting the new container's init layer syncs the file system, which
+  writes the 426 MB of fresh layers to disk; both tools pay it.
+- The world-writable check is a container started while the build runs (it waits on its
+  stdin), with the build container's own layer directory mounted read-only; the build's success
+  releases it, and its `find` runs beside the commit (about 0.1 s). It runs no `docker diff`
+  (about 0.5 s on this engine even when nothing changed: it walks the whole base) unless the
+  storage driver keeps no such directory (vfs).
+- The process exits without the collector's last walk over every object (`gc.freeze()`, about
+  30 ms).
 - What lwcontainer still adds over the bare commands: the Python start-up (about 0.25 s, the
   start-up row: plumbum, structlog, python-dotenv and its own modules), which delays the
-  automounter's start and so the mount; a few `docker` queries of about 20 ms each (engine
-  version, inspects). The world-writable check is a container created while the build runs
-  with the build container's own layer directory mounted read-only, and started the moment the
-  build ends: its 0.4 s run beside the commit, the tag and the push (0.35 s against this
-  registry on loopback). It runs no `docker diff` (about 0.5 s on this engine even when nothing
-  changed: it walks the whole base) unless the storage driver keeps no such directory (vfs).
+  automounter's start and so the mount, and a few `docker` queries of about 20 ms each. The
+  plain loop's one-second polling costs it about as much (its readiness column).
 
 ## Reproduce
 
