@@ -176,6 +176,51 @@ def test_a_build_script_exiting_with_the_check_s_code_is_still_a_build_failure(s
         whole_job(settings(), x)
 
 
+class SlowPull(Recorder):
+    """FROM is not in the engine; its pull takes ``seconds``."""
+
+    def __init__(self, seconds: float, **changes: Completed) -> None:
+        super().__init__(answers(**{"image_inspect_r.io/cms/base:1": failed("No such image"),
+                                    "container_inspect": RUNNING, **changes}))
+        self.seconds = seconds
+
+    def run(self, step: Step) -> Completed:
+        done = super().run(step)
+        if step.argv[:1] == ("pull",):
+            time.sleep(self.seconds)
+        return done
+
+
+def test_while_the_base_is_pulled_the_automounter_is_asked_after_not_looked_into(settings):
+    """The engine's word on the automounter (no process in a container) while pulling; the
+    repositories are the build container's to check."""
+    x = SlowPull(2.5)
+    whole_job(settings(), x)
+    calls = [argv for argv, _ in x.calls]
+    during = calls[calls.index(x.ran("pull")[0]):calls.index(("start", "--attach",
+                                                              build_container(x)))]
+    assert ("container", "inspect", "cvmfs") in during
+    assert not x.ran("exec")
+
+
+def test_an_automounter_that_dies_while_the_base_is_pulled_fails_at_once(settings):
+    x = SlowPull(6, container_inspect=ok(json.dumps(
+        [{"Id": "a" * 64, "State": {"Status": "exited"}}])))
+    started = time.monotonic()
+    with pytest.raises(CvmfsError, match="automounter cvmfs is exited"):
+        whole_job(settings(), x)
+    assert time.monotonic() - started < 5  # not after the pull
+
+
+def test_a_pull_outlasting_the_cvmfs_timeout_looks_inside_once(settings):
+    x = SlowPull(6, exec=ok("cms.cern.ch\n"))  # the automounter lists what is missing
+    started = time.monotonic()
+    with pytest.raises(CvmfsError, match=r"not mounted after 2s \(LWC_CVMFS_TIMEOUT\): "
+                                         "cms.cern.ch"):
+        whole_job(settings(LWC_CVMFS_TIMEOUT="2"), x)
+    assert time.monotonic() - started < 5 and len(x.ran("exec")) == 1
+
+
 class DyingAutomounter(Recorder):
     """The build waits in its first step until something kills it; the automounter it waits
     for is gone."""

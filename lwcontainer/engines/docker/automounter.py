@@ -19,7 +19,7 @@ from structlog.contextvars import bound_contextvars
 from . import commands, owner
 from ... import signals
 from .client import DockerCli
-from .cvmfs import MAX_POLL_S, POLL_S, CvmfsSource, settled
+from .cvmfs import MAX_POLL_S, CvmfsSource, settled
 from .failures import pull_failure, worth_retrying_pull
 from ...config.settings import Settings
 from ...errors import CvmfsError
@@ -179,24 +179,22 @@ class Automounter(CvmfsSource):
                 self.docker.run(commands.remove(name), check=False)
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:
-        """Poll inside the automounter (``docker exec``) while the base image is pulled, every
-        0.1 s at first, then less often (up to 1 s: each exec takes CPU from the pull, and the
-        build waits for the pull anyway); returns as soon as the pull is done."""
-        missing: list[str] = list(self.s.cvmfs_repos)
-        delay = POLL_S
-        while True:
-            if settled(pending):
-                return
+        """While the base image is pulled (``pending``): the automounter is watched by the
+        engine's word (``container inspect``, every MAX_POLL_S; no process in a container, so
+        the pull keeps the CPU), and a dead one fails at once. The repositories are looked at
+        from inside (``docker exec``) only if the pull outlasts LWC_CVMFS_TIMEOUT: missing then
+        is the timeout. Otherwise the build container checks them itself, after the pull."""
+        while not settled(pending, max(0.0, min(MAX_POLL_S, deadline - time.monotonic()))):
+            if time.monotonic() < deadline:
+                self.check_alive()
+                continue
             probe = self.docker.run(commands.probe_in_automounter(self.s), check=False)
-            if probe.ok:
-                missing = probe.stdout.split()
-                if not missing:
-                    return
-            else:
+            if not probe.ok:
                 self._raise_if_stopped(probe.stderr)
-                return  # an image without /bin/sh: the build container's own check waits instead
-            self.pause(deadline, delay, missing, pending)
-            delay = min(delay * 2, MAX_POLL_S)
+                return  # an image without /bin/sh: the build container's own check waits
+            if probe.stdout.split():
+                raise self.timed_out(probe.stdout.split())
+            return
 
     def _watch(self, container: str, ready: threading.Event) -> None:
         """The source's watch (cvmfs.py); then, mounted, what its start unmounted is in its
