@@ -82,8 +82,8 @@ def test_dry_run_prints_the_plan_masked_and_touches_no_engine(project):
     plan = done.stdout
     assert "s3cr3t-t0ken" not in plan + done.stderr
     expected = ["login --username me --password-stdin r.io", "pull --quiet cms/base:1",
-                "create --name cvmfs --pid=host --user 0 --privileged --restart always",
-                "start cvmfs", "create --name lwc-", "lwc-cvmfs-check 300 1 cms.cern.ch "
+                "run --detach --name cvmfs --pid=host --user 0 --privileged --restart always",
+                "create --name lwc-", "lwc-cvmfs-check 300 1 cms.cern.ch "
                 "/bin/bash ./.gitlab/build.sh", "start --attach lwc-", "commit --change",
                 "push r.io/me/a:abc12345"]
     positions = [plan.find(fragment) for fragment in expected]

@@ -20,10 +20,12 @@ def test_login_takes_password_from_stdin_only():
 
 
 def test_automounter_is_the_recipes_with_privileged_by_default(s):
-    argv = commands.automounter_create(s, ("/init.sh", "--foreground"))
+    argv = commands.automounter_run(s, ("/init.sh", "--foreground"),
+                                    ("--label", "lwcontainer.owner=h/1/2"))
     assert argv == (
-        "create", "--name", "cvmfs", "--pid=host", "--user", "0", "--privileged",
+        "run", "--detach", "--name", "cvmfs", "--pid=host", "--user", "0", "--privileged",
         "--restart", "always", "--label", "lwcontainer.role=automounter",
+        "--label", "lwcontainer.owner=h/1/2",
         "-v", "/srv/mounts:/cvmfsmounts:rshared", "--entrypoint", "/bin/sh",
         "gitlab-registry.cern.ch/vcs/cvmfs-automounter:master",
         "-c", commands.PURGE_THEN_EXEC, "automounter", "/cvmfsmounts/cvmfs", "/init.sh",
@@ -37,9 +39,9 @@ def test_automounter_options_replace_privileged(tmp_path):
     s = Settings.from_mapping({"FROM": "a", "LWC_AUTOMOUNTER_OPTIONS":
                                "--cap-add SYS_ADMIN --security-opt 'seccomp=unconfined'"},
                               cwd=tmp_path)
-    argv = commands.automounter_create(s, ("/run",))
+    argv = commands.automounter_run(s, ("/run",))
     assert "--privileged" not in argv
-    assert argv[6:10] == ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined")
+    assert argv[7:11] == ("--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined")
 
 
 def test_build_run_is_unprivileged_with_rslave_cvmfs_and_checkout(s):

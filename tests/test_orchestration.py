@@ -152,7 +152,7 @@ def test_the_build_container_checks_cvmfs_itself_no_probe_container(settings):
     assert argv[argv.index("r.io/cms/base:1") + 1:][:3] == ("/bin/bash", "-c",
                                                            commands.CHECK_THEN_EXEC)
     assert argv[-5:] == ("300", "1", "cms.cern.ch", "/bin/bash", "./.gitlab/build.sh")
-    assert not x.ran("run"), "no separate probe container"
+    assert not x.ran("run", "--rm"), "no separate probe container"
 
 
 RUNNING = ok(json.dumps([{"Id": "c" * 64, "State": {"Status": "running"}}]))

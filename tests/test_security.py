@@ -18,7 +18,7 @@ from lwcontainer.config.settings import Settings
 from lwcontainer.engines.docker import dockerconfig
 from lwcontainer.engines.docker.automounter import Automounter
 from lwcontainer.engines.docker.client import DockerCli
-from lwcontainer.errors import ConfigError, EngineError, Interrupted, LoginError
+from lwcontainer.errors import ConfigError, CvmfsError, EngineError, Interrupted, LoginError
 from lwcontainer.executor import TIMED_OUT, Completed, Executor, Step, child_environment
 from lwcontainer.output import report
 from lwcontainer.output.masking import MASK, Masker
@@ -74,7 +74,7 @@ def test_a_secret_never_becomes_a_tag_label_or_report_value(project, variable, v
 def test_the_purge_is_limited_to_where_the_automounter_mounts(project):
     from lwcontainer.engines.docker import commands
     s = Settings.from_mapping({"FROM": "r.io/x:1", "LWC_CVMFS_MOUNTS": "/srv/m"}, cwd=project)
-    argv = commands.automounter_create(s, ("/init",))
+    argv = commands.automounter_run(s, ("/init",))
     assert argv[argv.index(commands.PURGE_THEN_EXEC) + 2] == "/cvmfsmounts/cvmfs"
 
 
@@ -160,7 +160,7 @@ def test_github_run_prints_add_mask_for_each_line_before_anything_else(project, 
 def test_a_stopped_automounter_is_replaced_and_ours_stopped_by_id(project):
     inspected = json.dumps([{"Id": "old" + "0" * 61, "State": {"Status": "exited"}}])
     x = Recorder(answers(**{"container_inspect": ok(inspected),
-                            "create_--name_cvmfs": ok("new" + "1" * 61 + "\n")}))
+                            "run_--detach": ok("new" + "1" * 61 + "\n")}))
     s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project),
                                "LWC_CVMFS": "automounter"}, cwd=project)
     engine, _ = engine_for(s, x)
@@ -169,6 +169,49 @@ def test_a_stopped_automounter_is_replaced_and_ours_stopped_by_id(project):
     assert x.ran("rm", "--force", "--volumes", "old" + "0" * 61)
     assert not x.ran("rm", "--force", "--volumes", "cvmfs")
     assert x.ran("stop", "--time", "10", "new" + "1" * 61)
+
+
+def made_by(owner_text: str, status: str = "created") -> Completed:
+    return ok(json.dumps([{"Id": "mine" + "2" * 60, "State": {"Status": status},
+                           "Config": {"Labels": {"lwcontainer.owner": owner_text}}}]))
+
+
+class InterruptedStart(Recorder):
+    """A signal lands while docker makes the automounter (it exists afterwards)."""
+
+    def run(self, step: Step) -> Completed:
+        done = super().run(step)
+        if step.argv[:2] == ("run", "--detach"):
+            raise Interrupted("SIGTERM")
+        return done
+
+
+@pytest.mark.parametrize("how", ["failed start", "signal"])
+def test_the_automounter_this_run_made_is_let_go_its_own_only(project, how):
+    """A start that fails, or a signal while docker makes it: the automounter carrying this
+    run's owner label is stopped and removed; one another run made is left alone."""
+    from lwcontainer.engines.docker import owner
+    s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project),
+                               "LWC_CVMFS": "automounter"}, cwd=project)
+    for made, let_go in ((str(owner.this_process()), True), ("otherhost/1/2", False)):
+        script = answers(**{"run_--detach": failed("docker: Error response from daemon: "
+                                                   "failed to create shim task", rc=125)})
+        x = (Recorder if how == "failed start" else InterruptedStart)(script)
+        engine, _ = engine_for(s, x)
+        inspected = iter([failed("Error: No such container: cvmfs"), made_by(made)])
+        real_run = x.run
+
+        def run(step: Step, real_run=real_run, inspected=inspected) -> Completed:
+            if step.argv[:2] == ("container", "inspect"):
+                x.calls.append((step.argv, "MainThread"))
+                return next(inspected, made_by(made))
+            return real_run(step)
+        x.run = run
+        with pytest.raises(CvmfsError if how == "failed start" else Interrupted):
+            with Automounter(s, engine.docker):
+                pass
+        assert bool(x.ran("rm", "--force", "--volumes", "mine" + "2" * 60)) is let_go
+        assert bool(x.ran("stop")) is let_go
 
 
 # -- 6. no unbounded docker call ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The CVMFS automounter as a context manager: one (``LWC_AUTOMOUNTER_NAME``) serves every run on
-an engine. A run reuses a running one; otherwise it claims the name with ``docker create`` and
-starts it with its entrypoint wrapped, so that whatever a dead automounter left mounted below the
-shared directory is unmounted first. On exit it stops only an automounter it started itself, and
+an engine. A run reuses a running one; otherwise it starts one under the name (``docker run
+--detach``, labelled with the run as its owner) with its entrypoint wrapped, so that whatever a
+dead automounter left mounted below the shared directory is unmounted first. On exit it stops only an automounter it started itself, and
 not while another run's build (or lease) container still exists.
 """
 from __future__ import annotations
@@ -98,43 +98,44 @@ class Automounter(CvmfsSource):
         return command
 
     def _start(self, command: tuple[str, ...]) -> bool:
+        """``docker run --detach`` under the name (one process: create and start), labelled
+        with this run as its owner: a start that fails, or a signal while docker makes it, lets
+        go of exactly the automounter this run made, never another run's."""
         name = self.s.automounter_name
         try:
-            created = self.docker.run(commands.automounter_create(self.s, command),
-                                      check=False, what="automounter create")
-        except BaseException:  # a signal after docker created it: the name may be ours
+            ran = self.docker.run(commands.automounter_run(self.s, command, owner.labels()),
+                                  check=False, what="automounter start")
+        except BaseException:  # a signal while docker made it: it may exist, and be ours
             with signals.deferred():
-                self._remove_if_never_started(name)
+                self._let_go_if_ours()
             raise
-        if not created.ok:
-            if "already in use" in created.stderr:
+        if not ran.ok:
+            if "already in use" in ran.stderr:
                 # Another run claimed the name a moment ago: use its automounter.
                 self.log.info("automounter_claimed_elsewhere", name=name)
                 if self._wait_running(name):
                     return False
+            else:  # made, but it could not start
+                self._let_go_if_ours()
+            self.raise_for_propagation(ran.stderr)
             raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
-                                                                          "create"), created))
-        self.id = created.stdout.strip() or name
-        try:
-            started = self.docker.run(commands.start(self.id), check=False,
-                                      what="automounter start")
-            self.raise_for_propagation(started.stderr)
-            if not started.ok:
-                raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
-                                                                              "start"),
-                                                        started))
-        except BaseException:
-            self.docker.run(commands.remove(self.id), check=False)
-            raise
+                                                                          "start"), ran))
+        self.id = last_line(ran.stdout) or name
         self.log.info("automounter_started", name=name, id=self.id[:12],
                       image=str(self.s.automounter_image))
         return True
 
-    def _remove_if_never_started(self, name: str) -> None:
-        """Only a container of our name that is still 'created' can be the one we were making."""
-        seen, status = self.inspect()
-        if seen and status == "created":
-            self.docker.run(commands.remove(seen), check=False)
+    def _let_go_if_ours(self) -> None:
+        """Release (stop and remove, unless another build uses it) the automounter of our
+        name if this run made it: its owner label says so."""
+        done = self.docker.run(commands.container_inspect(self.s.automounter_name), check=False)
+        if not done.ok or not done.stdout.strip():
+            return
+        found = json.loads(done.stdout)[0]
+        made_by = ((found.get("Config") or {}).get("Labels") or {}).get(commands.OWNER_LABEL)
+        if made_by == str(owner.this_process()):
+            self.id, self.started = found.get("Id") or self.s.automounter_name, True
+            self.release()
 
     def report_stale_mounts(self) -> None:
         """Log what the entrypoint wrapper of an automounter this run started unmounted (once:

@@ -98,19 +98,16 @@ def pull(ref: str) -> Argv:
     return ("pull", "--quiet", ref)
 
 
-def automounter_create(s: Settings, command: tuple[str, ...]) -> Argv:
-    """The recipe's automounter, created (not started) so that the name is claimed first;
-    ``command`` is the image's own entrypoint and command, run after the stale-mount purge."""
-    return ("create", "--name", s.automounter_name, "--pid=host", "--user", "0",
+def automounter_run(s: Settings, command: tuple[str, ...], labels: Argv = ()) -> Argv:
+    """The recipe's automounter, started in the background under its name (which it claims);
+    ``command`` is the image's own entrypoint and command, run after the stale-mount purge;
+    ``labels`` name the run that made it."""
+    return ("run", "--detach", "--name", s.automounter_name, "--pid=host", "--user", "0",
             *s.automounter_options, "--restart", "always",
-            "--label", f"{BUILD_ROLE_LABEL}=automounter",
+            "--label", f"{BUILD_ROLE_LABEL}=automounter", *labels,
             "-v", f"{s.cvmfs_mounts}:{AUTOMOUNTER_MOUNTS}:rshared",
             "--entrypoint", "/bin/sh", str(s.automounter_image),
             "-c", PURGE_THEN_EXEC, "automounter", f"{AUTOMOUNTER_MOUNTS}/cvmfs", *command)
-
-
-def start(name: str) -> Argv:
-    return ("start", name)
 
 
 def stop(name: str, timeout: int = 10) -> Argv:
