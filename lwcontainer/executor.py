@@ -129,6 +129,7 @@ class Executor:
         return printable(self.masker(step.shown or shlex.join((step.program, *step.argv))))
 
     def run(self, step: Step) -> Completed:
+        assert not (step.retries and isinstance(step.stdin, Future)), "a gate opens once"
         backoff = Backoff(step.retries, self.backoff, self.max_backoff)
         while True:
             self.log.debug("step", command=self.line(step), attempt=backoff.failed + 1)
@@ -321,7 +322,7 @@ def _gate(proc: subprocess.Popen, gate: Future[str]) -> str | None:
 
 def _terminate(proc: subprocess.Popen, group: bool = True) -> None:
     """Stop a child (and its session) that we are abandoning: TERM, then KILL."""
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
         if proc.poll() is not None:
             return
         try:
@@ -332,7 +333,7 @@ def _terminate(proc: subprocess.Popen, group: bool = True) -> None:
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=wait)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             continue
 

@@ -31,12 +31,15 @@ def whole_job(engine: Engine, stages: Stages, settings: Settings, dry_run: bool)
             engine.build()
             image = engine.commit()
             background = pool(dry_run, "lwc-measure")
+            measured: Future | None = None
             try:
-                measured = background.submit(engine.measure, image)
+                with signals.deferred():  # a signal now still finds it to wait for
+                    measured = background.submit(engine.measure, image)
                 digest = _publish(engine, stages, settings, image, (measured,), dry_run)
             finally:
                 background.shutdown(wait=False)
-            image = _settle(measured, image)
+                if measured is not None:  # however the run ends, it is done before cleanup
+                    image = _settle(measured, image)
     write_report(stages, settings, image, digest, dry_run)
     _built(settings, image, digest)
     return image

@@ -500,10 +500,10 @@ it for the harness, which removes it and its mounts before the next run).
 
 - lwcontainer logs in and pulls `FROM` in a background thread while the automounter starts and
   CVMFS mounts; the plain sequence pulls only when `docker run` needs the image, after the wait.
-  This is the whole of the cold advantage. Meanwhile lwcontainer only asks the engine once a
-  second whether the automounter still runs (`docker container inspect`): a `docker exec` into
-  it would take CPU from the pull's decompression (two cores here), and the build cannot start
-  before the pull ends anyway; the build container checks CVMFS itself.
+  This is the whole of the cold advantage. Meanwhile the automounter is looked into (`docker
+  exec`; listing a repository is what makes an on-demand automounter mount it) every 0.1 s at
+  first, then at most once a second, and no more once every repository is there: each exec
+  takes CPU from the pull's decompression (two cores here).
 - The CVMFS wait: the build container is created and started as soon as the base image is
   there; its own first step checks every repository from inside (every 50 ms; mounts made
   later propagate into it), says `CVMFS ready` on stderr and execs the build script, so the

@@ -157,8 +157,8 @@ def test_a_gated_step_waits_for_its_stdin_then_its_timeout_runs(fake):
     timeout counts from then. A cancelled gate gives it only the end of its input."""
     reads = ("-c", 'read -r line; echo "got=$line"')
     gate: Future = Future()
-    threading.Timer(0.8, gate.set_result, ("go\n",)).start()
-    done = executor().run(Step(reads, program="bash", stdin=gate, timeout=0.5, check=False))
+    threading.Timer(1.5, gate.set_result, ("go\n",)).start()
+    done = executor().run(Step(reads, program="bash", stdin=gate, timeout=1.0, check=False))
     assert (done.returncode, done.stdout) == (0, "got=go\n")
     closed: Future = Future()
     threading.Timer(0.3, closed.cancel).start()

@@ -27,19 +27,26 @@ class Scripted(Executor):
     """Answers by the argv's first two words. A gated step waits for its gate, as the check
     container does: released, it gives its answer; never released, it read nothing."""
 
-    def __init__(self, answers: dict[str, Completed]) -> None:
+    def __init__(self, answers: dict[str, Completed], deaf: bool = False) -> None:
         super().__init__(Masker(), backoff=0, out=io.StringIO(), err=io.StringIO())
         self.answers = answers
         self.calls: list[Step] = []
         self.parked = threading.Event()
+        self.deaf = deaf  # its stdin's end does not make it exit: only its removal does
+        self.removed = threading.Event()
 
     def run(self, step: Step) -> Completed:
         self.calls.append(step)
+        if step.argv[:1] == ("rm",):
+            self.removed.set()
         if isinstance(step.stdin, Future):
             self.parked.set()
             while not step.stdin.done():
                 threading.Event().wait(0.01)
             if step.stdin.cancelled():
+                if self.deaf:
+                    self.removed.wait(10)
+                    return Completed(137, "", "")
                 return Completed(0, "", "")
             assert step.stdin.result() == modes.GO + "\n"
         answer = self.answers.get(" ".join(step.argv[:2]), Completed(0, "", ""))
@@ -55,13 +62,16 @@ class Interrupting(RuntimeError):
     """An answer that fails inside the engine's call."""
 
 
-def check(*, build_ok: bool = True, **answers: Completed) -> tuple[list[str], Scripted,
-                                                                  list[dict]]:
-    x = Scripted({"container inspect": Completed(0, OVERLAY + "\n", ""), **answers})
+def check(*, build_ok: bool = True, deaf: bool = False,
+          **answers: Completed) -> tuple[list[str], Scripted, list[dict]]:
+    x = Scripted({"container inspect": Completed(0, OVERLAY + "\n", ""), **answers}, deaf)
     docker = DockerCli(x, EngineCli(program="docker", title="Docker engine"), {})
     with capture_logs() as logs, ThreadPoolExecutor(2) as pool:
         with modes.LayerCheck(docker, "lwc-build", "cms/base:1", pool) as layer:
-            x.parked.wait(5)  # started while the build runs, waiting for its release
+            for _ in range(500):  # started while the build runs, waiting for its release
+                if x.parked.is_set() or layer.ran.done():
+                    break
+                threading.Event().wait(0.01)
             if build_ok:
                 layer.release()
                 hits = modes.warn_world_writable(docker, "lwc-build", "sha256:new", layer)
@@ -94,11 +104,16 @@ def name_of(create: Step) -> str:
     return create.argv[create.argv.index("--name") + 1]
 
 
-def test_a_check_never_released_reads_nothing_and_is_removed_on_exit():
+def test_a_check_never_released_ends_on_its_stdin_reading_nothing():
     _, x, _ = check(build_ok=False)
+    assert x.kinds() == ["container inspect", "create --rm", "start --attach"]  # --rm: gone
+    assert x.calls[2].stdin.cancelled()  # its stdin ended without the word to go
+
+
+def test_a_check_that_does_not_end_on_its_stdin_is_removed_once():
+    _, x, _ = check(build_ok=False, deaf=True)
     assert x.kinds() == ["container inspect", "create --rm", "start --attach", "rm --force"]
     assert x.calls[3].argv[-1] == name_of(x.calls[1])
-    assert x.calls[2].stdin.cancelled()  # its stdin ended without the word to go
 
 
 def test_a_check_that_could_not_start_is_removed_on_exit():

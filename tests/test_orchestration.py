@@ -47,8 +47,10 @@ class Recorder(Executor):
         if isinstance(step.stdin, Future):  # gated: waits, as the child would; then says so
             while not step.stdin.done():
                 time.sleep(0.01)
-            if step.stdin.cancelled():
-                return Completed(0, "", "")  # its stdin ended: it reads nothing and exits
+            if step.stdin.cancelled():  # its stdin ended: it reads nothing and exits
+                with self.lock:
+                    self.calls.append((ENDED + step.argv[-1:], threading.current_thread().name))
+                return Completed(0, "", "")
             with self.lock:
                 self.calls.append((RELEASED + step.argv[-1:], threading.current_thread().name))
         for prefix, done in self.answers.items():
@@ -69,6 +71,7 @@ class Recorder(Executor):
 
 
 RELEASED = ("<released>",)  # recorded when a gated step's stdin is given
+ENDED = ("<ended>",)  # recorded when a gated step's stdin ends without it
 
 
 def ok(stdout: str = "") -> Completed:
@@ -191,34 +194,49 @@ class SlowPull(Recorder):
         return done
 
 
-def test_while_the_base_is_pulled_the_automounter_is_asked_after_not_looked_into(settings):
-    """The engine's word on the automounter (no process in a container) while pulling; the
-    repositories are the build container's to check."""
-    x = SlowPull(2.5)
+class Mounting(SlowPull):
+    """The automounter lists a repository as missing until it has been looked into twice."""
+
+    def __init__(self, seconds: float, **changes: Completed) -> None:
+        super().__init__(seconds, **changes)
+        self.looks = 0
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:1] == ("exec",):
+            super().run(step)
+            self.looks += 1
+            return ok("cms.cern.ch\n" if self.looks < 3 else "")
+        return super().run(step)
+
+
+def test_while_the_base_is_pulled_the_automounter_is_looked_into_until_it_has_mounted(
+        settings):
+    """Looking is what makes an on-demand automounter mount: it goes on during the pull, and
+    stops once every repository is there (the pull still running)."""
+    x = Mounting(3)
     whole_job(settings(), x)
     calls = [argv for argv, _ in x.calls]
-    during = calls[calls.index(x.ran("pull")[0]):calls.index(("start", "--attach",
-                                                              build_container(x)))]
-    assert ("container", "inspect", "cvmfs") in during
-    assert not x.ran("exec")
+    pulled = calls.index(x.ran("pull")[0])
+    assert len(x.ran("exec")) == 3 and all(calls.index(e) > pulled for e in x.ran("exec"))
 
 
 def test_an_automounter_that_dies_while_the_base_is_pulled_fails_at_once(settings):
-    x = SlowPull(6, container_inspect=ok(json.dumps(
-        [{"Id": "a" * 64, "State": {"Status": "exited"}}])))
+    x = SlowPull(6, exec=failed("Error response from daemon: container is not running"),
+                 container_inspect=ok(json.dumps([{"Id": "a" * 64,
+                                                   "State": {"Status": "exited"}}])))
     started = time.monotonic()
     with pytest.raises(CvmfsError, match="automounter cvmfs is exited"):
         whole_job(settings(), x)
     assert time.monotonic() - started < 5  # not after the pull
 
 
-def test_a_pull_outlasting_the_cvmfs_timeout_looks_inside_once(settings):
+def test_cvmfs_missing_when_the_timeout_comes_during_the_pull_fails_then(settings):
     x = SlowPull(6, exec=ok("cms.cern.ch\n"))  # the automounter lists what is missing
     started = time.monotonic()
     with pytest.raises(CvmfsError, match=r"not mounted after 2s \(LWC_CVMFS_TIMEOUT\): "
                                          "cms.cern.ch"):
         whole_job(settings(LWC_CVMFS_TIMEOUT="2"), x)
-    assert time.monotonic() - started < 5 and len(x.ran("exec")) == 1
+    assert time.monotonic() - started < 5
 
 
 class DyingAutomounter(Recorder):
@@ -311,15 +329,16 @@ def test_the_layer_check_runs_after_the_build_and_names_what_it_found(settings):
     assert warned[0]["paths"] == ["/home/cmsusr/f"] and not x.ran("diff")
 
 
-def test_a_failed_build_removes_its_layer_check_before_the_build_container(settings):
+def test_a_failed_builds_layer_check_ends_before_the_build_container_is_removed(settings):
     x = Recorder(answers(**{"container_inspect_--format": ok(OVERLAY),
                             "start_--attach": failed("boom", rc=3)}))
     with pytest.raises(BuildError):
         whole_job(settings(), x)
     build = build_container(x)
-    removed = [argv[-1] for argv in x.ran("rm", "--force")]
-    assert f"{build}-modes" in removed and build in removed
-    assert removed.index(f"{build}-modes") < removed.index(build)
+    calls = [argv for argv, _ in x.calls]
+    # its stdin ends, and it exits (--rm) before the build container it reads is removed
+    assert calls.index((*ENDED, f"{build}-modes")) < calls.index(
+        ("rm", "--force", "--volumes", build))
     assert not x.ran(*RELEASED, f"{build}-modes")  # it never read the layer
 
 

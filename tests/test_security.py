@@ -186,32 +186,37 @@ class InterruptedStart(Recorder):
         return done
 
 
-@pytest.mark.parametrize("how", ["failed start", "signal"])
-def test_the_automounter_this_run_made_is_let_go_its_own_only(project, how):
+@pytest.mark.parametrize("how, status", [("failed start", "created"), ("signal", "created"),
+                                         ("signal", "running")])
+def test_the_automounter_this_run_made_is_let_go_its_own_only(project, how, status):
     """A start that fails, or a signal while docker makes it: the automounter carrying this
-    run's owner label is stopped and removed; one another run made is left alone."""
+    run's owner label is removed (never started: even with LWC_KEEP_AUTOMOUNTER, it is of use
+    to nobody) or released (running: stopped, as no other build uses it); one another run
+    made is left alone."""
     from lwcontainer.engines.docker import owner
     s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project),
-                               "LWC_CVMFS": "automounter"}, cwd=project)
+                               "LWC_CVMFS": "automounter",
+                               "LWC_KEEP_AUTOMOUNTER": "1" if status == "created" else ""},
+                              cwd=project)
     for made, let_go in ((str(owner.this_process()), True), ("otherhost/1/2", False)):
         script = answers(**{"run_--detach": failed("docker: Error response from daemon: "
                                                    "failed to create shim task", rc=125)})
         x = (Recorder if how == "failed start" else InterruptedStart)(script)
         engine, _ = engine_for(s, x)
-        inspected = iter([failed("Error: No such container: cvmfs"), made_by(made)])
+        inspected = iter([failed("Error: No such container: cvmfs"), made_by(made, status)])
         real_run = x.run
 
         def run(step: Step, real_run=real_run, inspected=inspected) -> Completed:
             if step.argv[:2] == ("container", "inspect"):
                 x.calls.append((step.argv, "MainThread"))
-                return next(inspected, made_by(made))
+                return next(inspected, made_by(made, status))
             return real_run(step)
         x.run = run
         with pytest.raises(CvmfsError if how == "failed start" else Interrupted):
             with Automounter(s, engine.docker):
                 pass
         assert bool(x.ran("rm", "--force", "--volumes", "mine" + "2" * 60)) is let_go
-        assert bool(x.ran("stop")) is let_go
+        assert bool(x.ran("stop")) is (let_go and status == "running")
 
 
 # -- 6. no unbounded docker call ----------------------------------------------------------------
@@ -237,6 +242,7 @@ def test_every_docker_call_gets_a_limit_and_only_the_build_may_have_none(project
     assert docker.step(("push", "r/x:1")).timeout == 1800
     assert docker.step(("inspect", "x")).timeout == 60
     assert docker.step(("start", "--attach", "b")).timeout is None
+    assert docker.step(("run", "--detach", "--name", "cvmfs", "img")).timeout == 60
     limited = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project),
                                      "LWC_BUILD_TIMEOUT": "5"}, cwd=project)
     assert engine_for(limited, Recorder({}))[0].docker.step(("start", "--attach", "b")).timeout == 5

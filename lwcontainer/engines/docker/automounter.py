@@ -19,7 +19,7 @@ from structlog.contextvars import bound_contextvars
 from . import commands, owner
 from ... import signals
 from .client import DockerCli
-from .cvmfs import MAX_POLL_S, CvmfsSource, settled
+from .cvmfs import MAX_POLL_S, POLL_S, CvmfsSource, settled
 from .failures import pull_failure, worth_retrying_pull
 from ...config.settings import Settings
 from ...errors import CvmfsError
@@ -116,7 +116,8 @@ class Automounter(CvmfsSource):
                 if self._wait_running(name):
                     return False
             else:  # made, but it could not start
-                self._let_go_if_ours()
+                with signals.deferred():
+                    self._let_go_if_ours()
             self.raise_for_propagation(ran.stderr)
             raise CvmfsError(self.x.failure_message(self.docker.step((), what="automounter "
                                                                           "start"), ran))
@@ -126,16 +127,22 @@ class Automounter(CvmfsSource):
         return True
 
     def _let_go_if_ours(self) -> None:
-        """Release (stop and remove, unless another build uses it) the automounter of our
-        name if this run made it: its owner label says so."""
+        """The automounter of our name, if this run made it (its owner label says so): removed
+        when it never ran (of use to nobody, and the name is free again at once); released
+        when it runs (stopped unless another build uses it, or LWC_KEEP_AUTOMOUNTER)."""
         done = self.docker.run(commands.container_inspect(self.s.automounter_name), check=False)
         if not done.ok or not done.stdout.strip():
             return
         found = json.loads(done.stdout)[0]
         made_by = ((found.get("Config") or {}).get("Labels") or {}).get(commands.OWNER_LABEL)
-        if made_by == str(owner.this_process()):
-            self.id, self.started = found.get("Id") or self.s.automounter_name, True
-            self.release()
+        if made_by != str(owner.this_process()):
+            return
+        self.id = found.get("Id") or self.s.automounter_name
+        if (found.get("State") or {}).get("Status") != "running":
+            self.docker.run(commands.remove(self.id), check=False)
+            return
+        self.started = True
+        self.release()
 
     def report_stale_mounts(self) -> None:
         """Log what the entrypoint wrapper of an automounter this run started unmounted (once:
@@ -180,22 +187,26 @@ class Automounter(CvmfsSource):
                 self.docker.run(commands.remove(name), check=False)
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:
-        """While the base image is pulled (``pending``): the automounter is watched by the
-        engine's word (``container inspect``, every MAX_POLL_S; no process in a container, so
-        the pull keeps the CPU), and a dead one fails at once. The repositories are looked at
-        from inside (``docker exec``) only if the pull outlasts LWC_CVMFS_TIMEOUT: missing then
-        is the timeout. Otherwise the build container checks them itself, after the pull."""
-        while not settled(pending, max(0.0, min(MAX_POLL_S, deadline - time.monotonic()))):
-            if time.monotonic() < deadline:
-                self.check_alive()
-                continue
+        """While the base image is pulled (``pending``), look inside the automounter (``docker
+        exec``) until it has every repository: listing one is what makes an on-demand
+        (autofs) automounter mount it, so the mount overlaps the pull. Every 0.1 s at first,
+        then less often (up to 1 s: each exec takes CPU from the pull, and the build waits for
+        the pull anyway); no more once they are all there, or once the pull is done."""
+        missing: list[str] = list(self.s.cvmfs_repos)
+        delay = POLL_S
+        while True:
+            if settled(pending):
+                return
             probe = self.docker.run(commands.probe_in_automounter(self.s), check=False)
-            if not probe.ok:
+            if probe.ok:
+                missing = probe.stdout.split()
+                if not missing:
+                    return
+            else:
                 self._raise_if_stopped(probe.stderr)
-                return  # an image without /bin/sh: the build container's own check waits
-            if probe.stdout.split():
-                raise self.timed_out(probe.stdout.split())
-            return
+                return  # an image without /bin/sh: the build container's own check waits instead
+            self.pause(deadline, delay, missing, pending)
+            delay = min(delay * 2, MAX_POLL_S)
 
     def _watch(self, container: str, ready: threading.Event) -> None:
         """The source's watch (cvmfs.py); then, mounted, what its start unmounted is in its

@@ -66,11 +66,14 @@ CHECK_THEN_EXEC = (
 
 def timeout_kind(argv: Argv) -> str:
     """Which wall-clock limit a docker call gets: the build's (attached start), a transfer's
-    (pull, push, commit), none (an interactive run), or the engine's (everything else)."""
+    (pull, push, commit), none (an interactive run: a caller that is not gives its own), the
+    CVMFS probe's (a named run), or the engine's (everything else, the automounter's start)."""
     if argv[:2] == ("start", "--attach"):
         return "build"
     if argv[:1] in (("pull",), ("push",), ("commit",)):
         return "transfer"
+    if argv[:2] == ("run", "--detach"):  # the automounter: created and started, no more
+        return "engine"
     if argv[:1] == ("run",) and "--name" not in argv:
         return "interactive"
     if argv[:1] == ("run",):

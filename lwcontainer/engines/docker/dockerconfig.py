@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from ...config.settings import Settings
 from ...output.logs import get_logger
@@ -51,6 +51,15 @@ def private_config(settings: Settings, directory: Path | None, dry_run: bool) ->
         shutil.rmtree(directory, ignore_errors=True)
         log.info("login_discarded", registry=settings.registry,
                  reason="private docker config of this run removed (LWC_KEEP_LOGIN unset)")
+
+
+def names_a_context(settings: Settings, environ: Mapping[str, str]) -> bool:
+    """Does the user's docker client pick an engine by context (``DOCKER_CONTEXT``, or the
+    config's ``currentContext``)? The run's private config carries none: it may then reach
+    another engine than the user's own ``docker`` does."""
+    named = environ.get("DOCKER_CONTEXT") or _read(settings.docker_config / "config.json").get(
+        "currentContext")
+    return bool(named) and named != "default"
 
 
 def remove_stale(parent: Path, prefix: str = PREFIX) -> None:

@@ -78,8 +78,9 @@ class DockerEngine:
         self.cvmfs_wait: int | None = None  # how long its first step waits for it
         self.layer_check: modes.LayerCheck | None = None  # the layer's world-writable entries
         self.build_box: BuildContainer | None = None  # the build container, as entered
-        # login+pull, orphans; then, while the build runs, the CVMFS watch and the layer check
-        self.pool = pool(executor.dry_run, "lwc-docker", workers=3)
+        # login+pull and the orphan scan; while the build runs, the CVMFS watch and the layer
+        # check (which waits there all along); one to spare
+        self.pool = pool(executor.dry_run, "lwc-docker", workers=4)
 
     # -- the seam: what this CLI is and where its engine is --------------------------------
     def locate(self, environ: Mapping[str, str], local_socket: Path) -> EngineAddress:

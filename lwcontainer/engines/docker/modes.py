@@ -34,6 +34,7 @@ SHOWN = 20
 WORLD_WRITABLE = "\\( -type f -perm -0002 -o -type d -perm -0002 ! -perm -1000 \\)"
 LAYER = "/lwc-layer"  # where the check container mounts the build container's layer
 END = "lwc-find-exit="
+QUIT_S = 2.0  # how long a check whose stdin has ended gets to exit by itself
 # POSIX sh and find only (a CMS base image has them; no Python); NUL after each path, so that
 # a name with a newline in it stays one name; the exit status last.
 IN_LAYER = f"cd {LAYER} && find . -mindepth 1 {WORLD_WRITABLE} -print0; echo \"{END}$?\""
@@ -104,8 +105,9 @@ class LayerCheck:
     """The check container of the build container's layer, as a context manager: on enter it
     is created and started in the background (where the engine names the layer's directory),
     and waits; ``release()`` (the build has succeeded) lets it read the layer, and the engine
-    removes it when it exits (``--rm``). On exit a check never released, or still running when
-    the run is cut short, is removed: always before the build container it reads."""
+    removes it when it exits (``--rm``). On exit, a check never released has its stdin ended
+    (it exits reading nothing); one still there after QUIT_S, or still running when the run is
+    cut short, is removed: always before the build container it reads."""
 
     def __init__(self, docker: DockerCli, container: str, image: str, pool: Pool) -> None:
         self.docker = docker
@@ -136,7 +138,7 @@ class LayerCheck:
                                what="world-writable check",
                                timeout=self.docker.timeouts.get("engine"),
                                timeout_setting="LWC_DOCKER_TIMEOUT")
-        self.gone = done.ok
+        self.gone = self.gone or done.ok
         found = found_in_layer(done.stdout) if done.ok and self.released else None
         if found is None:
             get_logger().debug("layer_check_unused", returncode=done.returncode,
@@ -163,16 +165,18 @@ class LayerCheck:
 
     def __exit__(self, exc_type: type | None, *_: object) -> None:
         with signals.deferred(), bound_contextvars(stage="cleanup"):
-            cut_short = exc_type is not None or not self.released
-            self.gate.cancel()  # never released: its stdin ends, it reads nothing
-            if cut_short and self.attempted and not self.ran.done():
-                self._remove()  # nobody waits for its answer
+            self.gate.cancel()  # never released: its stdin ends, and it exits reading nothing
+            if exc_type is not None or not self.released:
+                wait((self.ran,), timeout=QUIT_S)
+                if not self.ran.done():
+                    self._remove()  # still there, and nobody waits for its answer
             wait((self.ran,))
             if self.attempted and not self.gone:
                 self._remove()
 
     def _remove(self) -> None:
-        self.docker.run(commands.remove(self.name), check=False)
+        removed = self.docker.run(commands.remove(self.name), check=False)
+        self.gone = self.gone or removed.ok
 
 
 def world_writable(docker: DockerCli, container: str, image: str,
@@ -187,7 +191,8 @@ def world_writable(docker: DockerCli, container: str, image: str,
     if not paths:
         return []
     checked = docker.run(of_paths_run(image), stdin="\n".join(paths) + "\n", check=False,
-                         shown=f"{docker.program} run --rm {image} <find the world-writable "
+                         timeout=docker.timeouts.get("engine"),
+                         timeout_setting="LWC_DOCKER_TIMEOUT", shown=f"{docker.program} run --rm {image} <find the world-writable "
                                f"of {len(paths)} paths>")
     if not checked.ok:
         get_logger().debug("world_writable_unchecked", reason=checked.stderr.strip()[-200:])

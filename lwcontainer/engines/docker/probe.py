@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, NamedTuple
 
 from .address import locate
+from .dockerconfig import names_a_context, private_path
 from ...config.settings import Settings
 from ...executor import Executor, Step, child_environment, last_line
 
@@ -33,20 +34,27 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
     address = locate(settings, environ, settings.local_socket)
     env = child_environment(environ, address.env)
     timeout = min(settings.docker_timeout, PROBE_TIMEOUT_S) or PROBE_TIMEOUT_S
-    # both at once: the client's name, and whether an engine answers
-    with ThreadPoolExecutor(1, "lwc-probe") as beside:
-        named = beside.submit(executor.run, Step(("--version",), program=PROGRAM, env=env,
-                                                 timeout=timeout, check=False,
-                                                 what="docker --version"))
-        done = executor.run(Step(("version", "--format", "{{.Server.Version}}"), program=PROGRAM,
-                                 env=env, timeout=timeout, check=False, what="docker version"))
-        client = named.result()
-    if "podman" in client.stdout.lower():
-        return Found(IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}")
+    # both at once: whether an engine answers, and the client's name (which alone decides
+    # when it is podman's: its answer is then not waited for)
+    beside = ThreadPoolExecutor(1, "lwc-probe")
+    try:
+        answer = beside.submit(executor.run, Step(
+            ("version", "--format", "{{.Server.Version}}"), program=PROGRAM, env=env,
+            timeout=timeout, check=False, what="docker version"))
+        client = executor.run(Step(("--version",), program=PROGRAM, env=env, timeout=timeout,
+                                   check=False, what="docker --version"))
+        if "podman" in client.stdout.lower():
+            return Found(IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}")
+        done = answer.result()
+    finally:
+        beside.shutdown(wait=False)
     where = address.address or "the default socket"
     if done.ok:
         version = done.stdout.strip()
-        return Found(ANSWERS, f"a Docker engine answers at {where} (version {version})", version)
+        # the run's own steps reach the same engine: wait-daemon need not ask it again
+        same = private_path(settings) is None or not names_a_context(settings, environ)
+        return Found(ANSWERS, f"a Docker engine answers at {where} (version {version})",
+                     version if same else "")
     said = executor.masker(last_line(done.stderr))
     if "permission denied" in done.stderr.lower():
         return Found(DENIED, f"the Docker engine at {where} refuses this user: {said}")
