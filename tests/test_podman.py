@@ -86,7 +86,8 @@ def test_podman_login_only_and_keep_login_use_the_users_auth_file(project):
 def test_podman_keeps_what_the_base_sets_and_commits_in_dockers_format():
     assert podman.unset_added(["PATH=/bin", "TERM=vt100"]) == ("--unsetenv", "container")
     assert podman.unset_added(None) == ("--unsetenv", "TERM", "--unsetenv", "container")
-    assert podman.commit("c", ["CMD [\"bash\"]"], "r.io/a:1")[:3] == ("commit", "--format", "docker")
+    assert podman.commit("c", ["CMD [\"bash\"]"], "r.io/a:1")[:3] == ("commit", "--format",
+                                                                     "docker")
     assert podman.push("r/x:1", (), False, None) == ("push", "r/x:1")
 
 

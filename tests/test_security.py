@@ -176,12 +176,24 @@ def made_by(owner_text: str, status: str = "created") -> Completed:
                            "Config": {"Labels": {"lwcontainer.owner": owner_text}}}]))
 
 
-class InterruptedStart(Recorder):
-    """A signal lands while docker makes the automounter (it exists afterwards)."""
+class MadeBy(Recorder):
+    """The automounter's name: free at first, then the one docker made (by ``owner_text``);
+    with ``interrupt``, a signal lands while docker makes it."""
+
+    def __init__(self, owner_text: str, status: str, interrupt: bool) -> None:
+        super().__init__(answers(**{"run_--detach": failed(
+            "docker: Error response from daemon: failed to create shim task", rc=125)}))
+        self.owner_text, self.status, self.interrupt = owner_text, status, interrupt
+        self.looks = 0
 
     def run(self, step: Step) -> Completed:
+        if step.argv[:2] == ("container", "inspect"):
+            self.calls.append((step.argv, "MainThread"))
+            self.looks += 1
+            return (failed("Error: No such container: cvmfs") if self.looks == 1
+                    else made_by(self.owner_text, self.status))
         done = super().run(step)
-        if step.argv[:2] == ("run", "--detach"):
+        if self.interrupt and step.argv[:2] == ("run", "--detach"):
             raise Interrupted("SIGTERM")
         return done
 
@@ -199,19 +211,8 @@ def test_the_automounter_this_run_made_is_let_go_its_own_only(project, how, stat
                                "LWC_KEEP_AUTOMOUNTER": "1" if status == "created" else ""},
                               cwd=project)
     for made, let_go in ((str(owner.this_process()), True), ("otherhost/1/2", False)):
-        script = answers(**{"run_--detach": failed("docker: Error response from daemon: "
-                                                   "failed to create shim task", rc=125)})
-        x = (Recorder if how == "failed start" else InterruptedStart)(script)
+        x = MadeBy(made, status, interrupt=how == "signal")
         engine, _ = engine_for(s, x)
-        inspected = iter([failed("Error: No such container: cvmfs"), made_by(made, status)])
-        real_run = x.run
-
-        def run(step: Step, real_run=real_run, inspected=inspected) -> Completed:
-            if step.argv[:2] == ("container", "inspect"):
-                x.calls.append((step.argv, "MainThread"))
-                return next(inspected, made_by(made, status))
-            return real_run(step)
-        x.run = run
         with pytest.raises(CvmfsError if how == "failed start" else Interrupted):
             with Automounter(s, engine.docker):
                 pass

@@ -1,8 +1,9 @@
 """The CVMFS automounter as a context manager: one (``LWC_AUTOMOUNTER_NAME``) serves every run on
 an engine. A run reuses a running one; otherwise it starts one under the name (``docker run
 --detach``, labelled with the run as its owner) with its entrypoint wrapped, so that whatever a
-dead automounter left mounted below the shared directory is unmounted first. On exit it stops only an automounter it started itself, and
-not while another run's build (or lease) container still exists.
+dead automounter left mounted below the shared directory is unmounted first. On exit it stops
+only an automounter it started itself, and not while another run's build (or lease) container
+still exists.
 """
 from __future__ import annotations
 
@@ -85,9 +86,9 @@ class Automounter(CvmfsSource):
         """The automounter image's own entrypoint and command (pulled first if missing)."""
         image = str(self.s.automounter_image)
         if not inspected.ok:
-            pulled = self.docker.run(commands.pull(image), retries=2, check=False,
-                                     retry_if=worth_retrying_pull,
-                                     what=f"{self.docker.program} pull {image} (LWC_AUTOMOUNTER_IMAGE)")
+            pulled = self.docker.run(
+                commands.pull(image), retries=2, check=False, retry_if=worth_retrying_pull,
+                what=f"{self.docker.program} pull {image} (LWC_AUTOMOUNTER_IMAGE)")
             if not pulled.ok:
                 raise pull_failure("LWC_AUTOMOUNTER_IMAGE", image, pulled, logged_in=False)
             inspected = self.x.run(self.image_inspect())

@@ -192,7 +192,8 @@ def world_writable(docker: DockerCli, container: str, image: str,
         return []
     checked = docker.run(of_paths_run(image), stdin="\n".join(paths) + "\n", check=False,
                          timeout=docker.timeouts.get("engine"),
-                         timeout_setting="LWC_DOCKER_TIMEOUT", shown=f"{docker.program} run --rm {image} <find the world-writable "
+                         timeout_setting="LWC_DOCKER_TIMEOUT",
+                         shown=f"{docker.program} run --rm {image} <find the world-writable "
                                f"of {len(paths)} paths>")
     if not checked.ok:
         get_logger().debug("world_writable_unchecked", reason=checked.stderr.strip()[-200:])
