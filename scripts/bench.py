@@ -515,9 +515,9 @@ it for the harness, which removes it and its mounts before the next run).
   from the automounter's log while the build runs.
 - Before the automounter starts, lwcontainer asks only what it must, side by side: the probe of
   the workstation's engine (`docker --version` beside `docker version`; wait-daemon then takes
-  its answer), the automounter's container and image inspects together; the login, FROM's
-  inspection (beside the login) and the orphan scan (once the automounter has started) run in
-  the background.
+  its answer), the automounter's container and image inspects together, then one `docker run
+  --detach`; the login, FROM's inspection (beside the login) and the orphan scan (once the
+  automounter has started) run in the background.
 - `FROM` is inspected once; its config serves the commit. The commit names the image `TO` (no
   tag step). The layer is measured while pushing, and the build container, committed and its
   layer read, is removed beside the push. Cold, the first `docker create` after the pull waits
