@@ -87,8 +87,8 @@ def test_probes_pass_repositories_as_arguments_not_code(s):
     assert argv[-5:] == ("watch", "30", "/cvmfs", "cms.cern.ch", "grid.cern.ch")
     assert argv[:4] == ("run", "--rm", "--name", "probe-1")
     assert "cms.cern.ch" not in argv[argv.index("-c") + 1]
-    assert commands.probe_in_automounter(s)[-3:] == ("/cvmfsmounts/cvmfs", "cms.cern.ch",
-                                                     "grid.cern.ch")
+    assert commands.look_in_automounter(s, 5)[-5:] == ("look", "5", "/cvmfsmounts/cvmfs",
+                                                       "cms.cern.ch", "grid.cern.ch")
 
 
 def test_commit_changes_restore_base_config():

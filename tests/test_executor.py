@@ -168,3 +168,23 @@ def test_a_gated_step_waits_for_its_stdin_then_its_timeout_runs(fake):
     failed.set_exception(RuntimeError("the build failed"))
     done = executor().run(Step(reads, program="bash", stdin=failed, timeout=5, check=False))
     assert done.stdout == "got=\n"
+
+
+def test_a_streamed_step_is_woken_by_its_childs_exit_not_by_a_timer():
+    """The wait on a streamed step (the build) polls the child's pidfd: it reports the exit
+    itself, where ``Popen.wait(timeout)`` would look again only after up to 50 ms."""
+    import subprocess
+    from lwcontainer.executor import _exit_poll, _wait
+    child = subprocess.Popen(["sleep", "0.2"])
+    exited = _exit_poll(child)
+    assert exited is not None, "no pidfd on this kernel"
+    try:
+        assert exited[1].poll(0) == []
+        assert exited[1].poll(10_000) != []  # the exit, not the 10 s
+    finally:
+        os.close(exited[0])
+    assert _wait(child) == 0
+    running = subprocess.Popen(["sleep", "5"])
+    assert _wait(running, deadline=time.monotonic() + 0.3) is None  # out of time: not ended
+    running.kill()
+    assert _wait(running) == -signal.SIGKILL

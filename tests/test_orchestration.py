@@ -216,8 +216,79 @@ def test_while_the_base_is_pulled_the_automounter_is_looked_into_until_it_has_mo
     x = Mounting(3)
     whole_job(settings(), x)
     calls = [argv for argv, _ in x.calls]
-    pulled = calls.index(x.ran("pull")[0])
-    assert len(x.ran("exec")) == 3 and all(calls.index(e) > pulled for e in x.ran("exec"))
+    pulled = max(i for i, argv in enumerate(calls) if argv == ("image", "inspect",
+                                                             "r.io/cms/base:1"))
+    looks = [i for i, argv in enumerate(calls) if argv[:1] == ("exec",)]
+    assert len(looks) == 3 and max(looks) < pulled  # (FROM is inspected again once pulled)
+
+
+class LongLook(SlowPull):
+    """A look inside the automounter that goes on (as one does until its seconds pass) until
+    the build container starts; what it saw is kept."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.built = threading.Event()
+        self.outlasted: list[bool] = []
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:2] == ("start", "--attach"):
+            self.built.set()
+        if step.argv[:1] == ("exec",):
+            super().run(step)
+            self.outlasted.append(self.built.wait(10))
+            return ok(commands.READY_MARK + "\n")
+        return super().run(step)
+
+
+def test_a_look_still_running_when_the_pull_is_done_does_not_hold_the_build(settings):
+    """One process looks inside the automounter, for seconds at a time: once the pull is done,
+    the build container's own check takes over, the look is not waited for."""
+    x = LongLook(0.3)
+    whole_job(settings(), x)
+    assert x.outlasted == [True]
+    look = x.ran("exec")[0]
+    assert look[look.index("look") + 1] == "5" and "0.1" in look[look.index("-c") + 1]
+
+
+def test_the_lease_is_taken_beside_the_automounter_start_and_ended_with_the_build_create(
+        settings):
+    """Before the pull has written anything (a create flushes the engine's file system), and
+    gone once the build container marks the automounter as in use."""
+    x = SlowPull(0.3)
+    whole_job(settings(), x)
+    calls = [argv for argv, _ in x.calls]
+    lease = next(argv for argv in x.ran("create") if "-lease-" in argv[argv.index("--name") + 1])
+    build = next(argv for argv in x.ran("create") if argv is not lease)
+    removed = x.ran("rm", "--force", "--volumes", lease[lease.index("--name") + 1])
+    pulled = max(i for i, argv in enumerate(calls) if argv == ("image", "inspect",
+                                                             "r.io/cms/base:1"))
+    assert calls.index(lease) < pulled  # (FROM is inspected again once pulled)
+    assert calls.index(build) < calls.index(removed[0]) < calls.index(x.ran("start")[0])
+
+
+class MissingAutomounterImage(Recorder):
+    """The automounter's image is not in the engine until it is pulled."""
+
+    def __init__(self) -> None:
+        super().__init__(answers())
+        self.pulled = False
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:2] == ("image", "inspect") and "automounter" in step.argv[-1]:
+            super().run(step)
+            return ok(json.dumps(BASE)) if self.pulled else failed("No such image")
+        if step.argv[:1] == ("pull",) and "automounter" in step.argv[-1]:
+            self.pulled = True
+        if step.argv[:1] == ("create",) and "-lease-" in " ".join(step.argv):
+            assert self.pulled, "a lease's create would pull the image itself"
+        return super().run(step)
+
+
+def test_with_the_automounter_image_missing_the_lease_waits_for_its_pull(settings):
+    x = MissingAutomounterImage()
+    whole_job(settings(), x)
+    assert len([a for a in x.ran("create") if "-lease-" in " ".join(a)]) == 1
 
 
 def test_an_automounter_that_dies_while_the_base_is_pulled_fails_at_once(settings):
@@ -427,7 +498,7 @@ def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(setting
     assert (("stop", "--time", "10", "cvmfs"), "MainThread") in cleanup
     build = build_container(x)  # the one step beside the push: it has served
     assert cleanup and all(t == "MainThread" or (argv[-1] == build and t.startswith(
-        "lwc-measure")) for argv, t in cleanup)
+        "lwc-measure")) or "-lease-" in argv[-1] for argv, t in cleanup)  # (both done before)
     builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
     assert set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
     assert not s.report.exists()

@@ -218,6 +218,8 @@ def test_the_automounter_this_run_made_is_let_go_its_own_only(project, how, stat
                 pass
         assert bool(x.ran("rm", "--force", "--volumes", "mine" + "2" * 60)) is let_go
         assert bool(x.ran("stop")) is (let_go and status == "running")
+        leases = [argv[argv.index("--name") + 1] for argv in x.ran("create")]
+        assert len(leases) == 1 and x.ran("rm", "--force", "--volumes", leases[0])  # always
 
 
 # -- 6. no unbounded docker call ----------------------------------------------------------------

@@ -24,9 +24,10 @@ from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
 from lwcontainer.executor import Completed, Executor
 from lwcontainer.output.masking import Masker
+from lwcontainer.pools import InlinePool
 from lwcontainer.stages import Stages
 
-from test_orchestration import Recorder
+from test_orchestration import Recorder, answers
 
 DOCKER = EngineCli("docker", "Docker engine")
 
@@ -185,10 +186,12 @@ def test_orphans_build_and_lease_containers_carry_their_owner(project):
     assert label in argv and "lwcontainer.keep=1" not in argv
     assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {}),
                                                   keep=True).create_argv()
-    x = Recorder({})
-    with Automounter(s, DockerCli(x, DOCKER, {})).lease():
-        pass
-    assert label in x.ran("create")[0]
+    x = Recorder(answers())
+    with Automounter(s, DockerCli(x, DOCKER, {})) as mounter, mounter.lease(InlinePool()):
+        lease = x.ran("create")[0]
+        name = lease[lease.index("--name") + 1]
+        assert label in lease and name not in (argv[-1] for argv in x.ran("rm"))
+    assert name in (argv[-1] for argv in x.ran("rm"))  # ended with the lease() block
 
 
 def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project):

@@ -1,17 +1,21 @@
 """The CVMFS automounter as a context manager: one (``LWC_AUTOMOUNTER_NAME``) serves every run on
 an engine. A run reuses a running one; otherwise it starts one under the name (``docker run
 --detach``, labelled with the run as its owner) with its entrypoint wrapped, so that whatever a
-dead automounter left mounted below the shared directory is unmounted first. On exit it stops
-only an automounter it started itself, and not while another run's build (or lease) container
-still exists.
+dead automounter left mounted below the shared directory is unmounted first. Until the run's
+build container exists, a lease (a container never started, labelled like a build) says the
+automounter is in use; it is made beside the first inspects, before the pull has written
+anything (a container's create flushes the engine's file system, and a pull's dirty pages with
+it). On exit it stops only an automounter it started itself, and not while another run's build
+(or lease) container still exists.
 """
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Executor as Pool, Future, wait
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -20,7 +24,7 @@ from structlog.contextvars import bound_contextvars
 from . import commands, owner
 from ... import signals
 from .client import DockerCli
-from .cvmfs import MAX_POLL_S, POLL_S, CvmfsSource, settled
+from .cvmfs import POLL_S, CvmfsSource, settled
 from .failures import pull_failure, worth_retrying_pull
 from ...config.settings import Settings
 from ...errors import CvmfsError
@@ -28,6 +32,7 @@ from ...executor import Completed, Step, last_line, tail_lines
 from ...pools import pool
 
 CLAIM_WAIT_S = 30.0
+LOOK_S = 5  # seconds one look inside the automounter lasts at most
 
 
 class Automounter(CvmfsSource):
@@ -37,14 +42,22 @@ class Automounter(CvmfsSource):
         super().__init__(settings, docker)
         self.started = False
         self.id: str | None = None  # the container this run started: stopped by id, not name
+        self.leased: str | None = None  # the lease container's name, while it may exist
         self._stale_read = threading.Lock()  # held once its log has been read
+        self._lease_lock = threading.Lock()
 
     def __enter__(self) -> Automounter:
-        self.started = self.ensure()
+        try:
+            self.started = self.ensure()
+        except BaseException:
+            with signals.deferred():
+                self.end_lease()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         with signals.deferred(), bound_contextvars(stage="cleanup"):
+            self.end_lease()
             self.release()
 
     # -- state -------------------------------------------------------------------------------
@@ -62,10 +75,12 @@ class Automounter(CvmfsSource):
     def ensure(self) -> bool:
         """Make sure the automounter runs; True if this call started it. A stopped one is
         replaced by the id the inspect saw: never a newer one another run just started. Its
-        image is inspected meanwhile (needed unless one runs already)."""
+        image is inspected meanwhile (needed unless one runs already), and the lease taken
+        once the image is known to be there."""
         name = self.s.automounter_name
-        with pool(self.x.dry_run, "lwc-automounter", 1) as beside:
+        with pool(self.x.dry_run, "lwc-automounter", 2) as beside:
             image = beside.submit(self.x.run, self.image_inspect())
+            beside.submit(self._lease_if_there, image)  # waited for on the way out
             seen, status = self.inspect()
             if status == "running":
                 self.log.info("automounter_reused", name=name)
@@ -75,7 +90,10 @@ class Automounter(CvmfsSource):
             if status is not None and seen:
                 self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
                 self.docker.run(commands.remove(seen), check=False)
-            return self._start(self.image_command(image.result()))
+            command = self.image_command(image.result())
+            if not image.result().ok:  # pulled just now: no lease could be made before
+                self.take_lease()
+            return self._start(command)
 
     def image_inspect(self) -> Step:
         return self.docker.step(commands.image_inspect(str(self.s.automounter_image)),
@@ -175,39 +193,69 @@ class Automounter(CvmfsSource):
     def hint(self) -> str:
         return f"see 'docker logs {self.s.automounter_name}'"
 
-    @contextmanager
-    def lease(self) -> Iterator[None]:
+    def _lease_if_there(self, image: Future[Completed]) -> None:
+        """Take the lease if the automounter's image is in the engine (a create would pull
+        it: ensure() takes it after its own pull)."""
+        if image.result().ok:
+            self.take_lease()
+
+    def take_lease(self) -> None:
         """A created, never started container labelled like a build: while the base image is
         still being pulled, it tells other runs that this automounter is in use."""
-        name = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
-        try:  # created, then recorded: a signal in between still removes it by its name
-            self.docker.run(commands.lease_create(self.s, name, owner.labels()), check=False)
-            yield
-        finally:
-            with signals.deferred():
-                self.docker.run(commands.remove(name), check=False)
+        self.leased = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
+        # named first, then created: a signal in between still removes it by its name
+        self.docker.run(commands.lease_create(self.s, self.leased, owner.labels()),
+                        check=False)
 
-    def wait_mounted(self, deadline: float, pending: Future) -> None:
-        """While the base image is pulled (``pending``), look inside the automounter (``docker
-        exec``) until it has every repository: listing one is what makes an on-demand
-        (autofs) automounter mount it, so the mount overlaps the pull. Every 0.1 s at first,
-        then less often (up to 1 s: each exec takes CPU from the pull, and the build waits for
-        the pull anyway); no more once they are all there, or once the pull is done."""
+    def end_lease(self) -> None:
+        """Remove the lease (once: one caller at a time, and a failed removal is tried again
+        by the next, the automounter's exit at the latest)."""
+        with self._lease_lock:
+            if self.leased is None:
+                return
+            done = self.docker.run(commands.remove(self.leased), check=False)
+            if done.ok or self.docker.cli.missing_container in done.stderr.lower():
+                self.leased = None
+
+    @contextmanager
+    def lease(self, pool: Pool) -> Iterator[None]:
+        """The lease taken on enter holds until the build container marks the automounter as
+        in use; it is then removed on ``pool``, beside the build's start (the automounter's
+        exit waits for that removal: it counts the builds that still use it)."""
+        try:
+            yield
+        except BaseException:
+            with signals.deferred():
+                self.end_lease()
+            raise
+        pool.submit(self.end_lease)
+
+    def wait_mounted(self, deadline: float, pending: Future, pool: Pool) -> None:
+        """While the base image is pulled (``pending``), look inside the automounter until it
+        has every repository: listing one is what makes an on-demand (autofs) automounter
+        mount it, so the mount overlaps the pull. One ``docker exec`` looks every 0.1 s, for up
+        to LOOK_S at a time (an exec per look would take CPU from the pull, which decompresses
+        on the same cores). Returns once they are all there, or once the pull is done: a look
+        still running then ends by itself (the build container checks for itself)."""
         missing: list[str] = list(self.s.cvmfs_repos)
-        delay = POLL_S
         while True:
+            seconds = max(1, min(LOOK_S, math.ceil(deadline - time.monotonic())))
+            look = pool.submit(self.x.run, self.docker.step(
+                commands.look_in_automounter(self.s, seconds), check=False,
+                timeout=seconds + self.s.docker_timeout, timeout_setting="LWC_DOCKER_TIMEOUT",
+                placeholder=commands.READY_MARK))
+            while not wait((look, pending), timeout=POLL_S * 2, return_when=FIRST_COMPLETED).done:
+                pass  # (short waits: signals are handled in between)
             if settled(pending):
                 return
-            probe = self.docker.run(commands.probe_in_automounter(self.s), check=False)
-            if probe.ok:
-                missing = probe.stdout.split()
-                if not missing:
-                    return
-            else:
-                self._raise_if_stopped(probe.stderr)
+            done = look.result()
+            if not done.ok:
+                self._raise_if_stopped(done.stderr)
                 return  # an image without /bin/sh: the build container's own check waits instead
-            self.pause(deadline, delay, missing, pending)
-            delay = min(delay * 2, MAX_POLL_S)
+            missing = [r for r in done.stdout.split() if r != commands.READY_MARK]
+            if not missing:
+                return
+            self.pause(deadline, POLL_S, missing, pending)
 
     def _watch(self, container: str, ready: threading.Event) -> None:
         """The source's watch (cvmfs.py); then, mounted, what its start unmounted is in its

@@ -28,22 +28,23 @@ PURGE_THEN_EXEC = (
     ' /proc/self/mountinfo | sort -r); do umount -l "$m" && echo "' + STALE_MARK + '$m"; done;'
     ' exec "$@"'
 )
-# Prints every repository that is not yet a readable, non-empty directory below "$1".
-PROBE_SCRIPT = (
-    'root=$1; shift; for r in "$@"; do'
-    ' ls -A "$root/$r" 2>/dev/null | grep -q . || echo "$r"; done; exit 0'
-)
-
 READY_MARK = "lwc:ready"  # no repository name has a ':'
-# Loops inside a container of the base image: prints READY_MARK as soon as every repository below
-# "$2" is a readable, non-empty directory, or after "$1" seconds the ones still missing.
-WATCH_SCRIPT = (
-    'end=$(( $(date +%s) + $1 )); root=$2; shift 2; while :; do missing=;'
-    ' for r in "$@"; do ls -A "$root/$r" 2>/dev/null | grep -q . || missing="$missing $r"; done;'
-    ' [ -z "$missing" ] && { echo ' + READY_MARK + '; exit 0; };'
-    ' [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
-    ' sleep 0.05 2>/dev/null || sleep 1; done'
-)
+
+
+def _watch_script(every: str) -> str:
+    """One process that looks (``every`` seconds) until every repository below "$2" is a
+    readable, non-empty directory, then prints READY_MARK; or after "$1" seconds prints the ones
+    still missing. Listing a repository is what makes an on-demand (autofs) automounter mount
+    it."""
+    return ('end=$(( $(date +%s) + $1 )); root=$2; shift 2; while :; do missing=;'
+            ' for r in "$@"; do ls -A "$root/$r" 2>/dev/null | grep -q . || missing="$missing $r";'
+            ' done; [ -z "$missing" ] && { echo ' + READY_MARK + '; exit 0; };'
+            ' [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
+            f' sleep {every} 2>/dev/null || sleep 1; done')
+
+
+WATCH_SCRIPT = _watch_script("0.05")  # a container of the base image, as the build sees /cvmfs
+LOOK_SCRIPT = _watch_script("0.1")  # inside the automounter, while the base image is pulled
 
 #: The build container's own first step (bash, which the build needs anyway): wait, up to "$1"
 #: seconds, until each of the "$2" repositories after it is a readable, non-empty directory below
@@ -129,8 +130,10 @@ def logs(name: str, tail: int | None = None) -> Argv:
     return ("logs", *(("--tail", str(tail)) if tail is not None else ()), name)
 
 
-def probe_in_automounter(s: Settings) -> Argv:
-    return ("exec", s.automounter_name, "/bin/sh", "-c", PROBE_SCRIPT, "probe",
+def look_in_automounter(s: Settings, seconds: int) -> Argv:
+    """One ``docker exec`` that looks at the repositories inside the automounter until they
+    are all there (READY_MARK) or ``seconds`` pass (the ones missing)."""
+    return ("exec", s.automounter_name, "/bin/sh", "-c", LOOK_SCRIPT, "look", str(seconds),
             f"{AUTOMOUNTER_MOUNTS}/cvmfs", *s.cvmfs_repos)
 
 

@@ -179,13 +179,15 @@ class CvmfsSource:
     def volume(self) -> commands.Argv:
         return commands.cvmfs_volume(self.source, self.s)
 
-    def lease(self) -> ContextManager[None]:
-        """Marks this source as in use while no build container exists yet."""
+    def lease(self, pool: Pool) -> ContextManager[None]:
+        """Marks this source as in use while no build container exists yet (ended on
+        ``pool``)."""
         return nullcontext()
 
-    def wait_mounted(self, deadline: float, pending: Future) -> None:
+    def wait_mounted(self, deadline: float, pending: Future, pool: Pool) -> None:
         """Phase 1: wait, cheaply, until the source itself has every repository, or until
-        ``pending`` (the pull) is done and the probe can take over; its failure is raised."""
+        ``pending`` (the pull) is done and the build container's check takes over; its
+        failure is raised. ``pool`` runs what may outlast the pull."""
 
     def probe(self, image: str, deadline: float, pool: Pool) -> Probe:
         """Every repository readable and non-empty as a container of ``image`` sees it, where
@@ -297,7 +299,7 @@ class HostCvmfs(CvmfsSource):
         host = Path(self.s.cvmfs_host_dir)
         return [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
 
-    def wait_mounted(self, deadline: float, pending: Future) -> None:
+    def wait_mounted(self, deadline: float, pending: Future, pool: Pool) -> None:
         delay = POLL_S
         while True:
             if settled(pending):

@@ -252,9 +252,9 @@ class DockerEngine:
             return cleanup.enter_context(self.build_container(cvmfs, keep_container))
         with self.stages.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
             deadline = time.monotonic() + self.s.cvmfs_timeout
-            with cvmfs.lease():  # a shared automounter is in use from now on
+            with cvmfs.lease(self.pool):  # a shared automounter is in use from now on
                 if not fetch.done():
-                    cvmfs.wait_mounted(deadline, fetch)
+                    cvmfs.wait_mounted(deadline, fetch, self.pool)
                 waited = time.monotonic()
                 self.await_(fetch)
                 deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
