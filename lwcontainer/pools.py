@@ -2,6 +2,7 @@
 the plan prints in order. Either way the caller holds futures and ``result()`` re-raises."""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -20,3 +21,18 @@ class InlinePool(Executor):
 
 def pool(dry_run: bool, name: str, workers: int = 2) -> Executor:
     return InlinePool() if dry_run else ThreadPoolExecutor(workers, name)
+
+
+def detached(name: str, fn: Callable, /, *args) -> Future:
+    """``fn(*args)`` on a daemon thread of its own: for work nobody may have to wait for, not
+    even the process's exit (a pool's threads are joined then)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: B036 - handed to the caller by result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future

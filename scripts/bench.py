@@ -505,10 +505,10 @@ it for the harness, which removes it and its mounts before the next run).
   it) until every repository is there, for up to 5 s at a time: an exec per look took CPU from
   the pull's decompression (two cores here; five execs made the pull about 0.3 s slower).
 - The lease (a container never started that tells other runs the automounter is in use until
-  the build container exists) is created beside the automounter's inspects, before the pull
-  has written anything: a `docker create` syncs the engine's file system, and one made while
-  the pull wrote its layer made the pull about 0.3 s slower. It is removed beside the build's
-  start.
+  the build container exists) is created beside the automounter's inspects, as the pull
+  starts, before it has written much: a `docker create` syncs the engine's file system, and
+  one made while the pull wrote its layer made the pull about 0.3 s slower. It is removed
+  beside the build's start.
 - The CVMFS wait: the build container is created and started as soon as the base image is
   there; its own first step checks every repository from inside (every 50 ms; mounts made
   later propagate into it), says `CVMFS ready` on stderr and execs the build script, so the

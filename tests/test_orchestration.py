@@ -259,6 +259,7 @@ def test_the_lease_is_taken_beside_the_automounter_start_and_ended_with_the_buil
     whole_job(settings(), x)
     calls = [argv for argv, _ in x.calls]
     lease = next(argv for argv in x.ran("create") if "-lease-" in argv[argv.index("--name") + 1])
+    assert dict(x.calls)[lease].startswith("lwc-automounter")  # beside the inspects
     build = next(argv for argv in x.ran("create") if argv is not lease)
     removed = x.ran("rm", "--force", "--volumes", lease[lease.index("--name") + 1])
     pulled = max(i for i, argv in enumerate(calls) if argv == ("image", "inspect",
@@ -270,9 +271,12 @@ def test_the_lease_is_taken_beside_the_automounter_start_and_ended_with_the_buil
 class MissingAutomounterImage(Recorder):
     """The automounter's image is not in the engine until it is pulled."""
 
-    def __init__(self) -> None:
-        super().__init__(answers())
+    def __init__(self, running: bool = False) -> None:
+        super().__init__(answers(**({"container_inspect": ok(json.dumps([{
+            "Id": "a" * 64, "Image": "sha256:" + "e" * 64, "State": {"Status": "running"}}]))}
+            if running else {})))
         self.pulled = False
+        self.leased_before_pull: list[tuple[str, ...]] = []
 
     def run(self, step: Step) -> Completed:
         if step.argv[:2] == ("image", "inspect") and "automounter" in step.argv[-1]:
@@ -280,15 +284,35 @@ class MissingAutomounterImage(Recorder):
             return ok(json.dumps(BASE)) if self.pulled else failed("No such image")
         if step.argv[:1] == ("pull",) and "automounter" in step.argv[-1]:
             self.pulled = True
-        if step.argv[:1] == ("create",) and "-lease-" in " ".join(step.argv):
-            assert self.pulled, "a lease's create would pull the image itself"
+        if step.argv[:1] == ("create",) and "-lease-" in " ".join(step.argv) \
+                and not self.pulled and step.argv[-1].endswith(":master"):
+            self.leased_before_pull.append(step.argv)  # its create would pull the image
         return super().run(step)
 
 
 def test_with_the_automounter_image_missing_the_lease_waits_for_its_pull(settings):
     x = MissingAutomounterImage()
     whole_job(settings(), x)
-    assert len([a for a in x.ran("create") if "-lease-" in " ".join(a)]) == 1
+    leases = [a for a in x.ran("create") if "-lease-" in " ".join(a)]
+    assert len(leases) == 1 and not x.leased_before_pull
+
+
+def test_a_running_automounter_whose_image_tag_is_gone_is_leased_by_its_image_id(settings):
+    x = MissingAutomounterImage(running=True)
+    whole_job(settings(), x)
+    leases = [a for a in x.ran("create") if "-lease-" in " ".join(a)]
+    assert [a[-1] for a in leases] == ["sha256:" + "e" * 64] and not x.ran("pull", "--quiet",
+                                                                            "gitlab-registry")
+
+
+def test_automount_alone_takes_no_lease(settings):
+    """'lwcontainer automount' leaves the automounter running and no build follows: a lease
+    would say forever that it is in use."""
+    from lwcontainer.engines.docker import subcommands
+    x = Recorder(answers())
+    engine, _ = engine_for(settings(), x)
+    subcommands.automount(engine)
+    assert x.ran("run", "--detach") and not [a for a in x.ran("create") if "-lease-" in " ".join(a)]
 
 
 def test_an_automounter_that_dies_while_the_base_is_pulled_fails_at_once(settings):

@@ -118,6 +118,9 @@ def test_leftovers_of_a_dead_automounter_are_not_trusted(job, tmp_path, leftover
     repo_dir = job.mounts / "cvmfs" / "cms.cern.ch"
     started = job.run("automount", LWC_KEEP_AUTOMOUNTER="1")
     assert started.returncode == 0, started.stderr[-2000:]
+    leases = job.bed.docker("ps", "--all", "--quiet", "--filter", "label=lwcontainer.role=build",
+                            "--filter", f"name={job.automounter}-lease-")
+    assert leases.stdout.split() == []  # none left: it would say forever that it is in use
     job.bed.docker("kill", job.automounter)  # SIGKILL: it cannot unmount
     assert job.leftover_mounts() == [str(repo_dir)]
     # Make the leftover wrong, so that trusting it breaks the build.

@@ -15,7 +15,7 @@ from plumbum import local
 from lwcontainer import cli, pipeline
 from lwcontainer.ci.github import add_mask_commands
 from lwcontainer.config.settings import Settings
-from lwcontainer.engines.docker import dockerconfig
+from lwcontainer.engines.docker import dockerconfig, owner
 from lwcontainer.engines.docker.automounter import Automounter
 from lwcontainer.engines.docker.client import DockerCli
 from lwcontainer.errors import ConfigError, CvmfsError, EngineError, Interrupted, LoginError
@@ -25,6 +25,7 @@ from lwcontainer.output.masking import MASK, Masker
 
 from conftest import lwc
 from test_orchestration import Recorder, answers, engine_for, failed, ok
+from test_trust import listing
 
 FAKES = Path(__file__).parent / "fakes"
 LONG = "github_pat_11AAAAAAA0" + "x" * 60
@@ -186,12 +187,20 @@ class MadeBy(Recorder):
         self.owner_text, self.status, self.interrupt = owner_text, status, interrupt
         self.looks = 0
 
+    def live_leases(self) -> list[str]:
+        made = [a[a.index("--name") + 1] for a in self.ran("create") if "-lease-" in " ".join(a)]
+        return [name for name in made if not self.ran("rm", "--force", "--volumes", name)]
+
     def run(self, step: Step) -> Completed:
         if step.argv[:2] == ("container", "inspect"):
             self.calls.append((step.argv, "MainThread"))
             self.looks += 1
             return (failed("Error: No such container: cvmfs") if self.looks == 1
                     else made_by(self.owner_text, self.status))
+        if step.argv[:1] == ("ps",):  # the run's own lease, while it exists, is a live build
+            super().run(step)
+            return ok(listing(*[(name, "created", str(owner.this_process()), "")
+                                for name in self.live_leases()]))
         done = super().run(step)
         if self.interrupt and step.argv[:2] == ("run", "--detach"):
             raise Interrupted("SIGTERM")
@@ -205,7 +214,6 @@ def test_the_automounter_this_run_made_is_let_go_its_own_only(project, how, stat
     run's owner label is removed (never started: even with LWC_KEEP_AUTOMOUNTER, it is of use
     to nobody) or released (running: stopped, as no other build uses it); one another run
     made is left alone."""
-    from lwcontainer.engines.docker import owner
     s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(project),
                                "LWC_CVMFS": "automounter",
                                "LWC_KEEP_AUTOMOUNTER": "1" if status == "created" else ""},

@@ -187,11 +187,12 @@ def test_orphans_build_and_lease_containers_carry_their_owner(project):
     assert "lwcontainer.keep=1" in BuildContainer(s, DockerCli(Recorder({}), DOCKER, {}),
                                                   keep=True).create_argv()
     x = Recorder(answers())
-    with Automounter(s, DockerCli(x, DOCKER, {})) as mounter, mounter.lease(InlinePool()):
-        lease = x.ran("create")[0]
-        name = lease[lease.index("--name") + 1]
-        assert label in lease and name not in (argv[-1] for argv in x.ran("rm"))
-    assert name in (argv[-1] for argv in x.ran("rm"))  # ended with the lease() block
+    with Automounter(s, DockerCli(x, DOCKER, {})) as mounter:
+        with mounter.lease(InlinePool()):
+            lease = x.ran("create")[0]
+            name = lease[lease.index("--name") + 1]
+            assert label in lease and name not in (argv[-1] for argv in x.ran("rm"))
+        assert name in (argv[-1] for argv in x.ran("rm"))  # ended with the lease() block
 
 
 def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project):

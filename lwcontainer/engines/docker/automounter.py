@@ -3,9 +3,9 @@ an engine. A run reuses a running one; otherwise it starts one under the name (`
 --detach``, labelled with the run as its owner) with its entrypoint wrapped, so that whatever a
 dead automounter left mounted below the shared directory is unmounted first. Until the run's
 build container exists, a lease (a container never started, labelled like a build) says the
-automounter is in use; it is made beside the first inspects, before the pull has written
-anything (a container's create flushes the engine's file system, and a pull's dirty pages with
-it). On exit it stops only an automounter it started itself, and not while another run's build
+automounter is in use; it is made beside the first inspects, as the pull starts (a container's
+create flushes the engine's file system, and with it whatever the pull has written so far).
+'lwcontainer automount' alone takes none: no build follows. On exit it stops only an automounter it started itself, and not while another run's build
 (or lease) container still exists.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .failures import pull_failure, worth_retrying_pull
 from ...config.settings import Settings
 from ...errors import CvmfsError
 from ...executor import Completed, Step, last_line, tail_lines
-from ...pools import pool
+from ...pools import detached, pool
 
 CLAIM_WAIT_S = 30.0
 LOOK_S = 5  # seconds one look inside the automounter lasts at most
@@ -48,7 +48,7 @@ class Automounter(CvmfsSource):
 
     def __enter__(self) -> Automounter:
         try:
-            self.started = self.ensure()
+            self.started = self.ensure(lease=True)
         except BaseException:
             with signals.deferred():
                 self.end_lease()
@@ -57,33 +57,39 @@ class Automounter(CvmfsSource):
 
     def __exit__(self, *exc_info: object) -> None:
         with signals.deferred(), bound_contextvars(stage="cleanup"):
-            self.end_lease()
             self.release()
 
     # -- state -------------------------------------------------------------------------------
     def inspect(self) -> tuple[str | None, str | None]:
         """(container id, status) of the automounter's name, or (None, None)."""
+        found = self._inspected()
+        return (found.get("Id"), found["State"]["Status"]) if found else (None, None)
+
+    def _inspected(self) -> dict:
+        """``docker container inspect`` of the automounter's name; {} if there is none."""
         done = self.docker.run(commands.container_inspect(self.s.automounter_name), check=False)
-        if not done.ok or not done.stdout.strip():
-            return None, None
-        found = json.loads(done.stdout)[0]
-        return found.get("Id"), found["State"]["Status"]
+        return json.loads(done.stdout)[0] if done.ok and done.stdout.strip() else {}
 
     def status(self) -> str | None:
         return self.inspect()[1]
 
-    def ensure(self) -> bool:
+    def ensure(self, lease: bool = False) -> bool:
         """Make sure the automounter runs; True if this call started it. A stopped one is
         replaced by the id the inspect saw: never a newer one another run just started. Its
-        image is inspected meanwhile (needed unless one runs already), and the lease taken
-        once the image is known to be there."""
+        image is inspected meanwhile (needed unless one runs already); with ``lease`` (a build
+        follows), the lease is taken beside them once the image is known to be there."""
         name = self.s.automounter_name
         with pool(self.x.dry_run, "lwc-automounter", 2) as beside:
             image = beside.submit(self.x.run, self.image_inspect())
-            beside.submit(self._lease_if_there, image)  # waited for on the way out
-            seen, status = self.inspect()
+            if lease:
+                beside.submit(self._lease_if_there, image)  # waited for on the way out
+            found = self._inspected()
+            seen, status = found.get("Id"), (found.get("State") or {}).get("Status")
+            lease_now = lease and not image.result().ok  # no lease could be made beside
             if status == "running":
                 self.log.info("automounter_reused", name=name)
+                if lease_now:  # its image, by id: the tag is gone, or was never here
+                    self.take_lease(found.get("Image"))
                 return False
             if status == "created" and self._wait_running(name):
                 return False
@@ -91,7 +97,7 @@ class Automounter(CvmfsSource):
                 self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
                 self.docker.run(commands.remove(seen), check=False)
             command = self.image_command(image.result())
-            if not image.result().ok:  # pulled just now: no lease could be made before
+            if lease_now:  # pulled just now
                 self.take_lease()
             return self._start(command)
 
@@ -199,17 +205,18 @@ class Automounter(CvmfsSource):
         if image.result().ok:
             self.take_lease()
 
-    def take_lease(self) -> None:
-        """A created, never started container labelled like a build: while the base image is
-        still being pulled, it tells other runs that this automounter is in use."""
-        self.leased = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"
-        # named first, then created: a signal in between still removes it by its name
-        self.docker.run(commands.lease_create(self.s, self.leased, owner.labels()),
-                        check=False)
+    def take_lease(self, image: str | None = None) -> None:
+        """A created, never started container labelled like a build (of the automounter's
+        image, or ``image``): until the build container exists, it tells other runs that this
+        automounter is in use."""
+        with self._lease_lock:  # named first, then created: a signal in between still removes
+            self.leased = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"  # it
+            self.docker.run(commands.lease_create(self.s, self.leased, owner.labels(), image),
+                            check=False)
 
     def end_lease(self) -> None:
         """Remove the lease (once: one caller at a time, and a failed removal is tried again
-        by the next, the automounter's exit at the latest)."""
+        by the next, the automounter's release at the latest)."""
         with self._lease_lock:
             if self.leased is None:
                 return
@@ -220,8 +227,8 @@ class Automounter(CvmfsSource):
     @contextmanager
     def lease(self, pool: Pool) -> Iterator[None]:
         """The lease taken on enter holds until the build container marks the automounter as
-        in use; it is then removed on ``pool``, beside the build's start (the automounter's
-        exit waits for that removal: it counts the builds that still use it)."""
+        in use; it is then removed on ``pool``, beside the build's start (the release waits
+        for that removal: it counts the builds that still use the automounter)."""
         try:
             yield
         except BaseException:
@@ -230,17 +237,18 @@ class Automounter(CvmfsSource):
             raise
         pool.submit(self.end_lease)
 
-    def wait_mounted(self, deadline: float, pending: Future, pool: Pool) -> None:
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
         """While the base image is pulled (``pending``), look inside the automounter until it
         has every repository: listing one is what makes an on-demand (autofs) automounter
-        mount it, so the mount overlaps the pull. One ``docker exec`` looks every 0.1 s, for up
-        to LOOK_S at a time (an exec per look would take CPU from the pull, which decompresses
-        on the same cores). Returns once they are all there, or once the pull is done: a look
-        still running then ends by itself (the build container checks for itself)."""
+        mount it, so the mount overlaps the pull. One ``docker exec`` looks every 0.1 s, up to
+        LOOK_S at a time (an exec per look takes CPU from the pull, which decompresses on the
+        same cores). Returns once they are all there, or once the pull is done: a look still
+        running then ends by itself (on a daemon thread: not even the process's exit waits for
+        it), and the build container checks for itself."""
         missing: list[str] = list(self.s.cvmfs_repos)
         while True:
             seconds = max(1, min(LOOK_S, math.ceil(deadline - time.monotonic())))
-            look = pool.submit(self.x.run, self.docker.step(
+            look = detached("lwc-look", self.x.run, self.docker.step(
                 commands.look_in_automounter(self.s, seconds), check=False,
                 timeout=seconds + self.s.docker_timeout, timeout_setting="LWC_DOCKER_TIMEOUT",
                 placeholder=commands.READY_MARK))
@@ -284,6 +292,9 @@ class Automounter(CvmfsSource):
 
     # -- cleanup -----------------------------------------------------------------------------
     def release(self) -> None:
+        """The lease ended (it would count as a build still using the automounter); then the
+        automounter this run started stopped, unless kept or used by another build."""
+        self.end_lease()
         name = self.s.automounter_name
         if not self.started:
             return

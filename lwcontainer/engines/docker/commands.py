@@ -31,20 +31,22 @@ PURGE_THEN_EXEC = (
 READY_MARK = "lwc:ready"  # no repository name has a ':'
 
 
-def _watch_script(every: str) -> str:
-    """One process that looks (``every`` seconds) until every repository below "$2" is a
-    readable, non-empty directory, then prints READY_MARK; or after "$1" seconds prints the ones
-    still missing. Listing a repository is what makes an on-demand (autofs) automounter mount
-    it."""
-    return ('end=$(( $(date +%s) + $1 )); root=$2; shift 2; while :; do missing=;'
+def _watch_script(every_cs: int) -> str:
+    """One process that looks every ``every_cs`` hundredths of a second until every repository
+    below "$2" is a readable, non-empty directory, then prints READY_MARK; or, after "$1"
+    seconds' worth of looks, the ones still missing. Listing a repository is what makes an
+    on-demand (autofs) automounter mount it. Bounded by counting (a ``sleep`` without
+    fractions counts as a second), so it ends in an image without ``date`` too."""
+    return ('left=$(( $1 * 100 )); root=$2; shift 2; while :; do missing=;'
             ' for r in "$@"; do ls -A "$root/$r" 2>/dev/null | grep -q . || missing="$missing $r";'
             ' done; [ -z "$missing" ] && { echo ' + READY_MARK + '; exit 0; };'
-            ' [ "$(date +%s)" -ge "$end" ] && { echo $missing; exit 0; };'
-            f' sleep {every} 2>/dev/null || sleep 1; done')
+            ' [ "$left" -le 0 ] && { echo $missing; exit 0; };'
+            f' if sleep {every_cs / 100:.2f} 2>/dev/null; then left=$((left - {every_cs}));'
+            ' else sleep 1; left=$((left - 100)); fi; done')
 
 
-WATCH_SCRIPT = _watch_script("0.05")  # a container of the base image, as the build sees /cvmfs
-LOOK_SCRIPT = _watch_script("0.1")  # inside the automounter, while the base image is pulled
+WATCH_SCRIPT = _watch_script(5)  # a container of the base image, as the build sees /cvmfs
+LOOK_SCRIPT = _watch_script(10)  # inside the automounter, while the base image is pulled
 
 #: The build container's own first step (bash, which the build needs anyway): wait, up to "$1"
 #: seconds, until each of the "$2" repositories after it is a readable, non-empty directory below
@@ -187,10 +189,11 @@ def run_image(image: str, volume: Argv, workspace: str | None, tty: bool,
             image, *command)
 
 
-def lease_create(s: Settings, name: str, labels: Argv = ()) -> Argv:
-    """A never-started container of the automounter image, counted as a build in progress."""
+def lease_create(s: Settings, name: str, labels: Argv = (), image: str | None = None) -> Argv:
+    """A never-started container of the automounter image (or ``image``: the running
+    automounter's, by id), counted as a build in progress."""
     return ("create", "--name", name, "--label", f"{BUILD_ROLE_LABEL}=build", *labels,
-            str(s.automounter_image))
+            image or str(s.automounter_image))
 
 
 def owner_labels(owner: str, keep: bool = False) -> Argv:

@@ -184,10 +184,10 @@ class CvmfsSource:
         ``pool``)."""
         return nullcontext()
 
-    def wait_mounted(self, deadline: float, pending: Future, pool: Pool) -> None:
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
         """Phase 1: wait, cheaply, until the source itself has every repository, or until
         ``pending`` (the pull) is done and the build container's check takes over; its
-        failure is raised. ``pool`` runs what may outlast the pull."""
+        failure is raised."""
 
     def probe(self, image: str, deadline: float, pool: Pool) -> Probe:
         """Every repository readable and non-empty as a container of ``image`` sees it, where
@@ -299,7 +299,7 @@ class HostCvmfs(CvmfsSource):
         host = Path(self.s.cvmfs_host_dir)
         return [r for r in self.s.cvmfs_repos if not _non_empty(host / r)]
 
-    def wait_mounted(self, deadline: float, pending: Future, pool: Pool) -> None:
+    def wait_mounted(self, deadline: float, pending: Future) -> None:
         delay = POLL_S
         while True:
             if settled(pending):

@@ -254,7 +254,7 @@ class DockerEngine:
             deadline = time.monotonic() + self.s.cvmfs_timeout
             with cvmfs.lease(self.pool):  # a shared automounter is in use from now on
                 if not fetch.done():
-                    cvmfs.wait_mounted(deadline, fetch, self.pool)
+                    cvmfs.wait_mounted(deadline, fetch)
                 waited = time.monotonic()
                 self.await_(fetch)
                 deadline += time.monotonic() - waited  # time spent pulling is not CVMFS's
