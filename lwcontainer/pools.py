@@ -3,7 +3,7 @@ the plan prints in order. Either way the caller holds futures and ``result()`` r
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from typing import Callable
 
 
@@ -36,3 +36,11 @@ def detached(name: str, fn: Callable, /, *args) -> Future:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
+
+
+def settle(future: Future) -> None:
+    """Resolve ``future`` (to None) unless it is already done: several threads may say so."""
+    try:
+        future.set_result(None)
+    except InvalidStateError:
+        pass

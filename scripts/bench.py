@@ -508,7 +508,7 @@ it for the harness, which removes it and its mounts before the next run).
   the build container exists) is created beside the automounter's inspects, as the pull
   starts, before it has written much: a `docker create` syncs the engine's file system, and
   one made while the pull wrote its layer made the pull about 0.3 s slower. It is removed
-  beside the build's start.
+  once the build container runs.
 - The CVMFS wait: the build container is created and started as soon as the base image is
   there; its own first step checks every repository from inside (every 50 ms; mounts made
   later propagate into it), says `CVMFS ready` on stderr and execs the build script, so the
@@ -529,7 +529,9 @@ it for the harness, which removes it and its mounts before the next run).
   about 1.2 s here: unmounting the new container's init layer syncs the file system, which
   writes the 426 MB of fresh layers to disk; both tools pay it.
 - The world-writable check is a container started while the build runs (it waits on its
-  stdin), with the build container's own layer directory mounted read-only; the build's success
+  stdin), once the build container has said its first line (made beside the build container's
+  own start, it made that start about 0.08 s slower), with the build container's own layer
+  directory mounted read-only; the build's success
   releases it, and its `find` runs beside the commit (about 0.1 s). It runs no `docker diff`
   (about 0.5 s on this engine even when nothing changed: it walks the whole base) unless the
   storage driver keeps no such directory (vfs).

@@ -66,8 +66,12 @@ def check(*, build_ok: bool = True, deaf: bool = False,
           **answers: Completed) -> tuple[list[str], Scripted, list[dict]]:
     x = Scripted({"container inspect": Completed(0, OVERLAY + "\n", ""), **answers}, deaf)
     docker = DockerCli(x, EngineCli(program="docker", title="Docker engine"), {})
+    running: Future[None] = Future()
     with capture_logs() as logs, ThreadPoolExecutor(2) as pool:
-        with modes.LayerCheck(docker, "lwc-build", "cms/base:1", pool) as layer:
+        with modes.LayerCheck(docker, "lwc-build", "cms/base:1", pool, after=running) as layer:
+            threading.Event().wait(0.05)
+            assert x.calls == []  # nothing on the way of the build container's start
+            running.set_result(None)
             for _ in range(500):  # started while the build runs, waiting for its release
                 if x.parked.is_set() or layer.ran.done():
                     break

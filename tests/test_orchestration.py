@@ -70,6 +70,15 @@ class Recorder(Executor):
         return [argv for argv, _ in self.calls if argv[:len(prefix)] == prefix]
 
 
+def name_of(argv: tuple[str, ...]) -> str:
+    return argv[argv.index("--name") + 1]
+
+
+def leases(x: Recorder) -> list[tuple[str, ...]]:
+    """The lease containers' creates (the automounter of these tests is named cvmfs)."""
+    return [argv for argv in x.ran("create") if name_of(argv).startswith("cvmfs-lease-")]
+
+
 RELEASED = ("<released>",)  # recorded when a gated step's stdin is given
 ENDED = ("<ended>",)  # recorded when a gated step's stdin ends without it
 
@@ -251,21 +260,56 @@ def test_a_look_still_running_when_the_pull_is_done_does_not_hold_the_build(sett
     assert look[look.index("look") + 1] == "5" and "0.1" in look[look.index("-c") + 1]
 
 
-def test_the_lease_is_taken_beside_the_automounter_start_and_ended_with_the_build_create(
+def test_the_lease_is_taken_beside_the_automounter_start_and_ended_once_the_build_runs(
         settings):
     """Before the pull has written anything (a create flushes the engine's file system), and
     gone once the build container marks the automounter as in use."""
     x = SlowPull(0.3)
     whole_job(settings(), x)
     calls = [argv for argv, _ in x.calls]
-    lease = next(argv for argv in x.ran("create") if "-lease-" in argv[argv.index("--name") + 1])
+    lease = leases(x)[0]
     assert dict(x.calls)[lease].startswith("lwc-automounter")  # beside the inspects
     build = next(argv for argv in x.ran("create") if argv is not lease)
     removed = x.ran("rm", "--force", "--volumes", lease[lease.index("--name") + 1])
     pulled = max(i for i, argv in enumerate(calls) if argv == ("image", "inspect",
                                                              "r.io/cms/base:1"))
     assert calls.index(lease) < pulled  # (FROM is inspected again once pulled)
-    assert calls.index(build) < calls.index(removed[0]) < calls.index(x.ran("start")[0])
+    assert calls.index(build) < calls.index(x.ran("start", "--attach")[0]) < calls.index(removed[0])
+
+
+class Running(SlowPull):
+    """The build container says it runs (its first line) and goes on until the lease is gone
+    and the layer check made (or 5 s): what those waited for is kept."""
+
+    def __init__(self) -> None:
+        super().__init__(0.1, container_inspect=RUNNING, **{
+            "container_inspect_--format": ok(json.dumps({"Name": "overlay2", "Data": {
+                "UpperDir": "/var/lib/docker/o/1/diff"}}))})
+        self.before_start: list[str] = []
+        self.while_running: list[str] = []
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:1] == ("create",) and "-modes" in " ".join(step.argv) or \
+                step.argv[:1] == ("rm",) and step.argv[-1].startswith("cvmfs-lease-"):
+            (self.while_running if self.ran("start", "--attach") else self.before_start).append(
+                step.argv[0])
+        if step.argv[:2] == ("start", "--attach") and "--interactive" not in step.argv:
+            super().run(step)
+            step.observe(f"{commands.CVMFS_CHECKING} cms.cern.ch\n")
+            for _ in range(500):
+                if len(self.while_running) == 2:
+                    break
+                time.sleep(0.01)
+            return ok()
+        return super().run(step)
+
+
+def test_the_lease_goes_and_the_layer_check_comes_once_the_build_container_runs(settings):
+    """Neither is on the way of the build container's own start (both ask the engine for
+    work at the same time); both are done while it runs."""
+    x = Running()
+    whole_job(settings(), x)
+    assert x.before_start == [] and sorted(x.while_running) == ["create", "rm"]
 
 
 class MissingAutomounterImage(Recorder):
@@ -284,7 +328,7 @@ class MissingAutomounterImage(Recorder):
             return ok(json.dumps(BASE)) if self.pulled else failed("No such image")
         if step.argv[:1] == ("pull",) and "automounter" in step.argv[-1]:
             self.pulled = True
-        if step.argv[:1] == ("create",) and "-lease-" in " ".join(step.argv) \
+        if step.argv[:1] == ("create",) and name_of(step.argv).startswith("cvmfs-lease-") \
                 and not self.pulled and step.argv[-1].endswith(":master"):
             self.leased_before_pull.append(step.argv)  # its create would pull the image
         return super().run(step)
@@ -293,15 +337,13 @@ class MissingAutomounterImage(Recorder):
 def test_with_the_automounter_image_missing_the_lease_waits_for_its_pull(settings):
     x = MissingAutomounterImage()
     whole_job(settings(), x)
-    leases = [a for a in x.ran("create") if "-lease-" in " ".join(a)]
-    assert len(leases) == 1 and not x.leased_before_pull
+    assert len(leases(x)) == 1 and not x.leased_before_pull
 
 
 def test_a_running_automounter_whose_image_tag_is_gone_is_leased_by_its_image_id(settings):
     x = MissingAutomounterImage(running=True)
     whole_job(settings(), x)
-    leases = [a for a in x.ran("create") if "-lease-" in " ".join(a)]
-    assert [a[-1] for a in leases] == ["sha256:" + "e" * 64] and not x.ran("pull", "--quiet",
+    assert [a[-1] for a in leases(x)] == ["sha256:" + "e" * 64] and not x.ran("pull", "--quiet",
                                                                             "gitlab-registry")
 
 
@@ -312,7 +354,7 @@ def test_automount_alone_takes_no_lease(settings):
     x = Recorder(answers())
     engine, _ = engine_for(settings(), x)
     subcommands.automount(engine)
-    assert x.ran("run", "--detach") and not [a for a in x.ran("create") if "-lease-" in " ".join(a)]
+    assert x.ran("run", "--detach") and not leases(x)
 
 
 def test_an_automounter_that_dies_while_the_base_is_pulled_fails_at_once(settings):
@@ -522,7 +564,7 @@ def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(setting
     assert (("stop", "--time", "10", "cvmfs"), "MainThread") in cleanup
     build = build_container(x)  # the one step beside the push: it has served
     assert cleanup and all(t == "MainThread" or (argv[-1] == build and t.startswith(
-        "lwc-measure")) or "-lease-" in argv[-1] for argv, t in cleanup)  # (both done before)
+        "lwc-measure")) or argv[-1].startswith("cvmfs-lease-") for argv, t in cleanup)  # (both done before)
     builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
     assert set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
     assert not s.report.exists()

@@ -35,6 +35,8 @@ def test_full_pipeline_pushes_a_runnable_image(job, tmp_path):
     # The build container's first step said when CVMFS was there, before the build script.
     said = result.stderr.index("lwcontainer: CVMFS ready in the build container: cms.cern.ch\n")
     assert said < result.stderr.index('"stage": "commit"')
+    assert result.stderr.index("lwcontainer: checking CVMFS in the build container: "
+                               "cms.cern.ch\n") < said  # its first line: it runs
     own = ("login:", "pull:", "\x1b")  # nothing of lwcontainer's own outside CI
     assert not any(line.startswith(own) for line in result.stdout.splitlines())
 

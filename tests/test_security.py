@@ -24,7 +24,7 @@ from lwcontainer.output import report
 from lwcontainer.output.masking import MASK, Masker
 
 from conftest import lwc
-from test_orchestration import Recorder, answers, engine_for, failed, ok
+from test_orchestration import Recorder, answers, engine_for, failed, leases, ok
 from test_trust import listing
 
 FAKES = Path(__file__).parent / "fakes"
@@ -188,7 +188,7 @@ class MadeBy(Recorder):
         self.looks = 0
 
     def live_leases(self) -> list[str]:
-        made = [a[a.index("--name") + 1] for a in self.ran("create") if "-lease-" in " ".join(a)]
+        made = [a[a.index("--name") + 1] for a in leases(self)]
         return [name for name in made if not self.ran("rm", "--force", "--volumes", name)]
 
     def run(self, step: Step) -> Completed:

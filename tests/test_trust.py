@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
 from lwcontainer.executor import Completed, Executor
 from lwcontainer.output.masking import Masker
-from lwcontainer.pools import InlinePool
 from lwcontainer.stages import Stages
 
 from test_orchestration import Recorder, answers
@@ -188,11 +188,15 @@ def test_orphans_build_and_lease_containers_carry_their_owner(project):
                                                   keep=True).create_argv()
     x = Recorder(answers())
     with Automounter(s, DockerCli(x, DOCKER, {})) as mounter:
-        with mounter.lease(InlinePool()):
-            lease = x.ran("create")[0]
-            name = lease[lease.index("--name") + 1]
-            assert label in lease and name not in (argv[-1] for argv in x.ran("rm"))
-        assert name in (argv[-1] for argv in x.ran("rm"))  # ended with the lease() block
+        running: Future[None] = Future()
+        with ThreadPoolExecutor(1) as pool:
+            with mounter.lease(pool, running):
+                lease = x.ran("create")[0]
+                name = lease[lease.index("--name") + 1]
+                assert label in lease
+            assert name not in (argv[-1] for argv in x.ran("rm"))  # until the build runs
+            running.set_result(None)
+        assert name in (argv[-1] for argv in x.ran("rm"))  # then, before the release
 
 
 def test_orphans_are_removed_and_the_automounter_counts_only_live_builds(project):

@@ -225,17 +225,25 @@ class Automounter(CvmfsSource):
                 self.leased = None
 
     @contextmanager
-    def lease(self, pool: Pool) -> Iterator[None]:
+    def lease(self, pool: Pool, until: Future) -> Iterator[None]:
         """The lease taken on enter holds until the build container marks the automounter as
-        in use; it is then removed on ``pool``, beside the build's start (the release waits
-        for that removal: it counts the builds that still use the automounter)."""
+        in use; it is then removed on ``pool`` once ``until`` is done (the build container
+        runs: not on the way of its start). The release waits for that removal, or makes it:
+        it counts the builds that still use the automounter."""
         try:
             yield
         except BaseException:
             with signals.deferred():
                 self.end_lease()
             raise
-        pool.submit(self.end_lease)
+        if self.x.dry_run:  # nothing runs to wait for: the plan says it here
+            self.end_lease()
+        else:
+            pool.submit(self._end_lease_after, until)
+
+    def _end_lease_after(self, until: Future) -> None:
+        wait((until,))
+        self.end_lease()
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:
         """While the base image is pulled (``pending``), look inside the automounter until it

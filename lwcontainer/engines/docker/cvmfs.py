@@ -179,9 +179,9 @@ class CvmfsSource:
     def volume(self) -> commands.Argv:
         return commands.cvmfs_volume(self.source, self.s)
 
-    def lease(self, pool: Pool) -> ContextManager[None]:
+    def lease(self, pool: Pool, until: Future) -> ContextManager[None]:
         """Marks this source as in use while no build container exists yet (ended on
-        ``pool``)."""
+        ``pool`` once ``until`` is done: the build container runs)."""
         return nullcontext()
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:

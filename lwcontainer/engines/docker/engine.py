@@ -34,7 +34,7 @@ from ...executor import TIMED_OUT, Executor, child_environment, last_line
 from ...output import report
 from ...output.logs import get_logger
 from ...output.progress import progress
-from ...pools import pool
+from ...pools import pool, settle
 from ...stages import Image, Stages, labels
 
 SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
@@ -77,6 +77,9 @@ class DockerEngine:
         self.cvmfs: CvmfsSource | None = None  # where the build container's /cvmfs comes from
         self.cvmfs_wait: int | None = None  # how long its first step waits for it
         self.layer_check: modes.LayerCheck | None = None  # the layer's world-writable entries
+        # the build container runs (its first line, or its end): what can wait until then
+        # (the layer check's start, the lease's removal) keeps off the way of its start
+        self.running: Future[None] = Future()
         self.build_box: BuildContainer | None = None  # the build container, as entered
         # login+pull and the orphan scan; while the build runs, the CVMFS watch and the layer
         # check (which waits there all along); one to spare
@@ -139,12 +142,15 @@ class DockerEngine:
         """Log in and pull in the background while CVMFS comes up; the build container is
         created meanwhile. Everything is released on exit, on every path."""
         fetch = self.pool.submit(self.login_then_pull)
+        self.running = Future()
         with ExitStack() as cleanup:
+            cleanup.callback(self.running.cancel)  # (last) what still waits for it goes on
             try:
                 self.container = self.prepare(cleanup, fetch, keep_container)
                 if not keep_container and not self.x.dry_run:  # made while the build runs
                     self.layer_check = cleanup.enter_context(modes.LayerCheck(
-                        self.docker, self.container, str(self.s.from_image), self.pool))
+                        self.docker, self.container, str(self.s.from_image), self.pool,
+                        after=self.running))
             except BaseException:
                 cleanup.close()   # build container, lease, automounter
                 self.x.abort()    # a pull still running in the background
@@ -156,6 +162,7 @@ class DockerEngine:
             ready = threading.Event()  # the build container's first step found CVMFS
 
             def observe(line: str) -> None:
+                settle(self.running)
                 if line.startswith(commands.CVMFS_READY):
                     ready.set()
             step = self.docker.step(commands.build_start(self.container), stream=True,
@@ -164,6 +171,7 @@ class DockerEngine:
             with (self.cvmfs.watched(self.container, self.pool, ready) if watching
                   else nullcontext()) as watch:
                 done = self.x.run(step)
+            settle(self.running)  # (one that said nothing has run too)
             if done.ok:
                 if self.layer_check is not None:
                     self.layer_check.release()  # reads the layer beside commit and push
@@ -252,7 +260,7 @@ class DockerEngine:
             return cleanup.enter_context(self.build_container(cvmfs, keep_container))
         with self.stages.stage("cvmfs"), progress("waiting for CVMFS", self.s.progress_interval):
             deadline = time.monotonic() + self.s.cvmfs_timeout
-            with cvmfs.lease(self.pool):  # a shared automounter is in use from now on
+            with cvmfs.lease(self.pool, self.running):  # a shared automounter is in use from now on
                 if not fetch.done():
                     cvmfs.wait_mounted(deadline, fetch)
                 waited = time.monotonic()

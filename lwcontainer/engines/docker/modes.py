@@ -7,7 +7,8 @@ everyone without the sticky bit (``/tmp``'s 1777 is fine).
 
 Where the engine keeps the build container's changes in a directory of their own (an overlay
 storage driver: ``GraphDriver.Data.UpperDir``), that directory is the layer ``docker commit``
-writes. A ``LayerCheck`` container of FROM, started while the build runs, mounts it read-only
+writes. A ``LayerCheck`` container of FROM, started while the build runs (once the build
+container shows it runs: not on the way of its start), mounts it read-only
 (outside PATH) and waits on its stdin: released the moment the build succeeds, it lists the
 layer's world-writable entries beside the commit and the push (a container's start is not on
 that path). Elsewhere (vfs, which copies the base into every layer), or
@@ -20,7 +21,7 @@ LWC_DOCKER_TIMEOUT.
 from __future__ import annotations
 
 import json
-from concurrent.futures import Executor as Pool, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor as Pool, Future, wait
 
 from structlog.contextvars import bound_contextvars
 
@@ -109,11 +110,13 @@ class LayerCheck:
     (it exits reading nothing); one still there after QUIT_S, or still running when the run is
     cut short, is removed: always before the build container it reads."""
 
-    def __init__(self, docker: DockerCli, container: str, image: str, pool: Pool) -> None:
+    def __init__(self, docker: DockerCli, container: str, image: str, pool: Pool,
+                 after: Future | None = None) -> None:
         self.docker = docker
         self.container = container
         self.image = image
         self.pool = pool
+        self.after = after  # made and started once this is done (the build container runs)
         self.name = f"{container}-modes"
         self.gate: Future[str] = Future()  # its stdin: GO once the build has succeeded
         self.ran: Future[list[str] | None] | None = None
@@ -125,6 +128,10 @@ class LayerCheck:
         return self
 
     def _run(self) -> list[str] | None:
+        if self.after is not None:  # not on the way of the build container's own start
+            wait((self.after, self.gate), return_when=FIRST_COMPLETED)
+        if self.gate.cancelled():
+            return None
         inspected = self.docker.run(graph_driver(self.container), check=False)
         upper = upper_dir(inspected.stdout.strip()) if inspected.ok else None
         if upper is None or self.gate.cancelled():
