@@ -44,3 +44,12 @@ def settle(future: Future) -> None:
         future.set_result(None)
     except InvalidStateError:
         pass
+
+
+def wait_any(*futures: Future) -> None:
+    """Until one of ``futures`` is done, a cancelled one included: ``wait()`` misses a cancel
+    (it is only told of those a pool cancels), a done-callback does not."""
+    woken = threading.Event()
+    for future in futures:
+        future.add_done_callback(lambda _: woken.set())
+    woken.wait()

@@ -304,6 +304,31 @@ class Running(SlowPull):
         return super().run(step)
 
 
+class SilentlyStopped(Recorder):
+    """The build container's start is cut short (a signal) before it has said a word."""
+
+    def run(self, step: Step) -> Completed:
+        if step.argv[:2] == ("start", "--attach") and "--interactive" not in step.argv:
+            super().run(step)
+            raise Interrupted("SIGTERM")
+        return super().run(step)
+
+
+def test_a_build_stopped_before_its_first_line_leaves_nothing_waiting(settings):
+    """What waits for the build container to run (the lease's removal, the layer check) is
+    let go when it never says so: the run ends, and no thread of its pool is left blocked."""
+    x = SilentlyStopped(answers(**{"container_inspect_--format": ok(json.dumps({
+        "Name": "overlay2", "Data": {"UpperDir": "/var/lib/docker/o/1/diff"}}))}))
+    with pytest.raises(Interrupted):
+        whole_job(settings(), x)
+    for _ in range(100):
+        if not [t for t in threading.enumerate() if t.name.startswith("lwc-docker")]:
+            break
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("lwc-docker")]
+    assert leases(x) and x.ran("rm", "--force", "--volumes", name_of(leases(x)[0]))
+
+
 def test_the_lease_goes_and_the_layer_check_comes_once_the_build_container_runs(settings):
     """Neither is on the way of the build container's own start (both ask the engine for
     work at the same time); both are done while it runs."""
@@ -315,14 +340,18 @@ def test_the_lease_goes_and_the_layer_check_comes_once_the_build_container_runs(
 class MissingAutomounterImage(Recorder):
     """The automounter's image is not in the engine until it is pulled."""
 
-    def __init__(self, running: bool = False) -> None:
-        super().__init__(answers(**({"container_inspect": ok(json.dumps([{
-            "Id": "a" * 64, "Image": "sha256:" + "e" * 64, "State": {"Status": "running"}}]))}
-            if running else {})))
+    def __init__(self, status: str = "") -> None:
+        super().__init__(answers())
+        self.status = status  # of the automounter's name when first seen; then running
         self.pulled = False
         self.leased_before_pull: list[tuple[str, ...]] = []
 
     def run(self, step: Step) -> Completed:
+        if step.argv == ("container", "inspect", "cvmfs") and self.status:
+            seen = self.ran("container", "inspect", "cvmfs")
+            super().run(step)
+            return ok(json.dumps([{"Id": "a" * 64, "Image": "sha256:" + "e" * 64, "State": {
+                "Status": self.status if not seen else "running"}}]))
         if step.argv[:2] == ("image", "inspect") and "automounter" in step.argv[-1]:
             super().run(step)
             return ok(json.dumps(BASE)) if self.pulled else failed("No such image")
@@ -340,11 +369,13 @@ def test_with_the_automounter_image_missing_the_lease_waits_for_its_pull(setting
     assert len(leases(x)) == 1 and not x.leased_before_pull
 
 
-def test_a_running_automounter_whose_image_tag_is_gone_is_leased_by_its_image_id(settings):
-    x = MissingAutomounterImage(running=True)
+@pytest.mark.parametrize("status", ["running", "created"])  # created: another run starts it
+def test_a_reused_automounter_whose_image_tag_is_gone_is_leased_by_its_image_id(settings,
+                                                                                 status):
+    x = MissingAutomounterImage(status)
     whole_job(settings(), x)
-    assert [a[-1] for a in leases(x)] == ["sha256:" + "e" * 64] and not x.ran("pull", "--quiet",
-                                                                            "gitlab-registry")
+    assert [a[-1] for a in leases(x)] == ["sha256:" + "e" * 64]
+    assert not [a for a in x.ran("pull") if "automounter" in a[-1]]
 
 
 def test_automount_alone_takes_no_lease(settings):
@@ -564,7 +595,8 @@ def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(setting
     assert (("stop", "--time", "10", "cvmfs"), "MainThread") in cleanup
     build = build_container(x)  # the one step beside the push: it has served
     assert cleanup and all(t == "MainThread" or (argv[-1] == build and t.startswith(
-        "lwc-measure")) or argv[-1].startswith("cvmfs-lease-") for argv, t in cleanup)  # (both done before)
+        "lwc-measure")) or argv[-1].startswith("cvmfs-lease-")  # (both done before)
+        for argv, t in cleanup)
     builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
     assert set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
     assert not s.report.exists()

@@ -2,11 +2,12 @@
 an engine. A run reuses a running one; otherwise it starts one under the name (``docker run
 --detach``, labelled with the run as its owner) with its entrypoint wrapped, so that whatever a
 dead automounter left mounted below the shared directory is unmounted first. Until the run's
-build container exists, a lease (a container never started, labelled like a build) says the
+build container runs, a lease (a container never started, labelled like a build) says the
 automounter is in use; it is made beside the first inspects, as the pull starts (a container's
 create flushes the engine's file system, and with it whatever the pull has written so far).
-'lwcontainer automount' alone takes none: no build follows. On exit it stops only an automounter it started itself, and not while another run's build
-(or lease) container still exists.
+'lwcontainer automount' alone takes none: no build follows. On exit it stops only an
+automounter it started itself, and not while another run's build (or lease) container still
+exists.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from .failures import pull_failure, worth_retrying_pull
 from ...config.settings import Settings
 from ...errors import CvmfsError
 from ...executor import Completed, Step, last_line, tail_lines
-from ...pools import detached, pool
+from ...pools import detached, pool, wait_any
 
 CLAIM_WAIT_S = 30.0
 LOOK_S = 5  # seconds one look inside the automounter lasts at most
@@ -92,6 +93,8 @@ class Automounter(CvmfsSource):
                     self.take_lease(found.get("Image"))
                 return False
             if status == "created" and self._wait_running(name):
+                if lease_now:
+                    self.take_lease(found.get("Image"))
                 return False
             if status is not None and seen:
                 self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
@@ -242,7 +245,7 @@ class Automounter(CvmfsSource):
             pool.submit(self._end_lease_after, until)
 
     def _end_lease_after(self, until: Future) -> None:
-        wait((until,))
+        wait_any(until)
         self.end_lease()
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:

@@ -48,22 +48,22 @@ def _watch_script(every_cs: int) -> str:
 WATCH_SCRIPT = _watch_script(5)  # a container of the base image, as the build sees /cvmfs
 LOOK_SCRIPT = _watch_script(10)  # inside the automounter, while the base image is pulled
 
-#: The build container's own first step (bash, which the build needs anyway): say on stderr
-#: that it checks (CVMFS_CHECKING: the container runs), wait, up to "$1" seconds, until each of
-#: the "$2" repositories after it is a readable, non-empty directory below /cvmfs, say so on
-#: stderr (CVMFS_READY, the repositories) and exec the rest ("/bin/bash SCRIPT"); if one never
-#: comes, name the missing ones on stderr after CVMFS_MISSING and exit CVMFS_MISSING_EXIT
-#: without running the script.
+#: The build container's own first step (bash, which the build needs anyway; timed by bash's
+#: SECONDS, no ``date`` needed): say on stderr that it checks (CVMFS_CHECKING: the container
+#: runs), wait, up to "$1" seconds, until each of the "$2" repositories after it is a readable,
+#: non-empty directory below /cvmfs, say so on stderr (CVMFS_READY, the repositories) and exec
+#: the rest ("/bin/bash SCRIPT"); if one never comes, name the missing ones on stderr after
+#: CVMFS_MISSING and exit CVMFS_MISSING_EXIT without running the script.
 CVMFS_MISSING = "lwcontainer: CVMFS repositories missing in the build container:"
 CVMFS_MISSING_EXIT = 97
 CVMFS_CHECKING = "lwcontainer: checking CVMFS in the build container:"
 CVMFS_READY = "lwcontainer: CVMFS ready in the build container:"
 CHECK_THEN_EXEC = (
-    'end=$(( $(date +%s) + $1 )); n=$2; shift 2; echo "' + CVMFS_CHECKING + ' ${*:1:n}" >&2;'
+    'end=$(( SECONDS + $1 )); n=$2; shift 2; echo "' + CVMFS_CHECKING + ' ${*:1:n}" >&2;'
     ' while :; do missing=;'
     ' for r in "${@:1:n}"; do ls -A "/cvmfs/$r" 2>/dev/null | grep -q . || missing="$missing $r";'
     ' done; [ -z "$missing" ] && break;'
-    ' [ "$(date +%s)" -ge "$end" ] && { echo "' + CVMFS_MISSING + '$missing" >&2;'
+    ' [ "$SECONDS" -ge "$end" ] && { echo "' + CVMFS_MISSING + '$missing" >&2;'
     f' exit {CVMFS_MISSING_EXIT}; }};'
     ' sleep 0.05 2>/dev/null || sleep 1; done; echo "' + CVMFS_READY + ' ${*:1:n}" >&2;'
     ' shift "$n"; exec "$@"'

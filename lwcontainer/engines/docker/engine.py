@@ -144,7 +144,7 @@ class DockerEngine:
         fetch = self.pool.submit(self.login_then_pull)
         self.running = Future()
         with ExitStack() as cleanup:
-            cleanup.callback(self.running.cancel)  # (last) what still waits for it goes on
+            cleanup.callback(settle, self.running)  # (last) what still waits for it goes on
             try:
                 self.container = self.prepare(cleanup, fetch, keep_container)
                 if not keep_container and not self.x.dry_run:  # made while the build runs
@@ -168,10 +168,12 @@ class DockerEngine:
             step = self.docker.step(commands.build_start(self.container), stream=True,
                                     check=False, what="build", observe=observe)
             watching = self.cvmfs is not None and self.cvmfs_wait and not self.x.dry_run
-            with (self.cvmfs.watched(self.container, self.pool, ready) if watching
-                  else nullcontext()) as watch:
-                done = self.x.run(step)
-            settle(self.running)  # (one that said nothing has run too)
+            try:
+                with (self.cvmfs.watched(self.container, self.pool, ready) if watching
+                      else nullcontext()) as watch:
+                    done = self.x.run(step)
+            finally:
+                settle(self.running)  # (one that said nothing has run too, or is ending)
             if done.ok:
                 if self.layer_check is not None:
                     self.layer_check.release()  # reads the layer beside commit and push

@@ -21,7 +21,7 @@ LWC_DOCKER_TIMEOUT.
 from __future__ import annotations
 
 import json
-from concurrent.futures import FIRST_COMPLETED, Executor as Pool, Future, wait
+from concurrent.futures import Executor as Pool, Future, wait
 
 from structlog.contextvars import bound_contextvars
 
@@ -29,6 +29,7 @@ from . import commands, owner
 from .client import DockerCli
 from ... import signals
 from ...output.logs import get_logger
+from ...pools import wait_any
 
 #: Shown at most; the count says how many more there are.
 SHOWN = 20
@@ -129,7 +130,7 @@ class LayerCheck:
 
     def _run(self) -> list[str] | None:
         if self.after is not None:  # not on the way of the build container's own start
-            wait((self.after, self.gate), return_when=FIRST_COMPLETED)
+            wait_any(self.after, self.gate)
         if self.gate.cancelled():
             return None
         inspected = self.docker.run(graph_driver(self.container), check=False)
