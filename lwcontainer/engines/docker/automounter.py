@@ -210,7 +210,7 @@ class Automounter(CvmfsSource):
 
     def take_lease(self, image: str | None = None) -> None:
         """A created, never started container labelled like a build (of the automounter's
-        image, or ``image``): until the build container exists, it tells other runs that this
+        image, or ``image``): until the build container runs, it tells other runs that this
         automounter is in use."""
         with self._lease_lock:  # named first, then created: a signal in between still removes
             self.leased = f"{self.s.automounter_name}-lease-{secrets.token_hex(4)}"  # it
@@ -229,9 +229,9 @@ class Automounter(CvmfsSource):
 
     @contextmanager
     def lease(self, pool: Pool, until: Future) -> Iterator[None]:
-        """The lease taken on enter holds until the build container marks the automounter as
-        in use; it is then removed on ``pool`` once ``until`` is done (the build container
-        runs: not on the way of its start). The release waits for that removal, or makes it:
+        """The lease taken on enter holds while the build container is made; it is then
+        removed on ``pool`` once ``until`` is done (the build container runs: its removal is
+        not on the way of that start). The release waits for that removal, or makes it:
         it counts the builds that still use the automounter."""
         try:
             yield

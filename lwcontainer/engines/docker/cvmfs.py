@@ -180,8 +180,8 @@ class CvmfsSource:
         return commands.cvmfs_volume(self.source, self.s)
 
     def lease(self, pool: Pool, until: Future) -> ContextManager[None]:
-        """Marks this source as in use while no build container exists yet (ended on
-        ``pool`` once ``until`` is done: the build container runs)."""
+        """Marks this source as in use until the build container runs (ended on ``pool`` once
+        ``until`` is done)."""
         return nullcontext()
 
     def wait_mounted(self, deadline: float, pending: Future) -> None:
