@@ -50,7 +50,7 @@ def bash(lib: Path, body: str, env: dict | None = None, path: str | None = None,
 
 
 def capture(lib: Path, root: Path, build: str, out: Path, env: dict | None = None,
-            path: str | None = None) -> subprocess.CompletedProcess:
+            path: str | None = None, user: int | None = None) -> subprocess.CompletedProcess:
     """Walk ROOT, run BUILD (bash, in ROOT), walk again, write the layer to OUT: the script's
     own steps, with ROOT as the root filesystem and no mounts."""
     (root / "tmp").mkdir(exist_ok=True)
@@ -65,7 +65,7 @@ walk_after; layer_lists; write_tar; warn_open
 cp "$WORK/layer.tar" {out} && rm -rf "$WORK"
 printf '%s\\n' "${{TAR_OPTS[@]}}" >{out}.opts
 """
-    return bash(lib, body, env, path)
+    return bash(lib, body, env, path, user)
 
 
 def members(layer: Path) -> list[tarfile.TarInfo]:
@@ -75,8 +75,10 @@ def members(layer: Path) -> list[tarfile.TarInfo]:
 
 def apply(layer: Path, root: Path) -> None:
     """Apply a layer as containerd's and docker's appliers do: a whiteout removes its path, an
-    entry replaces what is there unless both are directories, and a parent that is not a
+    opaque whiteout (.wh..wh..opq) everything in its directory that the layer did not bring,
+    an entry replaces what is there unless both are directories, and a parent that is not a
     directory is an error ("mkparent: not a directory")."""
+    unpacked: set[str] = set()
     with tarfile.open(layer) as tar:
         for member in tar:
             name = os.path.normpath(member.name)
@@ -84,6 +86,16 @@ def apply(layer: Path, root: Path) -> None:
             where = root / parent
             if where.is_symlink() or not where.is_dir():
                 raise AssertionError(f"mkparent {parent}: not a directory ({member.name!r})")
+            if base == ".wh..wh..opq":
+                for child in os.listdir(where):
+                    if os.path.join(parent, child) not in unpacked:
+                        victim = where / child
+                        if victim.is_dir() and not victim.is_symlink():
+                            shutil.rmtree(victim)
+                        else:
+                            victim.unlink()
+                continue
+            unpacked.add(name)
             if base.startswith(".wh."):
                 victim = where / base[4:]
                 if victim.is_dir() and not victim.is_symlink():
@@ -137,7 +149,7 @@ def base_root(root: Path) -> None:
     """A small FROM with the shapes the hostile build changes."""
     for d in ("usr/lib/py/foo/sub", "usr/lib/py/foo-1.0.dist-info", "usr/local", "usr/share/quiet",
               "etc/default", "etc/skel", "d2f/sub", "d2s/inner", "refill", "work/build",
-              "keepdir"):
+              "keepdir", "mv/from/sub", "swap", "swapsrc"):
         (root / d).mkdir(parents=True, exist_ok=True)
     files = {"usr/lib/py/foo/__init__.py": "x", "usr/lib/py/foo/sub/deep.py": "deep",
              "usr/lib/py/foo-1.0.dist-info/RECORD": "r", "etc/default/one": "1",
@@ -145,7 +157,8 @@ def base_root(root: Path) -> None:
              "d2s/inner/g": "g", "refill/one": "1", "refill/two": "2", "work/build/o": "o",
              "work/build.log": "log", "usr/share/base-file": "base", "usr/share/quiet/one": "1",
              "usr/share/quiet/two": "2", f"usr/{LONG}": "long", f"usr/{LONGISH}": "longish",
-             "etc/old\nline": "nl", "keepdir/k": "k"}
+             "etc/old\nline": "nl", "keepdir/k": "k", "mv/from/a": "a", "mv/from/sub/c": "c",
+             "swap/f": "old", "swap/gone": "gone", "swapsrc/f": "new", "swapsrc/only": "only"}
     for rel, text in files.items():
         (root / rel).write_text(text)
     os.symlink("usr/share", root / "s2d")
@@ -176,6 +189,8 @@ rm usr/share/quiet/one
 printf w > usr/local/open && chmod 666 usr/local/open
 mkdir usr/local/opendir && chmod 777 usr/local/opendir
 mkdir usr/local/sticky && chmod 1777 usr/local/sticky
+mv mv/from mv/to                                             # its files keep their ctime
+rm -rf swap && mv swapsrc swap                               # swap/f is swapsrc's now
 """
 
 
@@ -201,6 +216,59 @@ def test_applying_the_layer_to_from_gives_the_built_filesystem(lib, tmp_path):
     assert differs == {}
     assert "usr/local/hardlink" in after and after["<hard links>"]  # the cases were there
     assert os.fsdecode(b"usr/local/" + BAD) in after and "usr/local/new\nline" in after
+    assert "mv/to/sub/c" in after and after["swap/f"][5] == hashlib.sha256(b"new").hexdigest()
+
+
+def test_a_name_that_marks_a_deletion_is_refused(lib, tmp_path):
+    root = tmp_path / "root"
+    (root / "usr").mkdir(parents=True)
+    (root / "usr" / "libfoo.so").write_text("from FROM")
+    done = capture(lib, root, "printf keep > usr/.wh.libfoo.so\n", tmp_path / "layer.tar")
+    assert done.returncode == 6
+    said = done.stderr.decode()
+    assert "the build made /usr/.wh.libfoo.so: names beginning with .wh. mark deletions" in said
+    assert not (tmp_path / "layer.tar").exists()
+
+
+def test_what_the_build_makes_unreadable_is_refused_and_froms_own_is_skipped(lib):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to run the script as another user")
+    base = Path(tempfile.mkdtemp(prefix="lwc-unreadable-"))
+    try:
+        base.chmod(0o755)
+        script, out, root = base / "capture.sh", base / "out", base / "root"
+        script.write_text(lib.read_text())
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        for d in ("opt", "tmp", "proj", "private"):
+            (root / d).mkdir(parents=True)
+        (root / "tmp").chmod(0o1777)
+        os.chown(root / "opt", 65534, 65534)
+        (root / "private").chmod(0o700)    # FROM's own: /root for cmsusr
+        (root / "private" / "x").write_text("")
+        fine = capture(script, root, "mkdir opt/fine && printf y > opt/fine/y\n",
+                       out / "fine.tar", user=65534)
+        assert fine.returncode == 0, fine.stderr.decode()
+        assert "./opt/fine/y" in {m.name for m in members(out / "fine.tar")}
+        hidden = capture(script, root, "mkdir opt/conf && printf cfg > opt/conf/app.cfg "
+                                       "&& chmod 644 opt/conf\n", out / "hidden.tar", user=65534)
+        assert hidden.returncode == 6
+        said = hidden.stderr.decode()
+        assert "the build left 1 path(s) the capture cannot read as uid 65534" in said
+        assert "./opt/conf/app.cfg" in said and "then rerun" in said
+        assert not (out / "hidden.tar").exists()
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base)
+
+
+def test_a_build_that_empties_tmpdir_is_told_so(lib, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    done = capture(lib, root, "rm -rf tmp/*\n", tmp_path / "layer.tar")
+    assert done.returncode == 6
+    assert "the build removed the capture's work directory" in done.stderr.decode()
+    assert "(TMPDIR)" in done.stderr.decode()
 
 
 def test_whiteouts_only_where_the_parent_is_a_directory_and_before_their_siblings(lib, tmp_path):
@@ -210,13 +278,15 @@ def test_whiteouts_only_where_the_parent_is_a_directory_and_before_their_sibling
     assert whiteouts == {"usr/lib/py/.wh.foo", "usr/lib/py/.wh.foo-1.0.dist-info",
                          "work/.wh.build", "work/.wh.build.log", "etc/default/.wh.one",
                          "etc/default/.wh.two", "refill/.wh.two", f"usr/.wh.{LONG}",
-                         f"usr/.wh.{LONGISH}", "etc/.wh.old\nline", "usr/share/quiet/.wh.one"}
+                         f"usr/.wh.{LONGISH}", "etc/.wh.old\nline", "usr/share/quiet/.wh.one",
+                         "mv/.wh.from", ".wh.swapsrc", "swap/.wh..wh..opq"}
     for name in whiteouts:   # right after the directory's own entry, before anything inside it
         parent = os.path.dirname(name)
-        inside = [i for i, n in enumerate(names) if n.startswith(parent + "/")]
+        inside = [i for i, n in enumerate(names) if not parent or n.startswith(parent + "/")]
         first_other = min((i for i in inside if names[i] not in whiteouts), default=len(names))
         assert names.index(name) < first_other, name
-        assert names.index(parent) < names.index(name), name
+        if parent:   # the root is no entry: its whiteouts come first of all
+            assert names.index(parent) < names.index(name), name
     assert len(names) == len(set(names))
 
 
@@ -356,14 +426,19 @@ def test_the_script_uses_nothing_bash_4_2_lacks():
     assert {what: hits for what, hits in found.items() if hits} == {}
 
 
-def test_the_layer_is_the_same_with_gawk(lib, tmp_path):
-    gawk = shutil.which("gawk")
-    if not gawk:
-        pytest.skip("gawk is not installed (scripts/testbed.sh packages installs it)")
-    shims = tmp_path / "gawk"
+@pytest.mark.parametrize("awk", ["gawk", "mawk"])
+def test_the_layer_is_the_same_with_gawk_and_mawk(lib, tmp_path, awk):
+    """CentOS and AlmaLinux bases have gawk, Debian and Ubuntu ones mawk: each is awk on PATH."""
+    real = shutil.which(awk)
+    if not real:
+        pytest.skip(f"{awk} is not installed (scripts/testbed.sh packages installs it)")
+    shims = tmp_path / awk
     shims.mkdir()
-    (shims / "awk").symlink_to(gawk)
-    root, before, layer, _ = layer_of(lib, tmp_path / "g", path=f"{shims}:{os.environ['PATH']}")
+    (shims / "awk").symlink_to(real)
+    path = f"{shims}:{os.environ['PATH']}"
+    said = bash(lib, "awk -W version 2>&1", path=path).stdout.lower()
+    assert said.startswith({"gawk": b"gnu awk", "mawk": b"mawk"}[awk])
+    root, before, layer, _ = layer_of(lib, tmp_path / "g", path=path)
     apply(layer, before)
     assert tree(root) == tree(before)
 

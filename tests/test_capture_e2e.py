@@ -75,6 +75,19 @@ printf old > "$d/old" && touch -d 2001-01-01 "$d/old"
 rm "$d/quiet/one"                                           # one file, in an unchanged dir
 """
 
+# Directories made in the job container before the capture (its writable layer: a rename there
+# is a rename, not overlay's copy-up), then renamed and replaced by the build.
+BEFORE_CAPTURE = r"""
+set -e
+d=$1
+mkdir -p "$d-pre/sub" "$d-new" "$d-old"
+printf p > "$d-pre/sub/f"; printf new > "$d-new/f"; printf old > "$d-old/f"; printf x > "$d-old/x"
+"""
+RENAMES = r"""
+mv "$d-pre" "$d-post"                                       # renamed: its files keep their ctime
+rm -rf "$d-old" && mv "$d-new" "$d-old"                     # replaced: $d-old/f is $d-new's now
+"""
+
 AS_ROOT = HOSTILE + rf"""
 rm -rf /etc/default/* && printf refilled > /etc/default/analysis   # empty a dir, refill it
 printf '#!/bin/sh\n' > /usr/local/bin/pinger && chmod 755 /usr/local/bin/pinger
@@ -250,7 +263,8 @@ def umoci_rootfs(runner: Runner, ref: str, tmp_path: Path) -> Path:
 def test_both_appliers_give_the_build_containers_filesystem(runner, tools, user, tmp_path):
     build = (AS_ROOT.replace("$1", "/opt/shapes") if user == "0"
              else AS_USER.replace("$1", "/home/cmsusr/base"))
-    runner.build_script(build + HANDSHAKE)
+    runner.build_script(build + RENAMES.replace("$d", "/opt/shapes" if user == "0"
+                                                else "/home/cmsusr/base") + HANDSHAKE)
     project = str(runner.project)
     name = f"lwc-diff-t{runner.job.token}-{user}"
     runner.containers.append(name)
@@ -264,6 +278,8 @@ def test_both_appliers_give_the_build_containers_filesystem(runner, tools, user,
                       "no-new-privileges", "--network", "none", *volumes, runner.base,
                       "sleep", "3600")
     home = "/root" if user == "0" else "/home/cmsusr"
+    shapes = "/opt/shapes" if user == "0" else "/home/cmsusr/base"
+    runner.bed.docker("exec", "--user", user, name, "bash", "-c", BEFORE_CAPTURE, "-", shapes)
     capture = subprocess.Popen(["docker", "--host", runner.bed["DOCKER_HOST"], "exec", "--user",
                                 user, "-e", f"HOME={home}", "-w", project, name, "bash", CAPTURE],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -307,6 +323,8 @@ def test_both_appliers_give_the_build_containers_filesystem(runner, tools, user,
     assert f"{d}/" + "a" * 220 in pulled and f"{d}/" + "L" * 253 not in pulled
     assert os.fsdecode(f"{d}/".encode() + b"bad\xff\xfename") in pulled
     assert not any(p.startswith(f"{d}/py/foo") for p in pulled)
+    assert f"{d}-post/sub/f" in pulled and f"{d}-pre" not in pulled and f"{d}-old/x" not in pulled
+    assert pulled[f"{d}-old/f"][5] == hashlib.sha256(b"new").hexdigest()
     if user == "0":
         assert pulled["/usr/local/bin/pinger"][7] == "cap_net_raw=ep"
         assert ("/usr/bin/env", "/usr/local/bin/env-link") in pulled["<hard links>"]

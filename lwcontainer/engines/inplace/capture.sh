@@ -114,9 +114,19 @@ lines() { tr '\0\n' '\n\0' <"$1"; }
 nuls() { tr '\n\0' '\0\n' <"$1"; }
 count_lines() { local n; n=$(wc -l <"$1"); echo $((n)); }
 
-walk_before() { # -> before0: every path, NUL-separated
-  (cd "$FS" && find . -xdev "${PRUNE[@]}" -print0 2>/dev/null) >"$WORK/before0"
-  [ -s "$WORK/before0" ] || die "find could not walk the root filesystem" 1
+walk_before() { # -> before0: every path, NUL-separated; bdirs0: each directory's inode and
+  # path; before.err: what find could not read (FROM's own: /root for an ordinary user)
+  (cd "$FS" && find . -xdev "${PRUNE[@]}" -print0 \
+     \( -type d -fprintf "$WORK/bdirs0" '%i %p\0' -o -true \) 2>"$WORK/before.err") \
+    >"$WORK/before0"
+  [ -s "$WORK/before0" ] || walk_failed before
+}
+
+walk_failed() { # WALK: find listed nothing; its complaint (usually: the build emptied TMPDIR)
+  local why
+  why=$(tail -n 1 "$WORK/$1.err" 2>/dev/null)
+  [ -d "$WORK" ] || die "the build removed the capture's work directory $WORK (TMPDIR): leave TMPDIR's contents alone in the build script, or give the capture a TMPDIR of its own" 6
+  die "find could not walk the root filesystem${why:+: $why}" 1
 }
 
 walk_after() { # one walk -> after0 (every path), dirs0, changed0 (ctime after the marker),
@@ -125,14 +135,48 @@ walk_after() { # one walk -> after0 (every path), dirs0, changed0 (ctime after t
   (cd "$FS" && find . -xdev "${PRUNE[@]}" -fprint0 "$WORK/after0" \
      \( -type d -fprint0 "$WORK/dirs0" -o -true \) \
      -cnewer "$WORK/marker" -fprint0 "$WORK/changed0" \
+     \( -type d -fprintf "$WORK/cdirs0" '%i %p\0' -o -true \) \
      \( -type f -fprint0 "$WORK/files0" -o -true \) \
      \( -type l -o ! -perm -0002 -o -type d -perm -1000 -o -fprint0 "$WORK/open0" \) \
-     2>/dev/null)
-  [ -s "$WORK/after0" ] || die "find could not walk the root filesystem" 1
+     2>"$WORK/after.err")
+  [ -s "$WORK/after0" ] || walk_failed after
+  unreadable
+}
+
+unreadable() { # refuse when the walk after the build could not read what the one before could:
+  # a directory the build made (or left) unsearchable hides its files from the layer
+  local n shown
+  sort "$WORK/before.err" >"$WORK/before.err.sorted" \
+    && sort "$WORK/after.err" | comm -13 "$WORK/before.err.sorted" - >"$WORK/new.err" \
+    || die "cannot write into $WORK" 1
+  [ -s "$WORK/new.err" ] || return 0
+  n=$(count_lines "$WORK/new.err")
+  shown=$(head -n 5 "$WORK/new.err" | tr '\n' ';')
+  die "the build left $n path(s) the capture cannot read as uid $(id -u), so the layer would miss what is in them: ${shown%;}. Make what the build writes readable by its user (directories u+rx, files u+r) in the build script, then rerun" 6
 }
 
 deleted() { # BEFORE AFTER (sorted lines): paths in the first, not in the second
   comm -23 "$1" "$2"
+}
+
+replaced_dirs() { # BDIRS CDIRS ("inode path": FROM's directories, the changed ones): each
+  # directory that replaced one of the same name (rm -rf a && mv b a), told by its inode
+  awk 'FILENAME == ARGV[1] { i = index($0, " "); ino[substr($0, i + 1)] = substr($0, 1, i - 1)
+                             next }
+       { i = index($0, " "); p = substr($0, i + 1)
+         if ((p in ino) && ino[p] != substr($0, 1, i - 1)) print p }' "$1" "$2"
+}
+
+below() { # DIRS LIST [outside]: the paths of LIST below one of DIRS (with outside: the others)
+  awk -v outside="${3:-}" 'FILENAME == ARGV[1] { dir[$0]; next }
+       { p = $0; while (sub(/\/[^\/]*$/, "", p)) if (p in dir) { if (!outside) print; next }
+         if (outside) print }' "$1" "$2"
+}
+
+reserved_names() { # CHANGED: refuse an entry named .wh.*: every runtime reads it as a deletion
+  local shown
+  shown=$(grep -a -m 5 '/\.wh\.[^/]*$' "$1" | sed -e 's|^\./|/|' | tr '\n\0' ' ?')
+  [ -z "$shown" ] || die "the build made ${shown% }: names beginning with .wh. mark deletions in an image layer (every runtime would delete a file there, or empty the directory, instead of adding it). Rename them in the build script, then rerun" 6
 }
 
 whiteouts() { # DELETED DIRS: each deleted path whose parent is, after the build, a directory
@@ -213,9 +257,29 @@ layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts,
   lines "$WORK/before0" | sort >"$WORK/before" &
   sorting=$!
   lines "$WORK/after0" | sort >"$WORK/after"
-  lines "$WORK/changed0" | sort | comm -23 - "$WORK/never" >"$WORK/changed"
+  lines "$WORK/changed0" | sort >"$WORK/changed-ctime"
   wait "$sorting" || die "sort failed" 1
-  deleted "$WORK/before" "$WORK/after" >"$WORK/deleted"
+  lines "$WORK/bdirs0" >"$WORK/bdirs" && lines "$WORK/cdirs0" >"$WORK/cdirs" \
+    || die "cannot write into $WORK" 1
+  # What kept its ctime: a renamed directory's files keep theirs. So also every path the walk
+  # before did not see, and everything below a directory that replaced one of the same name
+  # (its files may be another directory's): that one gets an opaque whiteout instead of one
+  # for each deleted path below it (no whiteout where FROM may have nothing to delete: an
+  # engine shows one there as a name that cannot be opened).
+  replaced_dirs "$WORK/bdirs" "$WORK/cdirs" >"$WORK/replaced" || die "awk failed" 1
+  { comm -13 "$WORK/before" "$WORK/after" \
+      && if [ -s "$WORK/replaced" ]; then below "$WORK/replaced" "$WORK/after"; fi; } | sort \
+    | sort -m -u "$WORK/changed-ctime" - | comm -23 - "$WORK/never" >"$WORK/changed" \
+    || die "sort failed" 1
+  reserved_names "$WORK/changed"
+  if [ -s "$WORK/replaced" ]; then
+    deleted "$WORK/before" "$WORK/after" >"$WORK/deleted-all"
+    { below "$WORK/replaced" "$WORK/deleted-all" outside \
+        && awk '{ print $0 "/.wh..opq" }' "$WORK/replaced"; } | sort >"$WORK/deleted" \
+      || die "awk failed" 1
+  else
+    deleted "$WORK/before" "$WORK/after" >"$WORK/deleted"
+  fi
   : >"$WORK/whiteouts"; : >"$WORK/staged"; : >"$WORK/long-dst"
   if [ ! -s "$WORK/deleted" ]; then   # nothing deleted: the changed entries, as they are
     cp "$WORK/changed" "$WORK/entries" || die "cannot write into $WORK" 1
