@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -23,9 +24,11 @@ import pytest
 
 from lwcontainer.config import secrets
 from lwcontainer.config.settings import Settings
+from artifacts import write_artifact
+from lwcontainer.engines.inplace.artifact import Layer
 from lwcontainer.engines.inplace.capture import render
 from lwcontainer.engines.inplace.engine import InplaceEngine
-from lwcontainer.errors import BuildError
+from lwcontainer.errors import BuildError, ConfigError
 from lwcontainer.executor import TIMED_OUT, Completed, Executor, Step
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
@@ -661,3 +664,37 @@ def test_the_single_job_capture_is_bounded_by_lwc_build_timeout(tmp_path):
     step = x.steps[0]
     assert (step.timeout, step.timeout_setting, step.program) == (7, "LWC_BUILD_TIMEOUT", "bash")
     assert step.argv[1] == render(settings.build_script)
+
+
+@pytest.mark.parametrize("captured,same", [
+    ("r.io/cms/base:1", True), ("r.io/cms/base:2", False), ("r.io/cms/other:1", False),
+    ("r.io/cms/base@sha256:" + "a" * 64, False), ("not a reference!", False),
+])
+def test_a_layer_captured_in_another_image_than_from_is_not_published(tmp_path, captured, same):
+    """The capture records the job's image (CI_JOB_IMAGE); publish compares it with FROM before
+    it reads anything from a registry."""
+    write_artifact(tmp_path, captured_in=captured)
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
+    settings = Settings.from_mapping({"LWC_ENGINE": "inplace", "FROM": "r.io/cms/base:1",
+                                      "HOME": str(tmp_path)}, cwd=tmp_path)
+    x = Recording(Completed(0, "", ""))
+    engine = InplaceEngine(settings, x, Stages(settings, x.masker, x.out), {"PATH": "/bin"})
+    engine._publisher = None   # nothing may be asked of a registry before the check
+    layer = Layer.read(tmp_path)
+    if same:
+        engine.same_base(layer)
+        return
+    with pytest.raises(ConfigError, match="would be published onto another base") as caught:
+        engine.same_base(layer)
+    assert caught.value.setting == "FROM" and repr(captured) in str(caught.value)
+
+
+def test_the_capture_records_the_image_it_ran_in(lib, tmp_path):
+    body = ('WORK=$(mktemp -d); SCRIPT=b.sh; DIFF_ID=sha256:x; XATTRS=true; NOTES=(); '
+            'write_meta sha256:y 1 2 3 4 5 && cat "$WORK/layer.json"; rm -rf "$WORK"')
+    for env, expected in (({"CI_JOB_IMAGE": "r.io/a:1", "FROM": "r.io/b:1"}, "r.io/a:1"),
+                          ({"FROM": "r.io/b:1"}, "r.io/b:1"), ({}, "")):
+        done = bash(lib, body, env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["captured_in"] == expected

@@ -150,3 +150,12 @@ def test_a_layer_replaced_after_the_check_is_not_uploaded(tmp_path):
 def test_the_layer_class_is_the_one_image_assembly_uses():
     from lwcontainer.engines.inplace import image
     assert image.Layer is Layer
+
+
+def test_the_image_the_capture_ran_in_is_read_and_must_be_printable(tmp_path):
+    write_artifact(tmp_path, captured_in="registry.example/cms/el9:2024")
+    assert read(tmp_path).captured_in == "registry.example/cms/el9:2024"
+    write_artifact(tmp_path, captured_in=None)   # a capture script of before: not known
+    assert read(tmp_path).captured_in == ""
+    write_artifact(tmp_path, captured_in="el9\x1b[2J")
+    assert "\x1b" not in refused(tmp_path, "captured_in is .* an image reference")

@@ -460,6 +460,8 @@ def hostile_artifact(project: Path, outside: Path, lie: str) -> None:
         write_artifact(project, diff_id="sha256:" + "0" * 64)
     elif lie == "negative":
         write_artifact(project, uncompressed_size=-1)
+    elif lie == "other-base":   # captured in another image than FROM (the job's image:)
+        write_artifact(project, captured_in="registry.example/cms/other-base:1")
     else:  # a layer whose stream is cut short, described with its own digest and size
         import gzip
         from artifacts import layer_tar
@@ -467,7 +469,7 @@ def hostile_artifact(project: Path, outside: Path, lie: str) -> None:
         write_artifact(project, compressed=data)
 
 
-@pytest.mark.parametrize("lie", ["link", "diff_id", "negative", "truncated"])
+@pytest.mark.parametrize("lie", ["link", "diff_id", "negative", "truncated", "other-base"])
 def test_a_hostile_artifact_exits_2_and_the_registrys_log_shows_no_upload(runner, tmp_path, lie):
     """The real registry (an instance of the bed's, on its storage and passwords) logs every
     request: after a hostile artifact there is no upload in it; after a good one there is."""

@@ -124,3 +124,16 @@ def test_the_capture_script_is_generated_with_version_and_build_script():
     assert "LWC_BUILD_SCRIPT:-.ci/make.sh" in text
     with pytest.raises(ValueError):
         render("x'; rm -rf /; '")
+
+
+@pytest.mark.parametrize("platform", [("linux", "arm64"), ("windows", "amd64"), (None, None)])
+def test_a_layer_goes_only_onto_an_image_of_the_platform_it_was_captured_on(tmp_path, platform):
+    """A single-platform FROM has no index to pick from: its config says what it is for."""
+    layer = write_layer(tmp_path)   # captured on linux/amd64
+    config = {k: v for k, v in CONFIG.items() if k not in ("os", "architecture")}
+    config.update({k: v for k, v in zip(("os", "architecture"), platform, strict=True) if v})
+    other = Base(base().manifest, "sha256:" + "f" * 64, config, "sha256:" + "c" * 64)
+    with pytest.raises(ConfigError, match="captured on linux/amd64") as caught:
+        assemble(other, layer, {})
+    assert caught.value.setting == "FROM"
+    assert f"for {platform[0]}/{platform[1]}" in str(caught.value)

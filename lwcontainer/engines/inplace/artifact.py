@@ -11,6 +11,8 @@ description says:
   add notes (such as one about extended attributes) without breaking an older publish;
 - digests are ``sha256:`` and 64 lower-case hex digits, sizes are integers and not negative,
   the platform is a plain word, the build script's name printable;
+- ``captured_in``, when there, is printable: the image the capture ran in (the engine compares
+  it with FROM before anything is read from a registry);
 - the file's size and sha256 are ``size`` and ``digest``; the sha256 and length of its
   uncompressed stream are ``diff_id`` and ``uncompressed_size`` (the decompression stops as soon
   as it would pass that length).
@@ -64,6 +66,7 @@ class Layer:
     architecture: str
     build_script: str
     created: int
+    captured_in: str = ""  # the image the capture ran in (CI_JOB_IMAGE, else FROM), if known
     identity: tuple[int, ...] = ()  # (st_dev, st_ino, st_ctime_ns) of the file checked
 
     @classmethod
@@ -135,6 +138,10 @@ def describe(text: bytes, where: Path) -> dict:
     fields["build_script"] = _field(meta, "build_script", where,
                                     lambda v: isinstance(v, str) and 0 < len(v) <= 4096
                                     and v.isprintable(), "a printable path")
+    if meta.get("captured_in"):  # written since 0.1.0's first captures: optional
+        fields["captured_in"] = _field(meta, "captured_in", where,
+                                       lambda v: isinstance(v, str) and len(v) <= 4096
+                                       and v.isprintable(), "an image reference")
     return fields
 
 

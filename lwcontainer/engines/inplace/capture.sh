@@ -420,9 +420,12 @@ architecture() { # ARCH: the OCI name of this machine's architecture
 }
 
 write_meta() { # digest size tar_size created entries whiteouts -> $WORK/layer.json
-  local notes="" note script
+  # captured_in: the image this ran in, as CI names the job's image (else FROM): publish
+  # refuses to put the layer onto another
+  local notes="" note script captured_in
   for note in ${NOTES[@]+"${NOTES[@]}"}; do json_string "$note" && notes+="${notes:+, }$JSON"; done
   json_string "$SCRIPT" && script=$JSON
+  json_string "${CI_JOB_IMAGE:-${FROM:-}}" && captured_in=$JSON
   architecture
   cat >"$WORK/layer.json" <<JSON
 {
@@ -435,6 +438,7 @@ write_meta() { # digest size tar_size created entries whiteouts -> $WORK/layer.j
   "os": "linux",
   "architecture": "$ARCH",
   "build_script": $script,
+  "captured_in": $captured_in,
   "user": "$UID:$(id -g)",
   "created": $4,
   "entries": $5,

@@ -19,6 +19,7 @@ from . import capture
 from .artifact import Layer
 from .image import assemble
 from .publish import Publisher
+from ...config.reference import InvalidReference, parse
 from ...config.secrets import USER_SECRETS, secret_names
 from ...config.settings import Settings
 from ...errors import BuildError, ConfigError
@@ -95,12 +96,31 @@ class InplaceEngine:
                 self.log.info("image_planned", layer=str(self.s.project_dir))
                 return Image("sha256:<config-digest>")
             layer = Layer.read(self.s.project_dir)
+            self.same_base(layer)
             base = self.publisher.base(layer)
             self.image = assemble(base, layer, labels(self.s, base.digest))
             self.layer = layer
             self.log.info("image_assembled", image_id=self.image.config_digest,
                           layers=len(self.image.layers), layer=layer.digest)
             return Image(self.image.config_digest, layer.uncompressed_size)
+
+    def same_base(self, layer: Layer) -> None:
+        """Refuse a layer captured in another image than FROM (the capture job's ``image:``
+        and the publish job's FROM disagree): it would go onto a base it was not built on.
+        A tag that moved between the two jobs is the same name: FROM pinned by digest
+        (``name:tag@sha256:…``) makes both jobs use one image."""
+        if not layer.captured_in:
+            return
+        try:
+            captured = parse(layer.captured_in).normalized
+        except InvalidReference:
+            captured = None
+        if captured != self.s.from_image.normalized:
+            raise ConfigError("FROM", f"the layer was captured in {layer.captured_in!r} (the "
+                                      f"capture job's image) and FROM is {self.s.from_image}: "
+                                      "it would be published onto another base than the one it "
+                                      "was built in; nothing was uploaded. Give both jobs the "
+                                      "same FROM (the capture job's image: is $FROM)")
 
     def measure(self, image: Image) -> Image:
         return image  # the capture measured it

@@ -79,6 +79,13 @@ def assemble(base: Base, layer: Layer, labels: dict[str, str]) -> NewImage:
     if base.media_type not in FAMILY:
         raise ConfigError("FROM", f"its manifest type {base.media_type} is not one lwcontainer "
                                   "can add a layer to")
+    platform = (base.config.get("os"), base.config.get("architecture"))
+    if platform != (layer.os, layer.architecture):
+        raise ConfigError("FROM", f"its image is for {_plain(str(platform[0]))}/"
+                                  f"{_plain(str(platform[1]))}, and the layer was captured on "
+                                  f"{layer.os}/{layer.architecture}: a layer goes only onto the "
+                                  "image it was built in (run the capture job on a runner of "
+                                  "FROM's platform)")
     config_type, layer_type = FAMILY[base.media_type]
     config = json.loads(json.dumps(base.config))  # a deep copy
     created = labels.get("org.opencontainers.image.created")
