@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import commands, modes, owner
+from . import commands, envcheck, modes, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .address import EngineAddress, locate
@@ -70,6 +70,7 @@ class DockerEngine:
                                      timeouts)
         self.private_login = True
         self.base: dict = {}
+        self.env_read: Future | None = None  # names whose values carry credentials (commit)
         self.container: str | None = None
         self.image_id = ""
         self.logged_in = False
@@ -167,6 +168,8 @@ class DockerEngine:
                     ready.set()
             step = self.docker.step(commands.build_start(self.container), stream=True,
                                     check=False, what="build", observe=observe)
+            if not self.x.dry_run:  # what the commit would keep, read while the build runs
+                self.env_read = self.pool.submit(self.credentials_in_env)
             watching = self.cvmfs is not None and self.cvmfs_wait and not self.x.dry_run
             try:
                 with (self.cvmfs.watched(self.container, self.pool, ready) if watching
@@ -192,6 +195,7 @@ class DockerEngine:
 
     def commit(self) -> Image:
         with self.stages.stage("commit"):
+            self.refuse_credentials()
             known = self.base.get("Config") or ({} if not self.x.dry_run else None)
             changes = commands.commit_changes(known, labels(self.s, self.base_digest()))
             done = self.docker.run(self.commit_argv(changes), error=CommitError,
@@ -201,6 +205,24 @@ class DockerEngine:
             self.log.info("image_committed", image_id=self.image_id)
         self.tag()
         return Image(self.image_id, details=self.details())
+
+    def refuse_credentials(self) -> None:
+        """Refuse the commit when the build container's environment (which a commit keeps in
+        the image) carries credentials the run added (engines/docker/envcheck.py): read
+        while the build ran, or now for a container an earlier 'lwcontainer build' kept."""
+        if self.x.dry_run:
+            return
+        found = (self.env_read or self.pool.submit(self.credentials_in_env)).result()
+        if found:
+            raise envcheck.refusal(found, self.s.build_env, self.cli.program)
+
+    def credentials_in_env(self) -> list[str]:
+        done = self.docker.run(commands.container_inspect(self.container), check=False)
+        if not done.ok or not done.stdout.strip():
+            return []   # the commit itself says what is wrong with the container
+        env = (json.loads(done.stdout)[0].get("Config") or {}).get("Env") or ()
+        base_env = (self.base.get("Config") or {}).get("Env") or ()
+        return envcheck.carrying_credentials(env, base_env, self.x.masker)
 
     def details(self) -> tuple[tuple[str, str], ...]:
         """How CVMFS was mounted, so that 'lwcontainer run' mounts it the same way."""
