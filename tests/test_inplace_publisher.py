@@ -132,7 +132,22 @@ def test_a_stream_refused_right_after_a_new_token_is_a_refusal_not_retried(tmp_p
         pub.push(image, layer, retries=3)
     assert refused.value.exit_code == ExitCode.LOGIN
     assert len(sent(registry, layer.digest)) == 2  # once, then once with a new token
+    assert "TO" in str(refused.value) and "CI_REGISTRY_USER" in str(refused.value)
     assert ("ana/x", "1") not in registry.storage.manifests
+
+
+def test_a_target_on_another_registry_that_asks_for_a_login_names_to_and_ci_registry(
+        tmp_path, registry):
+    with FakeRegistry(auth=("basic", USER, PASSWORD)) as target:
+        pub, layer = publisher(tmp_path, registry, TO=f"{target.address}/ana/x:1")
+        image = assemble(pub.base(layer), layer, {})
+        with pytest.raises(LoginError) as refused:
+            pub.push(image, layer, retries=3)
+        assert [r.authorization for r in target.received] == [""] * len(target.received)
+    message = str(refused.value)
+    assert refused.value.exit_code == ExitCode.LOGIN
+    assert f"{target.address}/ana/x:1 (TO)" in message
+    assert f"only to CI_REGISTRY ({registry.address})" in message
 
 
 @pytest.mark.parametrize("auth", ["basic", "bearer"])

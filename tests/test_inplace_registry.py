@@ -218,6 +218,7 @@ def test_a_challenge_from_another_origin_is_never_answered(token_scene):
         assert [r.authorization for r in other.received] == [""] * len(other.received)
     assert len(service.requests) == 1
     assert done.returncode == 4, done.stderr[-3000:]
+    assert "(TO)" in failed(done) and "CI_REGISTRY_USER" in failed(done)
     assert scene.registry.requests("PUT", "/v2/ana/x/manifests/") == []
 
 

@@ -92,7 +92,9 @@ class Publisher:
         if exc.auth:
             if self.s.registry == ref.normalized.domain:
                 return LoginError(f"reading {ref} (FROM) was refused with CI_REGISTRY_USER's "
-                                  f"login: {exc}")
+                                  f"login: {exc}. Check FROM, that this login may read it (a job "
+                                  f"token reads only the projects that allow it) and the password "
+                                  f"(CI_REGISTRY_PASSWORD, else CI_JOB_TOKEN)")
             return ConfigError("FROM", f"{ref} could not be read anonymously: it may be "
                                        f"misspelled, or private on a registry other than "
                                        f"CI_REGISTRY: {exc}")
@@ -181,12 +183,27 @@ class Publisher:
                 raise ConfigError("TO", f"pushing {target}: {exc}") from None
             except RegistryError as exc:
                 if exc.auth:
-                    raise LoginError(f"pushing {target} was refused: {exc}") from None
+                    raise self._refused(target, exc) from None
                 if not backoff.again(self.log, f"push {target}", str(exc)):
                     raise PushError(f"pushing {target} failed after {backoff.failed} attempt(s): "
                                     f"{exc}. The captured layer is kept; run 'lwcontainer "
                                     f"publish' again (same settings) once the registry is "
                                     f"back") from None
+
+    def _refused(self, target: Reference, exc: RegistryError) -> LoginError:
+        """A push the registry refused (never retried): the setting that named the target, and
+        whose login it was."""
+        setting = "TO" if target == self.s.to_image else "LWC_EXTRA_TAGS or LWC_TAG_LATEST"
+        host = target.normalized.domain
+        if self.clients[host].credentials is not None:
+            return LoginError(f"pushing {target} ({setting}) was refused with CI_REGISTRY_USER's "
+                              f"login: {exc}. Check that this login may push there (a job token "
+                              f"may push only to its own project's CI_REGISTRY_IMAGE and below) "
+                              f"and the password (CI_REGISTRY_PASSWORD, else CI_JOB_TOKEN)")
+        return LoginError(f"pushing {target} ({setting}) was refused: {exc}. This run logs in "
+                          f"only to CI_REGISTRY ({self.s.registry or 'not set'}), and {host} is "
+                          f"another registry: push to CI_REGISTRY, or set CI_REGISTRY and its "
+                          f"login for {host}")
 
 
 def _descriptor(value: object, what: str) -> dict:
