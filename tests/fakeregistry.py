@@ -67,6 +67,9 @@ class FakeRegistry:
         self.content_digest: str | None = None  # Docker-Content-Digest on a manifest PUT
         self.error_text: dict[str, str] = {}  # path prefix -> a 400 with this message
         self.redirect: dict[str, str] = {}  # path -> a 307 to this URL
+        self.open_root = False  # /v2/ answers 200 to anyone; the repositories still want auth
+        self.before: list[Callable[[Received], None]] = []  # called on each request, before
+        # its authorization is checked (a test expires the tokens there)
         self.server: ThreadingHTTPServer | None = None
         self.address = ""
 
@@ -163,11 +166,13 @@ class _Handler(BaseHTTPRequestHandler):
                                           {k.lower(): v for k, v in self.headers.items()},
                                           len(body)))
         self.path_only, self.query = target.path, parse_qs(target.query)
+        for hook in registry.before:
+            hook(registry.received[-1])
         for prefix, message in registry.error_text.items():
             if path.startswith(prefix):
                 return self.answer(400, json.dumps({"errors": [
                     {"code": "DENIED", "message": message}]}).encode())
-        if not self.authorized():
+        if not (registry.open_root and target.path == "/v2/") and not self.authorized():
             return
         if target.path in registry.redirect:
             return self.answer(307, b"", {"Location": registry.redirect[target.path]})

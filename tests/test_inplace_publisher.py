@@ -8,14 +8,14 @@ import time
 import pytest
 
 from artifacts import write_artifact
-from fakeregistry import FakeRegistry, sha256
+from fakeregistry import FakeRegistry, Received, sha256
 from lwcontainer.config.settings import Settings
 from lwcontainer.engines.inplace.artifact import read
 from lwcontainer.engines.inplace.image import assemble
 from lwcontainer.engines.inplace.publish import Publisher
 from lwcontainer.engines.inplace.registry import RegistryClient, RegistryError
 from lwcontainer.engines.inplace.transport import Limit
-from lwcontainer.errors import PushError
+from lwcontainer.errors import ExitCode, LoginError, PushError
 from tokenserver import TokenService
 
 USER, PASSWORD = "ci-user", "job-token-s3cret"
@@ -73,6 +73,100 @@ def test_an_expired_token_is_renewed_once(tmp_path, registry, service):
     pub.push(image, layer, retries=0)
     assert len(service.requests) == 2
     assert ("ana/x", "1") in registry.storage.manifests
+
+
+def expire_at(service: TokenService, method: str, marker: str, times: int = 1):
+    """A hook for FakeRegistry.before: every token given so far expires as the request (method,
+    a path containing ``marker``) arrives, the first ``times`` times (0: every time)."""
+    seen: list[Received] = []
+
+    def hook(received: Received) -> None:
+        if received.method == method and marker in received.path:
+            seen.append(received)
+            if not times or len(seen) <= times:
+                service.issued.clear()
+    return hook
+
+
+def sent(registry: FakeRegistry, digest: str) -> list[Received]:
+    """The PUTs that ended an upload of ``digest``."""
+    return [r for r in registry.requests("PUT", "/v2/ana/x/blobs/uploads/")
+            if r.path.endswith(f"digest={digest}")]
+
+
+def test_a_token_that_expires_during_the_layers_upload_is_renewed_and_the_upload_sent_again(
+        tmp_path, registry, service):
+    pub, layer = publisher(tmp_path, registry)
+    image = assemble(pub.base(layer), layer, {})
+    registry.before.append(expire_at(service, "PUT", f"digest={layer.digest}"))
+    pushed = pub.push(image, layer, retries=0)
+    assert [r.body for r in sent(registry, layer.digest)] == [layer.size, layer.size]
+    assert len(service.requests) == 2
+    assert registry.storage.blobs[layer.digest] == layer.path.read_bytes()
+    stored, _ = registry.storage.manifests[("ana/x", "1")]
+    assert pushed == f"{registry.address}/ana/x@{sha256(stored)}"
+
+
+def test_a_token_that_expires_during_a_copy_from_another_registry_is_renewed_and_the_copy_redone(
+        tmp_path, registry, service):
+    with FakeRegistry() as source:
+        source.add_image("lib/base", "1", [b"x" * 300_000, b"second base layer"])
+        pub, layer = publisher(tmp_path, registry, FROM=f"{source.address}/lib/base:1")
+        image = assemble(pub.base(layer), layer, {})
+        first = image.layers[0]["digest"]
+        registry.before.append(expire_at(service, "PUT", f"digest={first}"))
+        pub.push(image, layer, retries=0)
+        assert len(source.requests("GET", f"/v2/lib/base/blobs/{first}")) == 2  # opened again
+    assert [r.body for r in sent(registry, first)] == [300_000, 300_000]
+    assert pub.transfer.copied == 2 and len(service.requests) == 2
+    assert registry.storage.blobs[first] == b"x" * 300_000
+    assert ("ana/x", "1") in registry.storage.manifests
+
+
+def test_a_stream_refused_right_after_a_new_token_is_a_refusal_not_retried(tmp_path, registry,
+                                                                           service):
+    pub, layer = publisher(tmp_path, registry)
+    image = assemble(pub.base(layer), layer, {})
+    registry.before.append(expire_at(service, "PUT", f"digest={layer.digest}", times=0))
+    with pytest.raises(LoginError) as refused:
+        pub.push(image, layer, retries=3)
+    assert refused.value.exit_code == ExitCode.LOGIN
+    assert len(sent(registry, layer.digest)) == 2  # once, then once with a new token
+    assert "TO" in str(refused.value) and "CI_REGISTRY_USER" in str(refused.value)
+    assert ("ana/x", "1") not in registry.storage.manifests
+
+
+def test_a_target_on_another_registry_that_asks_for_a_login_names_to_and_ci_registry(
+        tmp_path, registry):
+    with FakeRegistry(auth=("basic", USER, PASSWORD)) as target:
+        pub, layer = publisher(tmp_path, registry, TO=f"{target.address}/ana/x:1")
+        image = assemble(pub.base(layer), layer, {})
+        with pytest.raises(LoginError) as refused:
+            pub.push(image, layer, retries=3)
+        assert [r.authorization for r in target.received] == [""] * len(target.received)
+    message = str(refused.value)
+    assert refused.value.exit_code == ExitCode.LOGIN
+    assert f"{target.address}/ana/x:1 (TO)" in message
+    assert f"only to CI_REGISTRY ({registry.address})" in message
+
+
+@pytest.mark.parametrize("auth", ["basic", "bearer"])
+def test_a_registry_open_at_v2_but_not_in_its_repositories_gets_the_login(tmp_path, service,
+                                                                          auth):
+    with FakeRegistry(auth=("basic", USER, PASSWORD) if auth == "basic"
+                      else ("bearer", service.realm)) as registry:
+        registry.tokens = service.issued
+        registry.open_root = True
+        registry.add_image("public/base", "1", [b"base layer one"])
+        pub, layer = publisher(tmp_path, registry)
+        image = assemble(pub.base(layer), layer, {})
+        pub.push(image, layer, retries=0)
+        assert ("ana/x", "1") in registry.storage.manifests
+        scheme = "Basic " if auth == "basic" else "Bearer "
+        without = [r.path for r in registry.received if not r.authorization.startswith(scheme)]
+        assert without == ["/v2/", "/v2/public/base/manifests/1"]  # then the challenge answered
+    if auth == "bearer":
+        assert [r["authenticated"] for r in service.requests] == [True]
 
 
 def test_a_public_base_on_another_registry_is_read_anonymously(tmp_path, registry, service):

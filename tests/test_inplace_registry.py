@@ -149,8 +149,10 @@ def test_a_redirect_to_plain_http_off_loopback_is_not_followed(scene, proxy):
 
 
 # -- L2: token realms -----------------------------------------------------------------------------
-def test_credentials_go_to_a_realm_on_another_host_only_over_https(tmp_path, proxy):
+@pytest.mark.parametrize("open_root", [False, True], ids=["challenged-at-v2", "open-at-v2"])
+def test_credentials_go_to_a_realm_on_another_host_only_over_https(tmp_path, proxy, open_root):
     registry = FakeRegistry(auth=("bearer", "http://auth.example.org/token"))
+    registry.open_root = open_root  # then the challenge comes with the repository's 401
     scene = scene_with(registry, tmp_path)
     try:
         done = scene.publish(HTTP_PROXY=f"http://{proxy.address}",
@@ -170,6 +172,54 @@ def test_a_token_realm_on_another_loopback_port_gets_the_credentials(token_scene
     assert [r["authenticated"] for r in service.requests] == [True]
     assert set(service.requests[0]["scopes"]) == {"repository:cms/base:pull",
                                                   "repository:ana/x:pull,push"}
+
+
+# -- challenges and tokens: answered once, and only the registry's own -----------------------------
+def test_a_token_that_expires_during_the_layers_upload_is_renewed_not_refused(token_scene):
+    scene, service = token_scene
+    digest = json.loads((scene.project / META).read_text())["digest"]
+    expired: list[str] = []
+
+    def expire(received) -> None:  # the token expires while the layer is on its way
+        if received.method == "PUT" and received.path.endswith(digest) and not expired:
+            expired.append(received.path)
+            service.issued.clear()
+
+    scene.registry.before.append(expire)
+    done = scene.publish(LWC_PUSH_RETRIES="3")
+    assert expired and done.returncode == 0, done.stderr[-3000:]
+    assert len(done.events("token_renewed")) == 1 and not done.events("retry")
+    pushed, _ = scene.registry.storage.manifests[("ana/x", "1")]
+    assert scene.report()["LWC_IMAGE_DIGEST"] == f"{scene.address}/ana/x@{sha256(pushed)}"
+
+
+def test_a_registry_open_at_v2_gets_the_login_its_repositories_ask_for(tmp_path):
+    registry = FakeRegistry(auth=("basic", USER, PASSWORD))
+    registry.open_root = True
+    scene = scene_with(registry, tmp_path)
+    try:
+        done = scene.publish()
+    finally:
+        registry.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r.path for r in registry.received if not r.authorization] == [
+        "/v2/", "/v2/cms/base/manifests/1"]  # the one 401, then the login, once
+    assert ("ana/x", "1") in registry.storage.manifests
+
+
+def test_a_challenge_from_another_origin_is_never_answered(token_scene):
+    scene, service = token_scene
+    with FakeRegistry() as realm, FakeRegistry(auth=("bearer", f"http://{realm.address}/t"),
+                                                storage=scene.registry.storage) as other:
+        scene.registry.upload_location = \
+            lambda repo, upload: f"http://{other.address}/v2/{repo}/blobs/uploads/{upload}?s=1"
+        done = scene.publish()
+        assert realm.received == []
+        assert [r.authorization for r in other.received] == [""] * len(other.received)
+    assert len(service.requests) == 1
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "(TO)" in failed(done) and "CI_REGISTRY_USER" in failed(done)
+    assert scene.registry.requests("PUT", "/v2/ana/x/manifests/") == []
 
 
 # -- M2: what was asked for is what is used -------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Callable, Iterable, TypeVar
 
 from .artifact import Layer
 from .image import Base, NewImage, pick_platform
-from .registry import (INDEX_TYPES, Credentials, RegistryClient, RegistryError, Untrusted,
-                       check_digest)
+from .registry import (INDEX_TYPES, Credentials, RegistryClient, RegistryError, Renewed,
+                       Untrusted, check_digest)
 from .transport import Limit
 from ...config.reference import Reference, insecure_registry
 from ...config.settings import Settings
@@ -92,7 +92,9 @@ class Publisher:
         if exc.auth:
             if self.s.registry == ref.normalized.domain:
                 return LoginError(f"reading {ref} (FROM) was refused with CI_REGISTRY_USER's "
-                                  f"login: {exc}")
+                                  f"login: {exc}. Check FROM, that this login may read it (a job "
+                                  f"token reads only the projects that allow it) and the password "
+                                  f"(CI_REGISTRY_PASSWORD, else CI_JOB_TOKEN)")
             return ConfigError("FROM", f"{ref} could not be read anonymously: it may be "
                                        f"misspelled, or private on a registry other than "
                                        f"CI_REGISTRY: {exc}")
@@ -104,7 +106,7 @@ class Publisher:
         digest = ""
         for target in self.s.targets:
             pushed, agrees = self._retrying(lambda t=target: self._push_one(t, image, layer),
-                                            retries, str(target))
+                                            retries, target)
             if not agrees:
                 self.log.warning("registry_digest_ignored", tag=str(target), digest=pushed,
                                  reason="the registry reported another digest (or none that "
@@ -124,8 +126,7 @@ class Publisher:
         for blob in base_layers:
             self._base_blob(client, repository, blob)
         if not client.has_blob(repository, layer.digest):
-            with layer.open() as file:  # streamed, whatever its size
-                client.upload(repository, layer.digest, file, layer.size)
+            self._streamed(lambda: self._upload_layer(client, repository, layer))
             self.transfer.uploaded += 1
         if not client.has_blob(repository, image.config_digest):
             client.upload(repository, image.config_digest, image.config, len(image.config))
@@ -142,25 +143,67 @@ class Publisher:
         if source_host == client.host and client.mount(repository, digest, source_repo):
             self.transfer.mounted += 1
             return
-        stream = self.clients[source_host].blob_stream(source_repo, digest)
-        client.upload(repository, digest, stream, blob["size"])
+        self._streamed(lambda: self._copy(client, repository, blob))
         self.transfer.copied += 1
 
-    def _retrying(self, action: Callable[[], T], retries: int, what: str) -> T:
+    @staticmethod
+    def _upload_layer(client: RegistryClient, repository: str, layer: Layer) -> None:
+        with layer.open() as file:  # streamed, whatever its size
+            client.upload(repository, layer.digest, file, layer.size)
+
+    def _copy(self, client: RegistryClient, repository: str, blob: dict) -> None:
+        """A base layer from FROM's registry, streamed to the target (never on disk)."""
+        source = self.clients[self.source.normalized.domain]
+        stream = source.blob_stream(self.source.normalized.path, blob["digest"])
+        try:
+            client.upload(repository, blob["digest"], stream, blob["size"])
+        finally:
+            stream.close()  # a copy that failed midway: the source's answer ends now
+
+    def _streamed(self, step: Callable[[], None]) -> None:
+        """A step whose body is a stream, which cannot be sent twice: when the registry's token
+        expired while it was sent (``Renewed``: the client has a new one), the step runs once
+        more from the start, its stream opened anew. A 401 again, right after the new token, is
+        a refusal (``_retrying``)."""
+        try:
+            step()
+        except Renewed as exc:
+            self.log.info("token_renewed", reason=str(exc))
+            try:
+                step()
+            except Renewed as again:
+                raise RegistryError(f"{again}, and again right after a new token", 401) from None
+
+    def _retrying(self, action: Callable[[], T], retries: int, target: Reference) -> T:
         backoff = Backoff(retries, self.backoff)
         while True:
             try:
                 return action()
             except Untrusted as exc:
-                raise ConfigError("TO", f"pushing {what}: {exc}") from None
+                raise ConfigError("TO", f"pushing {target}: {exc}") from None
             except RegistryError as exc:
                 if exc.auth:
-                    raise LoginError(f"pushing {what} was refused: {exc}") from None
-                if not backoff.again(self.log, f"push {what}", str(exc)):
-                    raise PushError(f"pushing {what} failed after {backoff.failed} attempt(s): "
+                    raise self._refused(target, exc) from None
+                if not backoff.again(self.log, f"push {target}", str(exc)):
+                    raise PushError(f"pushing {target} failed after {backoff.failed} attempt(s): "
                                     f"{exc}. The captured layer is kept; run 'lwcontainer "
                                     f"publish' again (same settings) once the registry is "
                                     f"back") from None
+
+    def _refused(self, target: Reference, exc: RegistryError) -> LoginError:
+        """A push the registry refused (never retried): the setting that named the target, and
+        whose login it was."""
+        setting = "TO" if target == self.s.to_image else "LWC_EXTRA_TAGS or LWC_TAG_LATEST"
+        host = target.normalized.domain
+        if self.clients[host].credentials is not None:
+            return LoginError(f"pushing {target} ({setting}) was refused with CI_REGISTRY_USER's "
+                              f"login: {exc}. Check that this login may push there (a job token "
+                              f"may push only to its own project's CI_REGISTRY_IMAGE and below) "
+                              f"and the password (CI_REGISTRY_PASSWORD, else CI_JOB_TOKEN)")
+        return LoginError(f"pushing {target} ({setting}) was refused: {exc}. This run logs in "
+                          f"only to CI_REGISTRY ({self.s.registry or 'not set'}), and {host} is "
+                          f"another registry: push to CI_REGISTRY, or set CI_REGISTRY and its "
+                          f"login for {host}")
 
 
 def _descriptor(value: object, what: str) -> dict:

@@ -3,7 +3,15 @@ every repository this run touches there.
 
 oras-py does the authentication: it parses the ``Basic`` or ``Bearer`` challenge, builds the
 basic header, and asks the token service for a token (with credentials, or anonymously). The
-requests themselves go through oras' session but not its request helpers, each for a reason
+challenge is /v2/'s, or, for a registry whose /v2/ is open, its repositories' first 401. A 401
+of the registry's own origin is answered once: when no credentials were sent yet, or when the
+token sent had been accepted before (it expired: GitLab's tokens last minutes, a copy may take
+longer). The request is then sent again, or, when its body was a stream already spent,
+``Renewed`` tells the caller to run the whole step again. A 401 right after new credentials is a
+refusal; a 401 of another origin (an upload location, a redirect) is never answered, as it never
+gets credentials.
+
+The requests themselves go through oras' session but not its request helpers, each for a reason
 said where it matters: oras' ``get_manifest`` reads the user's docker config (this run never
 does), ``upload_manifest`` sends every manifest as OCI (this one keeps the base's Docker media
 type), it has no cross-repository mount, its uploads read files (a blob copied between
@@ -26,7 +34,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Generator, Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import oras.auth
@@ -69,6 +77,12 @@ class RegistryError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+
+class Renewed(RegistryError):
+    """A 401 on a request whose body was a stream, already spent: the credentials expired during
+    the step. The client has new ones; the caller runs the step again, its stream opened anew.
+    Status 401: if it reaches a caller that cannot do that, it is a refusal."""
 
 
 class Untrusted(RegistryError):
@@ -131,17 +145,26 @@ class RegistryClient:
         self.headers: dict[str, str] = {}
         self.sent = bytes_counter if bytes_counter is not None else [0]
         self.authenticated = False
+        self.accepted = False  # a request was answered (not 401) with the current credentials
 
     # -- authentication (oras' backends) ----------------------------------------------------
     def authenticate(self) -> None:
+        """Once: /v2/ says whether (and how) the registry wants credentials. A registry whose
+        /v2/ is open may still want them for its repositories: ``request`` answers the challenge
+        of such a 401."""
         if self.authenticated:
             return
         answer = self._send("GET", "/v2/", auth=False)
         challenge = answer.headers.get("Www-Authenticate", "")
+        if answer.status_code != 200 and challenge:
+            self._answer(challenge, answer.status_code)
+        self.authenticated = True
+
+    def _answer(self, challenge: str, status: int) -> None:
+        """The credentials a ``Basic`` or ``Bearer`` challenge of the registry's own origin asks
+        for; they are new until a request made with them is answered otherwise than 401."""
         scheme = challenge.split(" ", 1)[0].lower()
-        if answer.status_code == 200 or not challenge:
-            pass
-        elif scheme == "basic":
+        if scheme == "basic":
             if self.credentials is None:
                 raise RegistryError(f"{self.host} asks for a login and this run has none for it "
                                     "(only CI_REGISTRY gets CI_REGISTRY_USER's password)", 401)
@@ -152,8 +175,20 @@ class RegistryClient:
             self.headers = {"Authorization": f"Bearer {self._token(challenge)}"}
         else:
             raise RegistryError(f"{self.host} asks for an unknown authentication: {scheme}",
-                                answer.status_code)
-        self.authenticated = True
+                                status)
+        self.accepted = False
+
+    def _renewable(self, answer: requests.Response) -> bool:
+        """A 401 worth one answer: from the registry's own origin, with a challenge, when this
+        run sent no credentials yet (a registry open at /v2/ but not in its repositories) or a
+        token the registry has accepted before (it expired: a long copy outlives a GitLab token).
+        A 401 on new credentials, on a login (Basic does not expire) or from another origin (an
+        upload location: it never gets credentials) is a refusal."""
+        if answer.status_code != 401 or origin(answer.url or "") != self.origin \
+                or not answer.headers.get("Www-Authenticate"):
+            return False
+        sent = self.headers.get("Authorization", "")
+        return not sent or (sent.startswith("Bearer ") and self.accepted)
 
     def _token(self, challenge: str) -> str:
         header = oras.auth.utils.parse_auth_header(challenge)
@@ -207,19 +242,24 @@ class RegistryClient:
 
     def request(self, method: str, path: str, ok: tuple[int, ...] = (200,),
                 **kwargs) -> requests.Response:
+        """One request, its 401 answered once (``_renewable``): sent again with the new
+        credentials, or, when its body was a stream that is now spent, ``Renewed``."""
         self.authenticate()
         answer = self._send(method, path, **kwargs)
-        replayable = isinstance(kwargs.get("data"), (bytes, type(None)))
-        if answer.status_code == 401 and self.headers.get("Authorization", "").startswith(
-                "Bearer") and replayable:
+        where = f"{method} {path.split('?', 1)[0]} on {self.host}"  # not the upload's state
+        if self._renewable(answer):
+            spent = not isinstance(kwargs.get("data"), (bytes, type(None)))  # a stream, sent
+            said = _short(f"{where}: 401 {_errors(answer)}", 600) if spent else ""
             _close(answer)
-            self.authenticated = False  # the token expired (a long copy): one new token
-            self.authenticate()
+            self._answer(answer.headers["Www-Authenticate"], 401)
+            if spent:
+                raise Renewed(f"{said} (its token was refused while the body, a stream, was "
+                              "sent)", 401)
             answer = self._send(method, path, **kwargs)
+        if answer.status_code != 401 and origin(answer.url or "") == self.origin:
+            self.accepted = True
         if answer.status_code not in ok:
-            where = path.split("?", 1)[0]  # not the upload session's state
-            message = _short(f"{method} {where} on {self.host}: {answer.status_code} "
-                             f"{_errors(answer)}", 600)
+            message = _short(f"{where}: {answer.status_code} {_errors(answer)}", 600)
             _close(answer)
             raise RegistryError(message, answer.status_code)
         return answer
@@ -280,7 +320,7 @@ class RegistryClient:
             raise Untrusted(f"the blob {digest} of {repository} is not a JSON object")
         return value
 
-    def blob_stream(self, repository: str, digest: str) -> Iterator[bytes]:
+    def blob_stream(self, repository: str, digest: str) -> Generator[bytes, None, None]:
         """A large blob, streamed within LWC_TRANSFER_TIMEOUT (the target registry checks its
         digest when the upload ends)."""
         check_digest(digest, f"a blob of {repository}")
