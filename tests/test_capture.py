@@ -78,10 +78,8 @@ def members(layer: Path) -> list[tarfile.TarInfo]:
 
 def apply(layer: Path, root: Path) -> None:
     """Apply a layer as containerd's and docker's appliers do: a whiteout removes its path, an
-    opaque whiteout (.wh..wh..opq) everything in its directory that the layer did not bring,
-    an entry replaces what is there unless both are directories, and a parent that is not a
+    entry replaces what is there unless both are directories, and a parent that is not a
     directory is an error ("mkparent: not a directory")."""
-    unpacked: set[str] = set()
     with tarfile.open(layer) as tar:
         for member in tar:
             name = os.path.normpath(member.name)
@@ -89,16 +87,6 @@ def apply(layer: Path, root: Path) -> None:
             where = root / parent
             if where.is_symlink() or not where.is_dir():
                 raise AssertionError(f"mkparent {parent}: not a directory ({member.name!r})")
-            if base == ".wh..wh..opq":
-                for child in os.listdir(where):
-                    if os.path.join(parent, child) not in unpacked:
-                        victim = where / child
-                        if victim.is_dir() and not victim.is_symlink():
-                            shutil.rmtree(victim)
-                        else:
-                            victim.unlink()
-                continue
-            unpacked.add(name)
             if base.startswith(".wh."):
                 victim = where / base[4:]
                 if victim.is_dir() and not victim.is_symlink():
@@ -282,7 +270,7 @@ def test_whiteouts_only_where_the_parent_is_a_directory_and_before_their_sibling
                          "work/.wh.build", "work/.wh.build.log", "etc/default/.wh.one",
                          "etc/default/.wh.two", "refill/.wh.two", f"usr/.wh.{LONG}",
                          f"usr/.wh.{LONGISH}", "etc/.wh.old\nline", "usr/share/quiet/.wh.one",
-                         "mv/.wh.from", ".wh.swapsrc", "swap/.wh..wh..opq"}
+                         "mv/.wh.from", ".wh.swapsrc", "swap/.wh.gone"}
     for name in whiteouts:   # right after the directory's own entry, before anything inside it
         parent = os.path.dirname(name)
         inside = [i for i, n in enumerate(names) if not parent or n.startswith(parent + "/")]

@@ -74,7 +74,9 @@ SPECS: tuple[Spec, ...] = (
          "build script, relative to the project directory, run with /bin/bash", dotenv=True),
     Spec("LWC_BUILD_ENV", "--build-env", "", "names of variables passed into the build (comma "
          "or space separated): each value comes from lwcontainer's environment and never goes "
-         "on a command line; a secret is refused"),
+         "on a command line; a secret is refused. Docker and podman keep them in the image's "
+         "environment (the commit does), so one with credentials in it is refused before the "
+         "commit"),
     Spec(USER_SECRETS, "--secret-variables", "", "names of the user's own secret variables "
          "(comma or space separated), besides the job's (CI_JOB_TOKEN, CI_REPOSITORY_URL, "
          "DOCKER_AUTH_CONFIG, CI_JOB_JWT*, … and every name with PASSWORD, SECRET, TOKEN, "

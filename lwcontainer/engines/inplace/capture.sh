@@ -159,18 +159,19 @@ deleted() { # BEFORE AFTER (sorted lines): paths in the first, not in the second
   comm -23 "$1" "$2"
 }
 
-replaced_dirs() { # BDIRS CDIRS ("inode path": FROM's directories, the changed ones): each
-  # directory that replaced one of the same name (rm -rf a && mv b a), told by its inode
-  awk 'FILENAME == ARGV[1] { i = index($0, " "); ino[substr($0, i + 1)] = substr($0, 1, i - 1)
+moved_dirs() { # BDIRS CDIRS ("inode path": FROM's directories, the changed ones): each
+  # changed directory that was elsewhere before (its inode had another path): renamed, maybe
+  # onto a path that existed (rm -rf a && mv b a). An inode the build freed and reused for a
+  # new directory looks so too: harmless, everything below a new directory is new as well.
+  awk 'FILENAME == ARGV[1] { i = index($0, " "); was[substr($0, 1, i - 1)] = substr($0, i + 1)
                              next }
-       { i = index($0, " "); p = substr($0, i + 1)
-         if ((p in ino) && ino[p] != substr($0, 1, i - 1)) print p }' "$1" "$2"
+       { i = index($0, " "); ino = substr($0, 1, i - 1); p = substr($0, i + 1)
+         if ((ino in was) && was[ino] != p) print p }' "$1" "$2"
 }
 
-below() { # DIRS LIST [outside]: the paths of LIST below one of DIRS (with outside: the others)
-  awk -v outside="${3:-}" 'FILENAME == ARGV[1] { dir[$0]; next }
-       { p = $0; while (sub(/\/[^\/]*$/, "", p)) if (p in dir) { if (!outside) print; next }
-         if (outside) print }' "$1" "$2"
+below() { # DIRS LIST: the paths of LIST below one of DIRS
+  awk 'FILENAME == ARGV[1] { dir[$0]; next }
+       { p = $0; while (sub(/\/[^\/]*$/, "", p)) if (p in dir) { print; next } }' "$1" "$2"
 }
 
 reserved_names() { # CHANGED: refuse an entry named .wh.*: every runtime reads it as a deletion
@@ -261,25 +262,16 @@ layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts,
   wait "$sorting" || die "sort failed" 1
   lines "$WORK/bdirs0" >"$WORK/bdirs" && lines "$WORK/cdirs0" >"$WORK/cdirs" \
     || die "cannot write into $WORK" 1
-  # What kept its ctime: a renamed directory's files keep theirs. So also every path the walk
-  # before did not see, and everything below a directory that replaced one of the same name
-  # (its files may be another directory's): that one gets an opaque whiteout instead of one
-  # for each deleted path below it (no whiteout where FROM may have nothing to delete: an
-  # engine shows one there as a name that cannot be opened).
-  replaced_dirs "$WORK/bdirs" "$WORK/cdirs" >"$WORK/replaced" || die "awk failed" 1
+  # What kept its ctime: the files of a directory the build renamed keep theirs. So also
+  # every path the walk before did not see, and everything below a directory that was
+  # elsewhere before (renamed onto a path that existed: its files may be another's now).
+  moved_dirs "$WORK/bdirs" "$WORK/cdirs" >"$WORK/moved" || die "awk failed" 1
   { comm -13 "$WORK/before" "$WORK/after" \
-      && if [ -s "$WORK/replaced" ]; then below "$WORK/replaced" "$WORK/after"; fi; } | sort \
+      && if [ -s "$WORK/moved" ]; then below "$WORK/moved" "$WORK/after"; fi; } | sort \
     | sort -m -u "$WORK/changed-ctime" - | comm -23 - "$WORK/never" >"$WORK/changed" \
     || die "sort failed" 1
   reserved_names "$WORK/changed"
-  if [ -s "$WORK/replaced" ]; then
-    deleted "$WORK/before" "$WORK/after" >"$WORK/deleted-all"
-    { below "$WORK/replaced" "$WORK/deleted-all" outside \
-        && awk '{ print $0 "/.wh..opq" }' "$WORK/replaced"; } | sort >"$WORK/deleted" \
-      || die "awk failed" 1
-  else
-    deleted "$WORK/before" "$WORK/after" >"$WORK/deleted"
-  fi
+  deleted "$WORK/before" "$WORK/after" >"$WORK/deleted"
   : >"$WORK/whiteouts"; : >"$WORK/staged"; : >"$WORK/long-dst"
   if [ ! -s "$WORK/deleted" ]; then   # nothing deleted: the changed entries, as they are
     cp "$WORK/changed" "$WORK/entries" || die "cannot write into $WORK" 1
