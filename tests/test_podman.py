@@ -285,11 +285,13 @@ def test_publish_by_hand_with_the_layer_of_a_capture_uses_inplace(project):
 
 def test_podman_lists_build_containers_with_its_own_label_template(project):
     s = settings_for(project, LWC_ENGINE="podman")
-    listing = "c1\tlwc-a\tCreated\tnowhere/1/2\t\n"
+    listing = "c1\tlwc-a\tCreated\tnowhere/1/2\t\nc2\tlwc-b\trunning\tnowhere/1/2\t\n"
     x = Recorder({("ps",): ok(listing)})
     engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
     from lwcontainer.engines.docker import owner
     in_use = owner.remove_orphans(engine.docker)
     ps = x.ran("ps")[0]
     assert '{{index .Labels "lwcontainer.owner"}}' in ps[-1] and ".Label " not in ps[-1]
-    assert [c.name for c in in_use] == ["lwc-a"]  # podman's "Created" is in use, like docker's
+    # the state as one word: podman's .State is "Up 1 second ago" (test_podman_e2e.py)
+    assert ps[-1].split("\t")[2] == "{{.ListContainer.State}}"
+    assert [c.name for c in in_use] == ["lwc-a", "lwc-b"]  # podman's "Created" too

@@ -18,6 +18,12 @@ import pytest
 from dotenv import dotenv_values
 
 from conftest import EXAMPLE, ROOT, Result
+from lwcontainer.config.settings import Settings
+from lwcontainer.engines import make_engine
+from lwcontainer.engines.docker import commands, owner
+from lwcontainer.executor import Executor
+from lwcontainer.output.masking import Masker
+from lwcontainer.stages import Stages
 
 FIXTURE_CVMFS = ROOT / "tests" / "fixtures" / "cvmfs"
 ANALYSIS = "CMSSW_10_6_8_patch1/bin/slc7_amd64_gcc820/myanalysis"
@@ -365,3 +371,39 @@ def test_rootful_podman_single_stage_subcommands(job):
         assert report["LWC_IMAGE_DIGEST"].startswith(f"{job.repository}@sha256:")
     finally:
         podman_root(job.bed, "rmi", "--force", ref)
+
+
+def podman_engine(job, **env: str):
+    """The podman engine of a run on the bed's rootful podman, in this process (its steps are
+    real podman commands)."""
+    environ = {**os.environ, **root_podman(job.bed), **env}
+    s = Settings.from_mapping({**job.env(**root_podman(job.bed)), **env}, cwd=job.project)
+    x = Executor(Masker(), backoff=0)
+    return make_engine(s, x, Stages(s, Masker(), None), environ)
+
+
+def labelled(job, name: str, made_by: str, *command: str, keep: bool = False) -> None:
+    """A running container of rootful podman, labelled as a build of the run ``made_by``."""
+    done = podman_root(job.bed, "run", "--detach", "--name", name, "--label",
+                       f"{commands.BUILD_ROLE_LABEL}=build",
+                       *commands.owner_labels(made_by, keep), *command)
+    assert done.returncode == 0, done.stderr
+
+
+def test_rootful_podman_counts_a_running_build_as_in_use_and_a_dead_runs_kept_one_as_orphan(job):
+    """A running build container of a live run keeps a shared automounter in use; a kept one
+    still running whose run is gone (killed) is an orphan, removed."""
+    podman_bed(job.bed)
+    live, dead = f"lwc-t{job.token}-live", f"lwc-t{job.token}-dead"
+    gone = str(owner.Owner(owner.this_host(), 999_999_999, "1"))  # no such process
+    image = job.bed["LWC_TESTBED_AUTOMOUNTER"]
+    try:
+        labelled(job, live, str(owner.this_process()), image, "sleep", "300")
+        labelled(job, dead, gone, image, "sleep", "300", keep=True)
+        in_use = owner.remove_orphans(podman_engine(job).docker)
+        mine = {c.name: c.state for c in in_use if c.name in (live, dead)}
+        assert mine == {live: "running"}
+        listed = podman_root(job.bed, "ps", "--all", "--format", "{{.Names}}").stdout.split()
+        assert live in listed and dead not in listed
+    finally:
+        podman_root(job.bed, "rm", "--force", "--time", "0", live, dead)

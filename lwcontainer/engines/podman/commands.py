@@ -16,6 +16,10 @@ IMAGE_FORMAT = "docker"
 TLS_OFF = "--tls-verify=false"
 #: How podman's ``ps --format`` reads a label (docker's ``.Label`` function is not there).
 LABEL_FORMAT = '{{index .Labels "%s"}}'
+#: How podman's ``ps --format`` reads the state as one word ("running"): its ``.State`` (and
+#: ``.Status``) is the status text ("Up 1 second ago", "Exited (0) …"); the plain word is the
+#: listed container's own field, behind it.
+STATE_FORMAT = "{{.ListContainer.State}}"
 
 
 def check() -> Argv:

@@ -57,7 +57,8 @@ class PodmanEngine(DockerEngine):
         return EngineCli(program=PROGRAM, title="podman",
                          reason=self.address.reason,
                          auth=str(directory / AUTH_FILE) if directory else None,
-                         auth_option="--authfile", label_format=podman.LABEL_FORMAT)
+                         auth_option="--authfile", label_format=podman.LABEL_FORMAT,
+                         state_format=podman.STATE_FORMAT)
 
     @contextmanager
     def private_context(self) -> Iterator[None]:
