@@ -219,6 +219,25 @@ def test_workstation_docker_when_it_answers_else_podman(project, tmp_path):
     assert choose(project, no_docker, {})[0] == "podman"
 
 
+def test_a_docker_command_that_links_to_podman_is_podman(project, tmp_path):
+    """A link named docker says "docker version 4.3.1" (podman names itself after argv[0]): the
+    file it resolves to decides, before anything runs."""
+    real = tmp_path / "libexec" / "podman"
+    real.parent.mkdir()
+    real.write_text("#!/bin/sh\nexit 0\n")
+    real.chmod(0o755)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "docker").symlink_to(real)
+    (shim / "podman").symlink_to(real)
+    linked = {("--version",): ok("docker version 4.3.1\n"), ("version",): ok("4.3.1\n")}
+    engine, x = choose(project, {"PATH": str(shim)}, linked)
+    assert engine == "podman" and x.calls == []
+    (shim / "docker").unlink()
+    (shim / "docker").symlink_to(programs(tmp_path, "docker") + "/docker")  # docker's own
+    assert choose(project, {"PATH": str(shim)}, DOCKER)[0] == "docker"
+
+
 def test_a_docker_engine_the_choice_heard_answer_is_not_asked_again(project, tmp_path):
     environ = {"PATH": programs(tmp_path, "docker", "podman")}
     x = Recorder(DOCKER)

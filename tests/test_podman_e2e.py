@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+from plumbum import local
 
 from conftest import EXAMPLE, ROOT, Result
 from lwcontainer.config.settings import Settings
 from lwcontainer.engines import make_engine
+from lwcontainer.engines.choice import choose_engine
 from lwcontainer.engines.docker import commands, owner
 from lwcontainer.executor import Executor
 from lwcontainer.output.masking import Masker
@@ -407,3 +409,22 @@ def test_rootful_podman_counts_a_running_build_as_in_use_and_a_dead_runs_kept_on
         assert live in listed and dead not in listed
     finally:
         podman_root(job.bed, "rm", "--force", "--time", "0", live, dead)
+
+
+def test_a_docker_link_to_the_real_podman_chooses_podman(job, tmp_path):
+    """The real podman through a link named docker says "docker version …" and answers
+    'version' as an engine would: the link's target decides."""
+    podman_bed(job.bed)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "docker").symlink_to(shutil.which("podman"))
+    (shim / "podman").symlink_to(shutil.which("podman"))
+    environ = {**os.environ, **root_podman(job.bed), "LWC_ENGINE": "",
+               "PATH": f"{shim}:{os.environ['PATH']}"}
+    said = subprocess.run([shim / "docker", "--version"], env=environ, capture_output=True,
+                          text=True).stdout
+    assert "podman" not in said.lower()  # what the name check alone would have seen
+    s = Settings.from_mapping({**job.env(LWC_ENGINE=""), "DOCKER_HOST": ""}, cwd=job.project)
+    with local.env(PATH=f"{shim}:{os.environ['PATH']}"):  # where the executor finds docker
+        chosen = choose_engine(s, Executor(Masker(), backoff=0), environ)
+    assert chosen.engine == "podman"
