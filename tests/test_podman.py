@@ -245,12 +245,13 @@ def test_a_docker_engine_the_choice_heard_answer_is_not_asked_again(project, tmp
     assert (s.engine, s.engine_answered) == ("docker", "28.0.1")
     make_engine(s, x, Stages(s, Masker(), None), environ).wait_daemon()
     assert len(x.ran("version")) == 1  # the probe's answer stands: no second round trip
-    # a docker context picks the user's engine; the run's private config has none: ask again
+    # a docker context picks the user's engine; the run's private config carries it
+    # (test_security.py, test_workstation_e2e.py): the answer stands
     x = Recorder(DOCKER)
     s = choose_engine(settings_for(project, CI_REGISTRY="r.io", CI_REGISTRY_USER="u",
                                    CI_REGISTRY_PASSWORD="p"), x,
                       {**environ, "DOCKER_CONTEXT": "rootless"})
-    assert (s.engine, s.engine_answered) == ("docker", "")
+    assert (s.engine, s.engine_answered) == ("docker", "28.0.1")
     silent = Recorder({**DOCKER, ("version",): failed("Cannot connect to the Docker daemon")})
     (tmp_path / "d").mkdir()
     s = choose_engine(settings_for(project), silent, {"PATH": programs(tmp_path / "d", "docker")})

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, NamedTuple
 
 from .address import locate
-from .dockerconfig import names_a_context, private_path
 from ...config.settings import Settings
 from ...executor import Executor, Step, child_environment, last_line
 
@@ -57,10 +56,10 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
     where = address.address or "the default socket"
     if done.ok:
         version = done.stdout.strip()
-        # the run's own steps reach the same engine: wait-daemon need not ask it again
-        same = private_path(settings) is None or not names_a_context(settings, environ)
+        # the run's own steps reach the same engine (its private config carries the user's
+        # context, dockerconfig.py): wait-daemon need not ask it again
         return Found(ANSWERS, f"a Docker engine answers at {where} (version {version})",
-                     version if same else "")
+                     version)
     said = executor.masker(last_line(done.stderr))
     if "permission denied" in done.stderr.lower():
         return Found(DENIED, f"the Docker engine at {where} refuses this user: {said}")
