@@ -315,3 +315,20 @@ def test_podman_lists_build_containers_with_its_own_label_template(project):
     # the state as one word: podman's .State is "Up 1 second ago" (test_podman_e2e.py)
     assert ps[-1].split("\t")[2] == "{{.ListContainer.State}}"
     assert [c.name for c in in_use] == ["lwc-a", "lwc-b"]  # podman's "Created" too
+
+
+def test_podman_removes_a_container_without_waiting_for_it_to_stop(project):
+    """podman's rm --force would stop first: SIGTERM, then 10 s for a PID 1 that ignores it
+    (a build's /bin/bash). Every removal gets --time 0; docker's rm --force kills at once."""
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.buildcontainer import BuildContainer
+    gone = f"{owner.this_host()}/999999999/1"  # a run that no longer exists: an orphan
+    for name, expected in (("podman", ("--time", "0")), ("docker", ())):
+        s = settings_for(project, LWC_ENGINE=name)
+        x = Recorder({("ps",): ok(f"c1\tlwc-orphan\trunning\t{gone}\t1\n")})
+        engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+        box = BuildContainer(s, engine.docker)
+        box.remove()
+        owner.remove_orphans(engine.docker)
+        assert x.ran("rm") == [("rm", "--force", *expected, "--volumes", box.name),
+                               ("rm", "--force", *expected, "--volumes", "c1")], name

@@ -428,3 +428,21 @@ def test_a_docker_link_to_the_real_podman_chooses_podman(job, tmp_path):
     with local.env(PATH=f"{shim}:{os.environ['PATH']}"):  # where the executor finds docker
         chosen = choose_engine(s, Executor(Masker(), backoff=0), environ)
     assert chosen.engine == "podman"
+
+
+def test_rootful_podman_removes_a_running_build_container_whose_bash_ignores_sigterm(job):
+    """The build's /bin/bash as PID 1 ignores SIGTERM: podman's removal (rm --force --time 0,
+    test_podman.py) still removes it while it runs."""
+    podman_bed(job.bed)
+    name = f"lwc-t{job.token}-running"
+    labelled(job, name, str(owner.this_process()), job.bed["LWC_TESTBED_CMS_BASE"],
+             "/bin/bash", "-c", "sleep 300; true")
+    try:
+        state = podman_root(job.bed, "container", "inspect", "--format", "{{.State.Status}}",
+                            name)
+        assert state.stdout.strip() == "running"
+        removed = podman_engine(job).docker.remove(name, check=False)
+        assert removed.ok, removed.stderr
+        assert podman_root(job.bed, "container", "exists", name).returncode == 1
+    finally:
+        podman_root(job.bed, "rm", "--force", "--time", "0", name)

@@ -98,7 +98,7 @@ class Automounter(CvmfsSource):
                 return False
             if status is not None and seen:
                 self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
-                self.docker.run(commands.remove(seen), check=False)
+                self.docker.remove(seen, check=False)
             command = self.image_command(image.result())
             if lease_now:  # pulled just now
                 self.take_lease()
@@ -167,7 +167,7 @@ class Automounter(CvmfsSource):
             return
         self.id = found.get("Id") or self.s.automounter_name
         if (found.get("State") or {}).get("Status") != "running":
-            self.docker.run(commands.remove(self.id), check=False)
+            self.docker.remove(self.id, check=False)
             return
         self.started = True
         self.release()
@@ -223,7 +223,7 @@ class Automounter(CvmfsSource):
         with self._lease_lock:
             if self.leased is None:
                 return
-            done = self.docker.run(commands.remove(self.leased), check=False)
+            done = self.docker.remove(self.leased, check=False)
             if done.ok or self.docker.cli.missing_container in done.stderr.lower():
                 self.leased = None
 
@@ -320,7 +320,7 @@ class Automounter(CvmfsSource):
             return
         target = self.id or name
         self.docker.run(commands.stop(target), check=False)
-        removed = self.docker.run(commands.remove(target), check=False)
+        removed = self.docker.remove(target, check=False)
         if removed.ok:
             self.log.info("automounter_stopped", name=name)
         else:

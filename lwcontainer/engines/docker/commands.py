@@ -127,8 +127,10 @@ def kill(name: str) -> Argv:
     return ("kill", name)
 
 
-def remove(name: str) -> Argv:
-    return ("rm", "--force", "--volumes", name)
+def remove(name: str, options: Argv = ()) -> Argv:
+    """Remove a container, running or not; ``options``: the engine's (EngineCli.remove_options,
+    podman: no stop timeout)."""
+    return ("rm", "--force", *options, "--volumes", name)
 
 
 def logs(name: str, tail: int | None = None) -> Argv:

@@ -109,7 +109,7 @@ def remove_orphans(docker: DockerCli) -> list[Listed]:
     listed = [c for c in map(Listed.parse, done.stdout.splitlines()) if c is not None]
     log = get_logger()
     for container in (c for c in listed if c.orphan):
-        removed = docker.run(commands.remove(container.id), check=False)
+        removed = docker.remove(container.id, check=False)
         if removed.ok:
             log.warning("orphan_removed", container=container.name, state=container.state,
                         owner=container.owner, reason="the run that made it is gone")

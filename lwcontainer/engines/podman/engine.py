@@ -58,7 +58,8 @@ class PodmanEngine(DockerEngine):
                          reason=self.address.reason,
                          auth=str(directory / AUTH_FILE) if directory else None,
                          auth_option="--authfile", label_format=podman.LABEL_FORMAT,
-                         state_format=podman.STATE_FORMAT)
+                         state_format=podman.STATE_FORMAT,
+                         remove_options=podman.REMOVE_OPTIONS)
 
     @contextmanager
     def private_context(self) -> Iterator[None]:
