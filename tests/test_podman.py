@@ -332,3 +332,42 @@ def test_podman_removes_a_container_without_waiting_for_it_to_stop(project):
         owner.remove_orphans(engine.docker)
         assert x.ran("rm") == [("rm", "--force", *expected, "--volumes", box.name),
                                ("rm", "--force", *expected, "--volumes", "c1")], name
+
+
+def test_podman_pulls_the_automounter_image_as_it_pulls_from(project):
+    """A missing automounter image is pulled by the engine's own pull: podman's fully qualified
+    name, its auth file, and --tls-verify=false only for loopback and listed registries."""
+    from lwcontainer.executor import Completed
+    inspected = ok('[{"Config": {"Cmd": ["/run-automounter"]}}]')
+    missing = Completed(1, "", "Error: no such image")
+    cases = {"127.0.0.1:5055/cvmfs/automounter:1": ("--tls-verify=false",),
+             "mirror.lab:5000/cvmfs/automounter:1": ("--tls-verify=false",),
+             "r.io/cvmfs/automounter:1": (),
+             "cvmfs/automounter:1": ()}
+    for image, tls in cases.items():
+        name = image if "." in image.split("/")[0] else f"docker.io/{image}"
+        s = settings_for(project, LWC_ENGINE="podman", LWC_AUTOMOUNTER_IMAGE=image,
+                         LWC_INSECURE_REGISTRIES="mirror.lab:5000")
+        x = Recorder({("image", "inspect"): inspected})
+        engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+        assert engine.automounter().image_command(missing) == ("/run-automounter",)
+        assert x.ran("pull") == [("pull", "--quiet", *tls, name)], image
+    s = settings_for(project, LWC_ENGINE="docker", LWC_AUTOMOUNTER_IMAGE="127.0.0.1:5055/a:1")
+    x = Recorder({("image", "inspect"): inspected})
+    make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"}).automounter().image_command(
+        missing)
+    assert x.ran("pull") == [("pull", "--quiet", "127.0.0.1:5055/a:1")]  # docker's own rule
+
+
+def test_podman_pulls_an_image_to_run_by_its_own_pull_not_by_run(project):
+    """'lwcontainer run IMAGE' of an image not in the engine: pulled first with the engine's
+    pull (podman's TLS rule), never implicitly by 'podman run' (which would keep TLS)."""
+    from lwcontainer.engines.docker import subcommands
+    from lwcontainer.executor import Completed
+    s = settings_for(project, LWC_ENGINE="podman", LWC_CVMFS="none")
+    x = Recorder({("image", "inspect"): Completed(1, "", "Error: no such image")})
+    engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+    assert subcommands.run_image(engine, "127.0.0.1:5055/me/ana:1", None, False, ("true",)) == 0
+    assert x.argvs()[-2:] == ["pull --quiet", "run --rm"]
+    assert x.ran("pull") == [("pull", "--quiet", "--tls-verify=false",
+                              "127.0.0.1:5055/me/ana:1")]

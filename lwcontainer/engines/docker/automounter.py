@@ -39,8 +39,12 @@ LOOK_S = 5  # seconds one look inside the automounter lasts at most
 class Automounter(CvmfsSource):
     source = "automounter"
 
-    def __init__(self, settings: Settings, docker: DockerCli) -> None:
+    def __init__(self, settings: Settings, docker: DockerCli,
+                 pull: commands.Argv | None = None) -> None:
         super().__init__(settings, docker)
+        #: how its image is pulled when missing: the engine's pull of it (DockerEngine.pull_argv:
+        #: podman's TLS rule, auth file and fully qualified name), docker's by default
+        self.pull_argv = pull or commands.pull(str(settings.automounter_image))
         self.started = False
         self.id: str | None = None  # the container this run started: stopped by id, not name
         self.leased: str | None = None  # the lease container's name, while it may exist
@@ -114,7 +118,7 @@ class Automounter(CvmfsSource):
         image = str(self.s.automounter_image)
         if not inspected.ok:
             pulled = self.docker.run(
-                commands.pull(image), retries=2, check=False, retry_if=worth_retrying_pull,
+                self.pull_argv, retries=2, check=False, retry_if=worth_retrying_pull,
                 what=f"{self.docker.program} pull {image} (LWC_AUTOMOUNTER_IMAGE)")
             if not pulled.ok:
                 raise pull_failure("LWC_AUTOMOUNTER_IMAGE", image, pulled, logged_in=False)

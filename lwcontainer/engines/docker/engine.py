@@ -37,7 +37,7 @@ from ...output.progress import progress
 from ...pools import pool, settle
 from ...stages import Image, Stages, labels
 
-SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
+SOURCES = {"host": HostCvmfs, "none": NoCvmfs}  # and the automounter: DockerEngine.automounter
 
 
 class DockerEngine:
@@ -302,11 +302,15 @@ class DockerEngine:
         self.check_cvmfs_source(source, reason)
         self.log.info("cvmfs_source", source=source, reason=reason)
         self.cvmfs_source = source
-        cvmfs = SOURCES[source](self.s, self.docker)
         if source != "automounter":
-            return cleanup.enter_context(cvmfs)
+            return cleanup.enter_context(SOURCES[source](self.s, self.docker))
         with self.stages.stage("automounter"):
-            return cleanup.enter_context(cvmfs)
+            return cleanup.enter_context(self.automounter())
+
+    def automounter(self) -> Automounter:
+        """The automounter, its image pulled (when missing) as this engine pulls."""
+        image = str(self.s.automounter_image)
+        return Automounter(self.s, self.docker, pull=self.pull_argv(image))
 
     def wait_cvmfs(self, cvmfs: CvmfsSource, image: str) -> None:
         """CVMFS as a container of ``image`` sees it (for 'automount' and 'run')."""
