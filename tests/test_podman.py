@@ -73,6 +73,16 @@ def test_podman_keeps_tls_for_other_registries_unless_listed(project):
                if line.startswith(("podman login", "podman push")))
 
 
+def test_podman_plans_references_that_name_no_registry(project):
+    """foo_bar.com/x is a path with no registry (docker's reading, not a host): TLS is kept for
+    its pull and push, and the plan is shown (it crashed reading the missing host)."""
+    lines = dry_run(project, FROM="foo_bar.com/x:1", TO="foo_bar.com/y:2")
+    pull = next(line for line in lines if line.startswith("podman pull"))
+    assert pull.endswith(" foo_bar.com/x:1") and "--tls-verify" not in pull
+    push = next(line for line in lines if line.startswith("podman push"))
+    assert push.endswith(" foo_bar.com/y:2") and "--tls-verify" not in push
+
+
 def test_podman_login_only_and_keep_login_use_the_users_auth_file(project):
     lines = dry_run(project, LWC_KEEP_LOGIN="1")
     assert not any("--authfile" in line for line in lines)

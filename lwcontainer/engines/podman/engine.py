@@ -89,7 +89,8 @@ class PodmanEngine(DockerEngine):
             return ()
         return args
 
-    def insecure(self, host: str) -> bool:
+    def insecure(self, host: str | None) -> bool:
+        """``host``: a reference's registry, None when it names none (TLS kept)."""
         return insecure_registry(host, self.s.insecure_registries)
 
     # -- argv where podman differs ----------------------------------------------------------
