@@ -381,3 +381,37 @@ def test_podman_pulls_an_image_to_run_by_its_own_pull_not_by_run(project):
     assert x.argvs()[-2:] == ["pull --quiet", "run --rm"]
     assert x.ran("pull") == [("pull", "--quiet", "--tls-verify=false",
                               "127.0.0.1:5055/me/ana:1")]
+
+
+def test_podman_keeps_the_runs_auth_file_in_the_users_runtime_directory(project, tmp_path):
+    """$XDG_RUNTIME_DIR (the user's own, 0700: where podman keeps its auth file) when usable,
+    else $TMPDIR; stale directories of killed runs are removed from both."""
+    import tempfile
+    from lwcontainer.engines.podman.engine import PREFIX
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    stale = [runtime / f"{PREFIX}999999999-{tmp_path.name}",
+             Path(tempfile.gettempdir()) / f"{PREFIX}999999999-{tmp_path.name}"]
+    for directory in stale:
+        directory.mkdir()
+        (directory / "auth.json").write_text('{"auths": {"r.io": {"auth": "x"}}}')
+    login = {"CI_REGISTRY": "r.io", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": "t"}
+    s = settings_for(project, LWC_ENGINE="podman", **login)
+    x = Recorder({})
+
+    def planned(environ: dict):
+        engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin", **environ})
+        return Path(engine.cli.auth), engine
+
+    auth, engine = planned({"XDG_RUNTIME_DIR": str(runtime)})
+    assert auth.parent.parent == runtime and auth.parent.name.startswith(PREFIX)
+    with engine.private_context():
+        assert auth.is_file() and oct(auth.parent.stat().st_mode & 0o777) == "0o700"
+        assert not any(d.exists() for d in stale)
+    assert not auth.parent.exists()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    for environ in ({}, {"XDG_RUNTIME_DIR": str(shared)},
+                    {"XDG_RUNTIME_DIR": str(tmp_path / "missing")}):
+        assert planned(environ)[0].parent.parent == Path(tempfile.gettempdir()), environ

@@ -199,10 +199,13 @@ def test_rootless_podman_builds_pushes_and_the_image_runs(user, testbed, tmp_pat
     result = user.lwcontainer(LWC_ENGINE="podman", CI_REGISTRY=testbed["LWC_TESTBED_REGISTRY"],
                               CI_REGISTRY_USER=testbed["LWC_TESTBED_USER"],
                               CI_REGISTRY_PASSWORD=testbed.password,
-                              CI_REGISTRY_IMAGE=repository)
+                              CI_REGISTRY_IMAGE=repository, LWC_LOG_LEVEL="debug")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stages() == ["check-engine", "login", "cvmfs", "build", "commit", "tag",
                                "push", "report"]
+    runtime = Path(testbed["LWC_TESTBED_PODMAN_RUNTIME"])
+    login = next(e["command"] for e in result.events("step") if " login " in e["command"])
+    assert f"--authfile {runtime}/lwc-podman-auth-" in login  # the user's tmpfs, as podman's
     assert result.events("engine_ready")[0]["rootless"] is True
     assert ">> Built /home/cmsusr/CMSSW_10_6_8_patch1/bin/" in result.stdout
     report = dotenv_values(user.project / "lwcontainer.env")
@@ -213,10 +216,9 @@ def test_rootless_podman_builds_pushes_and_the_image_runs(user, testbed, tmp_pat
 
     # Nothing left in the user's storage but images; no password in any file of the user's.
     assert user.podman("ps", "--all", "--format", "{{.Names}}").split() == []
-    runtime = Path(testbed["LWC_TESTBED_PODMAN_RUNTIME"])
     storage = user.home / ".local/share/containers/storage"
-    owned = [p for p in Path(tempfile.gettempdir()).glob("lwc-podman-*")
-             if p.stat().st_uid == user.home.stat().st_uid]
+    owned = [p for parent in (Path(tempfile.gettempdir()), runtime)
+             for p in parent.glob("lwc-podman-*") if p.stat().st_uid == user.home.stat().st_uid]
     assert owned == [], "the run's private auth directory is removed"
     assert files_holding(testbed.password, user.home, runtime, user.root,
                          skip=(storage / "vfs", user.home / "venv")) == []

@@ -30,11 +30,17 @@ CARRIED = ("proxies", "currentContext")
 CONTEXTS = "contexts"  # the docker CLI's context store, below its config directory
 
 
-def private_path(settings: Settings, prefix: str = PREFIX) -> Path | None:
-    """Where this run's private config will be, or None when the run uses the user's own."""
+def private_path(settings: Settings, prefix: str = PREFIX,
+                 parent: Path | None = None) -> Path | None:
+    """Where this run's private config will be (in ``parent``, by default $TMPDIR), or None
+    when the run uses the user's own."""
     if not settings.registry or settings.keep_login:
         return None
-    return Path(tempfile.gettempdir()) / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+    return (parent or temporary_dir()) / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def temporary_dir() -> Path:
+    return Path(tempfile.gettempdir())
 
 
 @contextmanager

@@ -56,7 +56,7 @@ class DockerEngine:
         self.log = get_logger()
         # Everything a step's environment depends on is decided here, before the first step.
         self.address: EngineAddress = self.locate(environ, local_socket or settings.local_socket)
-        self.cli: EngineCli = self.make_cli()
+        self.cli: EngineCli = self.make_cli(environ)
         timeouts = {"engine": settings.docker_timeout, "transfer": settings.transfer_timeout,
                     "build": settings.build_timeout,
                     # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
@@ -90,7 +90,7 @@ class DockerEngine:
         """Where the Docker engine is: DOCKER_HOST as given, or a CI job's dind service."""
         return locate(self.s, environ, local_socket)
 
-    def make_cli(self) -> EngineCli:
+    def make_cli(self, environ: Mapping[str, str]) -> EngineCli:
         config_dir = private_path(self.s)
         return EngineCli(program="docker", title="Docker engine", address=self.address.env,
                          reason=self.address.reason,
