@@ -5,9 +5,10 @@ context are copied, and credential storage is pinned to the file (``credsStore``
 ``docker login`` writes into it and not into a keychain, and no other registry's stored login can
 be used by this run. The user's contexts (``contexts/``: each one's endpoint and TLS files) are
 reached through a link to the user's own directory, only read: a context the user's ``docker``
-picks (``DOCKER_CONTEXT``, or ``currentContext``) picks the same engine for the run's steps. The directory is chosen
-before the first step (its path is part of every step's environment), created when the run
-starts and deleted when it ends; one left by a run that was killed is removed by the next.
+picks (``DOCKER_CONTEXT``, or ``currentContext``) picks the same engine for the run's steps.
+The directory is chosen before the first step (its path is part of every step's environment),
+created when the run starts and deleted when it ends; one left by a run that was killed is
+removed by the next.
 """
 from __future__ import annotations
 
