@@ -386,12 +386,13 @@ def test_podman_pulls_an_image_to_run_by_its_own_pull_not_by_run(project):
 def test_podman_keeps_the_runs_auth_file_in_the_users_runtime_directory(project, tmp_path):
     """$XDG_RUNTIME_DIR (the user's own, 0700: where podman keeps its auth file) when usable,
     else $TMPDIR; stale directories of killed runs are removed from both."""
+    import secrets
     import tempfile
     from lwcontainer.engines.podman.engine import PREFIX
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
-    stale = [runtime / f"{PREFIX}999999999-{tmp_path.name}",
-             Path(tempfile.gettempdir()) / f"{PREFIX}999999999-{tmp_path.name}"]
+    killed = f"{PREFIX}999999999-{secrets.token_hex(6)}"  # no such process
+    stale = [runtime / killed, Path(tempfile.gettempdir()) / killed]
     for directory in stale:
         directory.mkdir()
         (directory / "auth.json").write_text('{"auths": {"r.io": {"auth": "x"}}}')
