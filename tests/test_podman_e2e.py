@@ -18,7 +18,7 @@ import pytest
 from dotenv import dotenv_values
 from plumbum import local
 
-from conftest import EXAMPLE, ROOT, Result
+from conftest import EXAMPLE, ROOT, Result, free_port, own_registry
 from lwcontainer.config.settings import Settings
 from lwcontainer.engines import make_engine
 from lwcontainer.engines.choice import choose_engine
@@ -325,6 +325,31 @@ def test_rootful_podman_runs_the_automounter_where_its_options_allow(job):
     finally:
         podman_root(job.bed, "rm", "--force", job.automounter)
         podman_root(job.bed, "rmi", "--force", f"{job.repository}:c0ffee12")
+
+
+def test_rootful_podman_pulls_the_automounter_image_from_a_loopback_registry(job, tmp_path):
+    """The automounter's image on a registry of the loopback range (plain HTTP, as the bed's):
+    pulled as podman pulls FROM, with --tls-verify=false; podman's own default would ask it for
+    TLS ("server gave HTTP response to HTTPS client")."""
+    podman_bed(job.bed)
+    port = free_port()
+    image = f"127.0.0.1:{port}/lwc-tests/automounter-{job.token}:1"
+    env = {**root_podman(job.bed), "LWC_CVMFS": "automounter", "LWC_CVMFS_HOST_DIR": None,
+           "LWC_PUSH": "never", "LWC_AUTOMOUNTER_IMAGE": image}
+    with own_registry(job, tmp_path, port, readonly=False,
+                      anonymous_storage=tmp_path / "storage"):
+        try:
+            pushed = podman_root(job.bed, "push", "--tls-verify=false",
+                                 job.bed["LWC_TESTBED_AUTOMOUNTER"], image)
+            assert pushed.returncode == 0, pushed.stderr
+            assert podman_root(job.bed, "image", "exists", image).returncode == 1
+            result = job.run(**env)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "automounter" in result.stages() and "build" in result.stages()
+            assert podman_root(job.bed, "image", "exists", image).returncode == 0  # pulled
+        finally:
+            podman_root(job.bed, "rm", "--force", "--time", "0", job.automounter)
+            podman_root(job.bed, "rmi", "--force", image, f"{job.repository}:c0ffee12")
 
 
 def test_podman_keeps_the_bases_healthcheck_and_onbuild_as_the_docker_engine_does(job, tmp_path):
