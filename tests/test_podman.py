@@ -73,6 +73,16 @@ def test_podman_keeps_tls_for_other_registries_unless_listed(project):
                if line.startswith(("podman login", "podman push")))
 
 
+def test_podman_plans_references_that_name_no_registry(project):
+    """foo_bar.com/x is a path with no registry (docker's reading, not a host): TLS is kept for
+    its pull and push, and the plan is shown (it crashed reading the missing host)."""
+    lines = dry_run(project, FROM="foo_bar.com/x:1", TO="foo_bar.com/y:2")
+    pull = next(line for line in lines if line.startswith("podman pull"))
+    assert pull.endswith(" foo_bar.com/x:1") and "--tls-verify" not in pull
+    push = next(line for line in lines if line.startswith("podman push"))
+    assert push.endswith(" foo_bar.com/y:2") and "--tls-verify" not in push
+
+
 def test_podman_login_only_and_keep_login_use_the_users_auth_file(project):
     lines = dry_run(project, LWC_KEEP_LOGIN="1")
     assert not any("--authfile" in line for line in lines)
@@ -219,6 +229,25 @@ def test_workstation_docker_when_it_answers_else_podman(project, tmp_path):
     assert choose(project, no_docker, {})[0] == "podman"
 
 
+def test_a_docker_command_that_links_to_podman_is_podman(project, tmp_path):
+    """A link named docker says "docker version 4.3.1" (podman names itself after argv[0]): the
+    file it resolves to decides, before anything runs."""
+    real = tmp_path / "libexec" / "podman"
+    real.parent.mkdir()
+    real.write_text("#!/bin/sh\nexit 0\n")
+    real.chmod(0o755)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "docker").symlink_to(real)
+    (shim / "podman").symlink_to(real)
+    linked = {("--version",): ok("docker version 4.3.1\n"), ("version",): ok("4.3.1\n")}
+    engine, x = choose(project, {"PATH": str(shim)}, linked)
+    assert engine == "podman" and x.calls == []
+    (shim / "docker").unlink()
+    (shim / "docker").symlink_to(programs(tmp_path, "docker") + "/docker")  # docker's own
+    assert choose(project, {"PATH": str(shim)}, DOCKER)[0] == "docker"
+
+
 def test_a_docker_engine_the_choice_heard_answer_is_not_asked_again(project, tmp_path):
     environ = {"PATH": programs(tmp_path, "docker", "podman")}
     x = Recorder(DOCKER)
@@ -226,12 +255,13 @@ def test_a_docker_engine_the_choice_heard_answer_is_not_asked_again(project, tmp
     assert (s.engine, s.engine_answered) == ("docker", "28.0.1")
     make_engine(s, x, Stages(s, Masker(), None), environ).wait_daemon()
     assert len(x.ran("version")) == 1  # the probe's answer stands: no second round trip
-    # a docker context picks the user's engine; the run's private config has none: ask again
+    # a docker context picks the user's engine; the run's private config carries it
+    # (test_security.py, test_workstation_e2e.py): the answer stands
     x = Recorder(DOCKER)
     s = choose_engine(settings_for(project, CI_REGISTRY="r.io", CI_REGISTRY_USER="u",
                                    CI_REGISTRY_PASSWORD="p"), x,
                       {**environ, "DOCKER_CONTEXT": "rootless"})
-    assert (s.engine, s.engine_answered) == ("docker", "")
+    assert (s.engine, s.engine_answered) == ("docker", "28.0.1")
     silent = Recorder({**DOCKER, ("version",): failed("Cannot connect to the Docker daemon")})
     (tmp_path / "d").mkdir()
     s = choose_engine(settings_for(project), silent, {"PATH": programs(tmp_path / "d", "docker")})
@@ -285,11 +315,104 @@ def test_publish_by_hand_with_the_layer_of_a_capture_uses_inplace(project):
 
 def test_podman_lists_build_containers_with_its_own_label_template(project):
     s = settings_for(project, LWC_ENGINE="podman")
-    listing = "c1\tlwc-a\tCreated\tnowhere/1/2\t\n"
+    listing = "c1\tlwc-a\tCreated\tnowhere/1/2\t\nc2\tlwc-b\trunning\tnowhere/1/2\t\n"
     x = Recorder({("ps",): ok(listing)})
     engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
     from lwcontainer.engines.docker import owner
     in_use = owner.remove_orphans(engine.docker)
     ps = x.ran("ps")[0]
     assert '{{index .Labels "lwcontainer.owner"}}' in ps[-1] and ".Label " not in ps[-1]
-    assert [c.name for c in in_use] == ["lwc-a"]  # podman's "Created" is in use, like docker's
+    # the state as one word: podman's .State is "Up 1 second ago" (test_podman_e2e.py)
+    assert ps[-1].split("\t")[2] == "{{.ListContainer.State}}"
+    assert [c.name for c in in_use] == ["lwc-a", "lwc-b"]  # podman's "Created" too
+
+
+def test_podman_removes_a_container_without_waiting_for_it_to_stop(project):
+    """podman's rm --force would stop first: SIGTERM, then 10 s for a PID 1 that ignores it
+    (a build's /bin/bash). Every removal gets --time 0; docker's rm --force kills at once."""
+    from lwcontainer.engines.docker import owner
+    from lwcontainer.engines.docker.buildcontainer import BuildContainer
+    gone = f"{owner.this_host()}/999999999/1"  # a run that no longer exists: an orphan
+    for name, expected in (("podman", ("--time", "0")), ("docker", ())):
+        s = settings_for(project, LWC_ENGINE=name)
+        x = Recorder({("ps",): ok(f"c1\tlwc-orphan\trunning\t{gone}\t1\n")})
+        engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+        box = BuildContainer(s, engine.docker)
+        box.remove()
+        owner.remove_orphans(engine.docker)
+        assert x.ran("rm") == [("rm", "--force", *expected, "--volumes", box.name),
+                               ("rm", "--force", *expected, "--volumes", "c1")], name
+
+
+def test_podman_pulls_the_automounter_image_as_it_pulls_from(project):
+    """A missing automounter image is pulled by the engine's own pull: podman's fully qualified
+    name, its auth file, and --tls-verify=false only for loopback and listed registries."""
+    from lwcontainer.executor import Completed
+    inspected = ok('[{"Config": {"Cmd": ["/run-automounter"]}}]')
+    missing = Completed(1, "", "Error: no such image")
+    cases = {"127.0.0.1:5055/cvmfs/automounter:1": ("--tls-verify=false",),
+             "mirror.lab:5000/cvmfs/automounter:1": ("--tls-verify=false",),
+             "r.io/cvmfs/automounter:1": (),
+             "cvmfs/automounter:1": ()}
+    for image, tls in cases.items():
+        name = image if "." in image.split("/")[0] else f"docker.io/{image}"
+        s = settings_for(project, LWC_ENGINE="podman", LWC_AUTOMOUNTER_IMAGE=image,
+                         LWC_INSECURE_REGISTRIES="mirror.lab:5000")
+        x = Recorder({("image", "inspect"): inspected})
+        engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+        assert engine.automounter().image_command(missing) == ("/run-automounter",)
+        assert x.ran("pull") == [("pull", "--quiet", *tls, name)], image
+    s = settings_for(project, LWC_ENGINE="docker", LWC_AUTOMOUNTER_IMAGE="127.0.0.1:5055/a:1")
+    x = Recorder({("image", "inspect"): inspected})
+    make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"}).automounter().image_command(
+        missing)
+    assert x.ran("pull") == [("pull", "--quiet", "127.0.0.1:5055/a:1")]  # docker's own rule
+
+
+def test_podman_pulls_an_image_to_run_by_its_own_pull_not_by_run(project):
+    """'lwcontainer run IMAGE' of an image not in the engine: pulled first with the engine's
+    pull (podman's TLS rule), never implicitly by 'podman run' (which would keep TLS)."""
+    from lwcontainer.engines.docker import subcommands
+    from lwcontainer.executor import Completed
+    s = settings_for(project, LWC_ENGINE="podman", LWC_CVMFS="none")
+    x = Recorder({("image", "inspect"): Completed(1, "", "Error: no such image")})
+    engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+    assert subcommands.run_image(engine, "127.0.0.1:5055/me/ana:1", None, False, ("true",)) == 0
+    assert x.argvs()[-2:] == ["pull --quiet", "run --rm"]
+    assert x.ran("pull") == [("pull", "--quiet", "--tls-verify=false",
+                              "127.0.0.1:5055/me/ana:1")]
+
+
+def test_podman_keeps_the_runs_auth_file_in_the_users_runtime_directory(project, tmp_path):
+    """$XDG_RUNTIME_DIR (the user's own, 0700: where podman keeps its auth file) when usable,
+    else $TMPDIR; stale directories of killed runs are removed from both."""
+    import secrets
+    import tempfile
+    from lwcontainer.engines.podman.engine import PREFIX
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    killed = f"{PREFIX}999999999-{secrets.token_hex(6)}"  # no such process
+    stale = [runtime / killed, Path(tempfile.gettempdir()) / killed]
+    for directory in stale:
+        directory.mkdir()
+        (directory / "auth.json").write_text('{"auths": {"r.io": {"auth": "x"}}}')
+    login = {"CI_REGISTRY": "r.io", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": "t"}
+    s = settings_for(project, LWC_ENGINE="podman", **login)
+    x = Recorder({})
+
+    def planned(environ: dict):
+        engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin", **environ})
+        return Path(engine.cli.auth), engine
+
+    auth, engine = planned({"XDG_RUNTIME_DIR": str(runtime)})
+    assert auth.parent.parent == runtime and auth.parent.name.startswith(PREFIX)
+    with engine.private_context():
+        assert auth.is_file() and oct(auth.parent.stat().st_mode & 0o777) == "0o700"
+        assert not any(d.exists() for d in stale)
+    assert not auth.parent.exists()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    for environ in ({}, {"XDG_RUNTIME_DIR": str(shared)},
+                    {"XDG_RUNTIME_DIR": str(tmp_path / "missing")}):
+        assert planned(environ)[0].parent.parent == Path(tempfile.gettempdir()), environ

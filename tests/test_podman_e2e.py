@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+from plumbum import local
 
-from conftest import EXAMPLE, ROOT, Result
+from conftest import EXAMPLE, ROOT, Result, free_port, own_registry
+from lwcontainer.config.settings import Settings
+from lwcontainer.engines import make_engine
+from lwcontainer.engines.choice import choose_engine
+from lwcontainer.engines.docker import commands, owner
+from lwcontainer.executor import Executor
+from lwcontainer.output.masking import Masker
+from lwcontainer.stages import Stages
 
 FIXTURE_CVMFS = ROOT / "tests" / "fixtures" / "cvmfs"
 ANALYSIS = "CMSSW_10_6_8_patch1/bin/slc7_amd64_gcc820/myanalysis"
@@ -191,10 +199,13 @@ def test_rootless_podman_builds_pushes_and_the_image_runs(user, testbed, tmp_pat
     result = user.lwcontainer(LWC_ENGINE="podman", CI_REGISTRY=testbed["LWC_TESTBED_REGISTRY"],
                               CI_REGISTRY_USER=testbed["LWC_TESTBED_USER"],
                               CI_REGISTRY_PASSWORD=testbed.password,
-                              CI_REGISTRY_IMAGE=repository)
+                              CI_REGISTRY_IMAGE=repository, LWC_LOG_LEVEL="debug")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stages() == ["check-engine", "login", "cvmfs", "build", "commit", "tag",
                                "push", "report"]
+    runtime = Path(testbed["LWC_TESTBED_PODMAN_RUNTIME"])
+    login = next(e["command"] for e in result.events("step") if " login " in e["command"])
+    assert f"--authfile {runtime}/lwc-podman-auth-" in login  # the user's tmpfs, as podman's
     assert result.events("engine_ready")[0]["rootless"] is True
     assert ">> Built /home/cmsusr/CMSSW_10_6_8_patch1/bin/" in result.stdout
     report = dotenv_values(user.project / "lwcontainer.env")
@@ -205,10 +216,9 @@ def test_rootless_podman_builds_pushes_and_the_image_runs(user, testbed, tmp_pat
 
     # Nothing left in the user's storage but images; no password in any file of the user's.
     assert user.podman("ps", "--all", "--format", "{{.Names}}").split() == []
-    runtime = Path(testbed["LWC_TESTBED_PODMAN_RUNTIME"])
     storage = user.home / ".local/share/containers/storage"
-    owned = [p for p in Path(tempfile.gettempdir()).glob("lwc-podman-*")
-             if p.stat().st_uid == user.home.stat().st_uid]
+    owned = [p for parent in (Path(tempfile.gettempdir()), runtime)
+             for p in parent.glob("lwc-podman-*") if p.stat().st_uid == user.home.stat().st_uid]
     assert owned == [], "the run's private auth directory is removed"
     assert files_holding(testbed.password, user.home, runtime, user.root,
                          skip=(storage / "vfs", user.home / "venv")) == []
@@ -317,6 +327,31 @@ def test_rootful_podman_runs_the_automounter_where_its_options_allow(job):
         podman_root(job.bed, "rmi", "--force", f"{job.repository}:c0ffee12")
 
 
+def test_rootful_podman_pulls_the_automounter_image_from_a_loopback_registry(job, tmp_path):
+    """The automounter's image on a registry of the loopback range (plain HTTP, as the bed's):
+    pulled as podman pulls FROM, with --tls-verify=false; podman's own default would ask it for
+    TLS ("server gave HTTP response to HTTPS client")."""
+    podman_bed(job.bed)
+    port = free_port()
+    image = f"127.0.0.1:{port}/lwc-tests/automounter-{job.token}:1"
+    env = {**root_podman(job.bed), "LWC_CVMFS": "automounter", "LWC_CVMFS_HOST_DIR": None,
+           "LWC_PUSH": "never", "LWC_AUTOMOUNTER_IMAGE": image}
+    with own_registry(job, tmp_path, port, readonly=False,
+                      anonymous_storage=tmp_path / "storage"):
+        try:
+            pushed = podman_root(job.bed, "push", "--tls-verify=false",
+                                 job.bed["LWC_TESTBED_AUTOMOUNTER"], image)
+            assert pushed.returncode == 0, pushed.stderr
+            assert podman_root(job.bed, "image", "exists", image).returncode == 1
+            result = job.run(**env)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "automounter" in result.stages() and "build" in result.stages()
+            assert podman_root(job.bed, "image", "exists", image).returncode == 0  # pulled
+        finally:
+            podman_root(job.bed, "rm", "--force", "--time", "0", job.automounter)
+            podman_root(job.bed, "rmi", "--force", image, f"{job.repository}:c0ffee12")
+
+
 def test_podman_keeps_the_bases_healthcheck_and_onbuild_as_the_docker_engine_does(job, tmp_path):
     """The commit's image format is docker's: a base's HEALTHCHECK and ONBUILD survive, as they
     do with the docker engine (OCI's image config has neither)."""
@@ -365,3 +400,76 @@ def test_rootful_podman_single_stage_subcommands(job):
         assert report["LWC_IMAGE_DIGEST"].startswith(f"{job.repository}@sha256:")
     finally:
         podman_root(job.bed, "rmi", "--force", ref)
+
+
+def podman_engine(job, **env: str):
+    """The podman engine of a run on the bed's rootful podman, in this process (its steps are
+    real podman commands)."""
+    environ = {**os.environ, **root_podman(job.bed), **env}
+    s = Settings.from_mapping({**job.env(**root_podman(job.bed)), **env}, cwd=job.project)
+    x = Executor(Masker(), backoff=0)
+    return make_engine(s, x, Stages(s, Masker(), None), environ)
+
+
+def labelled(job, name: str, made_by: str, *command: str, keep: bool = False) -> None:
+    """A running container of rootful podman, labelled as a build of the run ``made_by``."""
+    done = podman_root(job.bed, "run", "--detach", "--name", name, "--label",
+                       f"{commands.BUILD_ROLE_LABEL}=build",
+                       *commands.owner_labels(made_by, keep), *command)
+    assert done.returncode == 0, done.stderr
+
+
+def test_rootful_podman_counts_a_running_build_as_in_use_and_a_dead_runs_kept_one_as_orphan(job):
+    """A running build container of a live run keeps a shared automounter in use; a kept one
+    still running whose run is gone (killed) is an orphan, removed."""
+    podman_bed(job.bed)
+    live, dead = f"lwc-t{job.token}-live", f"lwc-t{job.token}-dead"
+    gone = str(owner.Owner(owner.this_host(), 999_999_999, "1"))  # no such process
+    image = job.bed["LWC_TESTBED_AUTOMOUNTER"]
+    try:
+        labelled(job, live, str(owner.this_process()), image, "sleep", "300")
+        labelled(job, dead, gone, image, "sleep", "300", keep=True)
+        in_use = owner.remove_orphans(podman_engine(job).docker)
+        mine = {c.name: c.state for c in in_use if c.name in (live, dead)}
+        assert mine == {live: "running"}
+        listed = podman_root(job.bed, "ps", "--all", "--format", "{{.Names}}").stdout.split()
+        assert live in listed and dead not in listed
+    finally:
+        podman_root(job.bed, "rm", "--force", "--time", "0", live, dead)
+
+
+def test_a_docker_link_to_the_real_podman_chooses_podman(job, tmp_path):
+    """The real podman through a link named docker says "docker version …" and answers
+    'version' as an engine would: the link's target decides."""
+    podman_bed(job.bed)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "docker").symlink_to(shutil.which("podman"))
+    (shim / "podman").symlink_to(shutil.which("podman"))
+    environ = {**os.environ, **root_podman(job.bed), "LWC_ENGINE": "",
+               "PATH": f"{shim}:{os.environ['PATH']}"}
+    said = subprocess.run([shim / "docker", "--version"], env=environ, capture_output=True,
+                          text=True).stdout
+    assert "podman" not in said.lower()  # what the name check alone would have seen
+    s = Settings.from_mapping({**job.env(LWC_ENGINE=""), "DOCKER_HOST": ""}, cwd=job.project)
+    with local.env(PATH=f"{shim}:{os.environ['PATH']}"):  # where the executor finds docker
+        chosen = choose_engine(s, Executor(Masker(), backoff=0), environ)
+    assert chosen.engine == "podman"
+
+
+def test_rootful_podman_removes_a_running_build_container_whose_bash_ignores_sigterm(job):
+    """The build's /bin/bash as PID 1 ignores SIGTERM: podman's removal (rm --force --time 0,
+    test_podman.py) still removes it while it runs."""
+    podman_bed(job.bed)
+    name = f"lwc-t{job.token}-running"
+    labelled(job, name, str(owner.this_process()), job.bed["LWC_TESTBED_CMS_BASE"],
+             "/bin/bash", "-c", "sleep 300; true")
+    try:
+        state = podman_root(job.bed, "container", "inspect", "--format", "{{.State.Status}}",
+                            name)
+        assert state.stdout.strip() == "running"
+        removed = podman_engine(job).docker.remove(name, check=False)
+        assert removed.ok, removed.stderr
+        assert podman_root(job.bed, "container", "exists", name).returncode == 1
+    finally:
+        podman_root(job.bed, "rm", "--force", "--time", "0", name)

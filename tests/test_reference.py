@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from lwcontainer.config.reference import (InvalidReference, Reference, extra_target, parse,
-                                          parse_target)
+from lwcontainer.config.reference import (InvalidReference, Reference, extra_target,
+                                          insecure_registry, parse, parse_target)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -85,3 +85,10 @@ def test_generated_valid_references_parse(components, tag):
     ("a_b.com/c", "a_b.com/c:latest")])  # no host docker can parse: a path, no docker.io
 def test_normalized_is_fully_qualified_as_oci_base_name_asks(text, full):
     assert str(parse(text).normalized) == full
+
+
+def test_a_reference_naming_no_registry_keeps_tls():
+    domain = parse("a_b.com/c:1").normalized.domain
+    assert domain is None and insecure_registry(domain, ("a_b.com",)) is False
+    assert insecure_registry("127.0.0.1:5000", ()) and insecure_registry("m.lab", ("m.lab",))
+    assert not insecure_registry("r.io", ())

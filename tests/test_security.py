@@ -307,16 +307,26 @@ def test_the_private_config_holds_no_credentials_of_the_user(tmp_path, project):
     (home / ".docker").mkdir(parents=True)
     (home / ".docker" / "config.json").write_text(json.dumps(
         {"auths": {"docker.io": {"auth": "dXNlcjpwdw=="}}, "credsStore": "pass",
-         "proxies": {"default": {"httpProxy": "http://proxy:3128"}}}))
+         "proxies": {"default": {"httpProxy": "http://proxy:3128"}},
+         "currentContext": "remote"}))
+    meta = home / ".docker" / "contexts" / "meta" / "0123abcd" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"Name": "remote"}')
     s = Settings.from_mapping({"FROM": "r.io/x:1", "HOME": str(home), "CI_REGISTRY": "r.io",
                                "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": "t0ken"}, cwd=project)
     path = dockerconfig.private_path(s)
     with dockerconfig.private_config(s, path, dry_run=False):
         config = json.loads((path / "config.json").read_text())
         assert config == {"credsStore": "",
-                          "proxies": {"default": {"httpProxy": "http://proxy:3128"}}}
+                          "proxies": {"default": {"httpProxy": "http://proxy:3128"}},
+                          "currentContext": "remote"}
         assert oct((path / "config.json").stat().st_mode & 0o777) == "0o600"
+        # the user's contexts (where each one's engine is), reached, not copied
+        assert (path / "contexts").resolve() == (home / ".docker" / "contexts").resolve()
+        assert (path / "contexts" / "meta" / "0123abcd" / "meta.json").read_text() == \
+            '{"Name": "remote"}'
     assert not path.exists()
+    assert meta.read_text() == '{"Name": "remote"}'  # removing the private config left them
 
 
 # -- 10. the low ones -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The workstation journey on the real test bed: make image, run, host CVMFS, init, progress."""
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -123,3 +124,33 @@ def test_run_without_a_build_names_the_missing_image_at_once(job):
     failed = missing.events("failed")
     assert failed and "is not in the engine: build it first" in failed[-1]["error"]
     assert not missing.events("cvmfs_source") and job.containers() == []
+
+
+def test_a_docker_context_reaches_the_same_engine_through_the_private_login(job):
+    """The user's docker picks the bed's engine by a context (no DOCKER_HOST): the run's
+    private config (a registry is set) reaches the same engine, by DOCKER_CONTEXT and by the
+    config's currentContext; the choice's answer stands. The user's contexts are left as
+    they were."""
+    config = job.home / ".docker"
+    context = f"lwc-bed-{job.token}"
+    env = {k: v for k, v in job.env().items() if k != "DOCKER_HOST"}
+    subprocess.run(["docker", "--config", str(config), "context", "create", context, "--docker",
+                    f"host={job.bed['DOCKER_HOST']}"], env=env, check=True, capture_output=True)
+    contexts = sorted(p.relative_to(config) for p in (config / "contexts").rglob("*"))
+    (job.project / ".gitlab" / "build.sh").write_text("echo built > $HOME/marker\n")
+    ref = f"{job.repository}:c0ffee12"
+
+    named = job.run(DOCKER_HOST=None, DOCKER_CONTEXT=context, LWC_ENGINE="docker",
+                    LWC_CVMFS="none", LWC_PUSH="never")
+    assert named.returncode == 0, named.stderr[-3000:]
+    assert "login" in named.stages()  # the private config was used
+    assert job.bed.docker("run", "--rm", ref, "cat", "marker").stdout.strip() == "built"
+    job.bed.docker("rmi", ref)
+
+    (config / "config.json").write_text(json.dumps({"currentContext": context}))
+    current = job.run(DOCKER_HOST=None, LWC_CVMFS="none", LWC_PUSH="never")
+    assert current.returncode == 0, current.stderr[-3000:]
+    assert current.events("engine_chosen")[0]["engine"] == "docker"
+    assert current.events("engine_ready")[0].get("asked") == "by the choice"
+    assert job.bed.docker("run", "--rm", ref, "cat", "marker").stdout.strip() == "built"
+    assert sorted(p.relative_to(config) for p in (config / "contexts").rglob("*")) == contexts

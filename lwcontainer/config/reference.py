@@ -160,7 +160,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def insecure_registry(host: str, listed: tuple[str, ...]) -> bool:
+def insecure_registry(host: str | None, listed: tuple[str, ...]) -> bool:
     """Reached without TLS verification: the loopback range (as docker treats it) and the
-    registries of LWC_INSECURE_REGISTRIES; every other registry keeps TLS."""
+    registries of LWC_INSECURE_REGISTRIES; every other registry keeps TLS, and so does a
+    reference that names none (``None``: ``foo_bar.com/x`` is a path, docker's reading)."""
+    if host is None:
+        return False
     return is_loopback(host) or host in listed

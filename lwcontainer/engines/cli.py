@@ -29,6 +29,12 @@ class EngineCli:
     missing_container: str = "no such container"
     #: how ``ps --format`` reads one label (docker: ``.Label``; podman: ``index .Labels``)
     label_format: str = '{{.Label "%s"}}'
+    #: how ``ps --format`` reads a container's state as one word (``created``, ``running``, …):
+    #: docker's ``.State``; podman's ``.State`` is the status text ("Up 1 second ago")
+    state_format: str = "{{.State}}"
+    #: more options of ``rm --force`` (podman: ``--time 0``: it would stop the container first
+    #: and wait its stop timeout, 10 s, for a PID 1 that ignores SIGTERM; docker kills at once)
+    remove_options: tuple[str, ...] = ()
 
     @staticmethod
     def image_id(output: str) -> str:

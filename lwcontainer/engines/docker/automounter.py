@@ -39,8 +39,12 @@ LOOK_S = 5  # seconds one look inside the automounter lasts at most
 class Automounter(CvmfsSource):
     source = "automounter"
 
-    def __init__(self, settings: Settings, docker: DockerCli) -> None:
+    def __init__(self, settings: Settings, docker: DockerCli,
+                 pull: commands.Argv | None = None) -> None:
         super().__init__(settings, docker)
+        #: how its image is pulled when missing: the engine's pull of it (DockerEngine.pull_argv:
+        #: podman's TLS rule, auth file and fully qualified name), docker's by default
+        self.pull_argv = pull or commands.pull(str(settings.automounter_image))
         self.started = False
         self.id: str | None = None  # the container this run started: stopped by id, not name
         self.leased: str | None = None  # the lease container's name, while it may exist
@@ -98,7 +102,7 @@ class Automounter(CvmfsSource):
                 return False
             if status is not None and seen:
                 self.log.info("automounter_replaced", name=name, status=status, id=seen[:12])
-                self.docker.run(commands.remove(seen), check=False)
+                self.docker.remove(seen, check=False)
             command = self.image_command(image.result())
             if lease_now:  # pulled just now
                 self.take_lease()
@@ -114,7 +118,7 @@ class Automounter(CvmfsSource):
         image = str(self.s.automounter_image)
         if not inspected.ok:
             pulled = self.docker.run(
-                commands.pull(image), retries=2, check=False, retry_if=worth_retrying_pull,
+                self.pull_argv, retries=2, check=False, retry_if=worth_retrying_pull,
                 what=f"{self.docker.program} pull {image} (LWC_AUTOMOUNTER_IMAGE)")
             if not pulled.ok:
                 raise pull_failure("LWC_AUTOMOUNTER_IMAGE", image, pulled, logged_in=False)
@@ -167,7 +171,7 @@ class Automounter(CvmfsSource):
             return
         self.id = found.get("Id") or self.s.automounter_name
         if (found.get("State") or {}).get("Status") != "running":
-            self.docker.run(commands.remove(self.id), check=False)
+            self.docker.remove(self.id, check=False)
             return
         self.started = True
         self.release()
@@ -223,7 +227,7 @@ class Automounter(CvmfsSource):
         with self._lease_lock:
             if self.leased is None:
                 return
-            done = self.docker.run(commands.remove(self.leased), check=False)
+            done = self.docker.remove(self.leased, check=False)
             if done.ok or self.docker.cli.missing_container in done.stderr.lower():
                 self.leased = None
 
@@ -320,7 +324,7 @@ class Automounter(CvmfsSource):
             return
         target = self.id or name
         self.docker.run(commands.stop(target), check=False)
-        removed = self.docker.run(commands.remove(target), check=False)
+        removed = self.docker.remove(target, check=False)
         if removed.ok:
             self.log.info("automounter_stopped", name=name)
         else:

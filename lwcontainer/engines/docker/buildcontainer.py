@@ -49,7 +49,7 @@ class BuildContainer:
                 self.docker.run(argv, error=BuildError, what="build container create")
             except BaseException:  # a signal may land after docker created it: remove by name
                 with signals.deferred():
-                    self.docker.run(commands.remove(self.name), check=False)
+                    self.docker.remove(self.name, check=False)
                 raise
         return self.name
 
@@ -65,7 +65,7 @@ class BuildContainer:
         if self.removed:
             return
         with signals.deferred(), bound_contextvars(stage="cleanup"):
-            removed = self.docker.run(commands.remove(self.name), check=False)
+            removed = self.docker.remove(self.name, check=False)
             if removed.ok:
                 self.removed = True
                 self.log.info("build_container_removed", container=self.name)

@@ -39,3 +39,7 @@ class DockerCli:
 
     def run(self, argv: tuple[str, ...], **options: object) -> Completed:
         return self.executor.run(self.step(argv, **options))
+
+    def remove(self, name: str, **options: object) -> Completed:
+        """Remove a container (running or not) as this CLI does it at once."""
+        return self.run(commands.remove(name, self.cli.remove_options), **options)

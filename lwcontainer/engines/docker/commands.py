@@ -127,8 +127,10 @@ def kill(name: str) -> Argv:
     return ("kill", name)
 
 
-def remove(name: str) -> Argv:
-    return ("rm", "--force", "--volumes", name)
+def remove(name: str, options: Argv = ()) -> Argv:
+    """Remove a container, running or not; ``options``: the engine's (EngineCli.remove_options,
+    podman: no stop timeout)."""
+    return ("rm", "--force", *options, "--volumes", name)
 
 
 def logs(name: str, tail: int | None = None) -> Argv:
@@ -225,21 +227,24 @@ def push(ref: str) -> Argv:
 
 #: How ``ps --format`` reads one label (docker's template; podman's: EngineCli.label_format).
 LABEL_FORMAT = '{{.Label "%s"}}'
+#: How ``ps --format`` reads the state as one word (docker's; podman's: EngineCli.state_format).
+STATE_FORMAT = "{{.State}}"
 
 
-def build_fields(label_format: str = LABEL_FORMAT) -> tuple[str, ...]:
-    return ("{{.ID}}", "{{.Names}}", "{{.State}}", label_format % OWNER_LABEL,
+def build_fields(label_format: str = LABEL_FORMAT,
+                 state_format: str = STATE_FORMAT) -> tuple[str, ...]:
+    return ("{{.ID}}", "{{.Names}}", state_format, label_format % OWNER_LABEL,
             label_format % KEEP_LABEL)
 
 
 BUILD_FIELDS = build_fields()
 
 
-def build_containers(label_format: str = LABEL_FORMAT) -> Argv:
+def build_containers(label_format: str = LABEL_FORMAT, state_format: str = STATE_FORMAT) -> Argv:
     """Every build and lease container on the engine, of any run, in any state: one line each,
     BUILD_FIELDS separated by tabs."""
     return ("ps", "--all", "--no-trunc", "--filter", f"label={BUILD_ROLE_LABEL}=build",
-            "--format", "\t".join(build_fields(label_format)))
+            "--format", "\t".join(build_fields(label_format, state_format)))
 
 
 def commit_changes(base_config: Mapping | None, labels: Mapping[str, str]) -> tuple[str, ...]:

@@ -136,7 +136,7 @@ class Probe:
     def __exit__(self, *exc_info: object) -> None:
         if not self.future.done():
             with signals.deferred():
-                self.source.docker.run(commands.remove(self.name), check=False)
+                self.source.docker.remove(self.name, check=False)
 
     def _line(self, line: str) -> None:
         if line.strip() == commands.READY_MARK:

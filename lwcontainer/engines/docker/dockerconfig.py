@@ -1,10 +1,14 @@
 """A docker client config of the run's own, so a login never outlives the job on a CI runner.
 
-It starts without credentials: only the user's proxy settings are copied, and credential storage
-is pinned to the file (``credsStore`` empty), so ``docker login`` writes into it and not into a
-keychain, and no other registry's stored login can be used by this run. The directory is chosen
-before the first step (its path is part of every step's environment), created when the run
-starts and deleted when it ends; one left by a run that was killed is removed by the next.
+It starts without credentials: of the user's config only the proxy settings and the current
+context are copied, and credential storage is pinned to the file (``credsStore`` empty), so
+``docker login`` writes into it and not into a keychain, and no other registry's stored login can
+be used by this run. The user's contexts (``contexts/``: each one's endpoint and TLS files) are
+reached through a link to the user's own directory, only read: a context the user's ``docker``
+picks (``DOCKER_CONTEXT``, or ``currentContext``) picks the same engine for the run's steps.
+The directory is chosen before the first step (its path is part of every step's environment),
+created when the run starts and deleted when it ends; one left by a run that was killed is
+removed by the next.
 """
 from __future__ import annotations
 
@@ -16,19 +20,28 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 from ...config.settings import Settings
 from ...output.logs import get_logger
 
 PREFIX = "lwc-docker-config-"
+#: what the private config copies from the user's: proxies, and the context ``docker`` uses
+CARRIED = ("proxies", "currentContext")
+CONTEXTS = "contexts"  # the docker CLI's context store, below its config directory
 
 
-def private_path(settings: Settings, prefix: str = PREFIX) -> Path | None:
-    """Where this run's private config will be, or None when the run uses the user's own."""
+def private_path(settings: Settings, prefix: str = PREFIX,
+                 parent: Path | None = None) -> Path | None:
+    """Where this run's private config will be (in ``parent``, by default $TMPDIR), or None
+    when the run uses the user's own."""
     if not settings.registry or settings.keep_login:
         return None
-    return Path(tempfile.gettempdir()) / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+    return (parent or temporary_dir()) / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def temporary_dir() -> Path:
+    return Path(tempfile.gettempdir())
 
 
 @contextmanager
@@ -40,26 +53,20 @@ def private_config(settings: Settings, directory: Path | None, dry_run: bool) ->
     remove_stale(directory.parent)
     directory.mkdir(mode=0o700)
     user = _read(settings.docker_config / "config.json")
-    config = {"credsStore": "", **({"proxies": user["proxies"]} if "proxies" in user else {})}
+    config = {"credsStore": "", **{key: user[key] for key in CARRIED if key in user}}
     fd = os.open(directory / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                  0o600)
     with os.fdopen(fd, "w") as file:
         json.dump(config, file)
+    contexts = settings.docker_config / CONTEXTS
+    if contexts.is_dir():
+        (directory / CONTEXTS).symlink_to(contexts.resolve(), target_is_directory=True)
     try:
         yield
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         log.info("login_discarded", registry=settings.registry,
                  reason="private docker config of this run removed (LWC_KEEP_LOGIN unset)")
-
-
-def names_a_context(settings: Settings, environ: Mapping[str, str]) -> bool:
-    """Does the user's docker client pick an engine by context (``DOCKER_CONTEXT``, or the
-    config's ``currentContext``)? The run's private config carries none: it may then reach
-    another engine than the user's own ``docker`` does."""
-    named = environ.get("DOCKER_CONTEXT") or _read(settings.docker_config / "config.json").get(
-        "currentContext")
-    return bool(named) and named != "default"
 
 
 def remove_stale(parent: Path, prefix: str = PREFIX) -> None:

@@ -37,7 +37,7 @@ from ...output.progress import progress
 from ...pools import pool, settle
 from ...stages import Image, Stages, labels
 
-SOURCES = {"automounter": Automounter, "host": HostCvmfs, "none": NoCvmfs}
+SOURCES = {"host": HostCvmfs, "none": NoCvmfs}  # and the automounter: DockerEngine.automounter
 
 
 class DockerEngine:
@@ -56,7 +56,7 @@ class DockerEngine:
         self.log = get_logger()
         # Everything a step's environment depends on is decided here, before the first step.
         self.address: EngineAddress = self.locate(environ, local_socket or settings.local_socket)
-        self.cli: EngineCli = self.make_cli()
+        self.cli: EngineCli = self.make_cli(environ)
         timeouts = {"engine": settings.docker_timeout, "transfer": settings.transfer_timeout,
                     "build": settings.build_timeout,
                     # the probe stops itself after LWC_CVMFS_TIMEOUT; this is the backstop
@@ -91,7 +91,7 @@ class DockerEngine:
         """Where the Docker engine is: DOCKER_HOST as given, or a CI job's dind service."""
         return locate(self.s, environ, local_socket)
 
-    def make_cli(self) -> EngineCli:
+    def make_cli(self, environ: Mapping[str, str]) -> EngineCli:
         config_dir = private_path(self.s)
         return EngineCli(program="docker", title="Docker engine", address=self.address.env,
                          reason=self.address.reason,
@@ -324,11 +324,15 @@ class DockerEngine:
         self.check_cvmfs_source(source, reason)
         self.log.info("cvmfs_source", source=source, reason=reason)
         self.cvmfs_source = source
-        cvmfs = SOURCES[source](self.s, self.docker)
         if source != "automounter":
-            return cleanup.enter_context(cvmfs)
+            return cleanup.enter_context(SOURCES[source](self.s, self.docker))
         with self.stages.stage("automounter"):
-            return cleanup.enter_context(cvmfs)
+            return cleanup.enter_context(self.automounter())
+
+    def automounter(self) -> Automounter:
+        """The automounter, its image pulled (when missing) as this engine pulls."""
+        image = str(self.s.automounter_image)
+        return Automounter(self.s, self.docker, pull=self.pull_argv(image))
 
     def wait_cvmfs(self, cvmfs: CvmfsSource, image: str) -> None:
         """CVMFS as a container of ``image`` sees it (for 'automount' and 'run')."""

@@ -183,7 +183,7 @@ class LayerCheck:
                 self._remove()
 
     def _remove(self) -> None:
-        removed = self.docker.run(commands.remove(self.name), check=False)
+        removed = self.docker.remove(self.name, check=False)
         self.gone = self.gone or removed.ok
 
 

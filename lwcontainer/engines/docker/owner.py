@@ -102,13 +102,14 @@ class Listed:
 def remove_orphans(docker: DockerCli) -> list[Listed]:
     """Remove the build and lease containers whose run is gone; return the others in use
     (created or running): the builds that use a shared automounter."""
-    done = docker.run(commands.build_containers(docker.cli.label_format), check=False)
+    done = docker.run(commands.build_containers(docker.cli.label_format, docker.cli.state_format),
+                      check=False)
     if not done.ok:
         return []
     listed = [c for c in map(Listed.parse, done.stdout.splitlines()) if c is not None]
     log = get_logger()
     for container in (c for c in listed if c.orphan):
-        removed = docker.run(commands.remove(container.id), check=False)
+        removed = docker.remove(container.id, check=False)
         if removed.ok:
             log.warning("orphan_removed", container=container.name, state=container.state,
                         owner=container.owner, reason="the run that made it is gone")

@@ -2,16 +2,17 @@
 workstation (engines/choice.py decides from the answer)."""
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, NamedTuple
 
 from .address import locate
-from .dockerconfig import names_a_context, private_path
 from ...config.settings import Settings
 from ...executor import Executor, Step, child_environment, last_line
 
 PROGRAM = "docker"
+PODMAN = "podman"  # the program a docker command may really be
 PROBE_TIMEOUT_S = 10.0  # an engine that answers at all answers within this
 
 #: what the probe found
@@ -29,8 +30,12 @@ class Found(NamedTuple):
 
 
 def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) -> Found:
-    if shutil.which(PROGRAM, path=environ.get("PATH")) is None:
+    found = shutil.which(PROGRAM, path=environ.get("PATH"))
+    if found is None:
         return Found(ABSENT, "no docker command on PATH")
+    real = os.path.realpath(found)
+    if os.path.basename(real).startswith(PODMAN):  # a link to podman says "docker version …"
+        return Found(IS_PODMAN, f"{found} is a link to {real}")
     address = locate(settings, environ, settings.local_socket)
     env = child_environment(environ, address.env)
     timeout = min(settings.docker_timeout, PROBE_TIMEOUT_S) or PROBE_TIMEOUT_S
@@ -43,7 +48,7 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
             timeout=timeout, check=False, what="docker version"))
         client = executor.run(Step(("--version",), program=PROGRAM, env=env, timeout=timeout,
                                    check=False, what="docker --version"))
-        if "podman" in client.stdout.lower():
+        if PODMAN in client.stdout.lower():  # a script that execs podman, podman-docker
             return Found(IS_PODMAN, f"'docker --version' says {client.stdout.strip()!r}")
         done = answer.result()
     finally:
@@ -51,10 +56,10 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
     where = address.address or "the default socket"
     if done.ok:
         version = done.stdout.strip()
-        # the run's own steps reach the same engine: wait-daemon need not ask it again
-        same = private_path(settings) is None or not names_a_context(settings, environ)
+        # the run's own steps reach the same engine (its private config carries the user's
+        # context, dockerconfig.py): wait-daemon need not ask it again
         return Found(ANSWERS, f"a Docker engine answers at {where} (version {version})",
-                     version if same else "")
+                     version)
     said = executor.masker(last_line(done.stderr))
     if "permission denied" in done.stderr.lower():
         return Found(DENIED, f"the Docker engine at {where} refuses this user: {said}")

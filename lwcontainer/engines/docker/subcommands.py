@@ -6,9 +6,9 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from . import commands
-from .automounter import Automounter
 from .buildcontainer import BuildContainer
 from .engine import DockerEngine
+from .failures import pull_failure, worth_retrying_pull
 from ...errors import ConfigError
 from ...output import report
 from ...stages import Image
@@ -26,7 +26,7 @@ def automount(engine: DockerEngine) -> None:
     engine.wait_daemon()
     engine.check_cvmfs_source("automounter", "'lwcontainer automount'")
     engine.pull()
-    automounter = Automounter(engine.s, engine.docker)
+    automounter = engine.automounter()
     with engine.stages.stage("automounter"):
         automounter.ensure()
     engine.wait_cvmfs(automounter, str(engine.s.from_image))
@@ -60,12 +60,19 @@ def run_image(engine: DockerEngine, image: str, workspace: str | None, tty: bool
     missing one is named at once, before CVMFS is set up; one the user named may be pulled."""
     engine.wait_daemon()
     engine.log.info("run_image", image=image, chosen="named" if named else "report or TO")
-    if not named and not engine.x.dry_run and not engine.docker.run(
-            commands.image_inspect(image), check=False).ok:
+    present = engine.x.dry_run or engine.docker.run(commands.image_inspect(image),
+                                                    check=False).ok
+    if not present and not named:
         raise ConfigError("TO", f"{image} (the last build's report, else TO) is not in the "
                                 "engine: build it first (make image, or lwcontainer in the "
                                 "project), run from the directory holding its report "
                                 "(lwcontainer.env), or name the image: lwcontainer run IMAGE")
+    if not present:  # pulled as the engine pulls (podman: its TLS rule), not by 'run' itself
+        pulled = engine.docker.run(engine.pull_argv(image), retries=3, check=False,
+                                   retry_if=worth_retrying_pull,
+                                   what=f"{engine.cli.program} pull {image}")
+        if not pulled.ok:
+            raise pull_failure("IMAGE", image, pulled, logged_in=False)
     with ExitStack() as cleanup:
         cvmfs = engine.open_cvmfs(cleanup)
         engine.wait_cvmfs(cvmfs, image)

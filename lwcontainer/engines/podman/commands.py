@@ -16,6 +16,13 @@ IMAGE_FORMAT = "docker"
 TLS_OFF = "--tls-verify=false"
 #: How podman's ``ps --format`` reads a label (docker's ``.Label`` function is not there).
 LABEL_FORMAT = '{{index .Labels "%s"}}'
+#: How podman's ``ps --format`` reads the state as one word ("running"): its ``.State`` (and
+#: ``.Status``) is the status text ("Up 1 second ago", "Exited (0) …"); the plain word is the
+#: listed container's own field, behind it.
+STATE_FORMAT = "{{.ListContainer.State}}"
+#: ``rm --force`` without a stop first: podman would send SIGTERM and wait 10 s (a build's
+#: /bin/bash as PID 1 ignores it); docker's ``rm --force`` kills at once.
+REMOVE_OPTIONS = ("--time", "0")
 
 
 def check() -> Argv:

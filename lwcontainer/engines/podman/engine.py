@@ -5,8 +5,8 @@ Where the CLIs agree (create, start, rm, run, exec, tag, image inspect, the prob
 docker engine. It differs in:
 - the ``EngineCli``: program ``podman``; no address (podman runs here, in the user's storage;
   CONTAINERS_CONF, CONTAINERS_STORAGE_CONF and the user's containers.conf are podman's own and
-  reach it unchanged); the login goes to a private auth file of the run (``--authfile``), never
-  the user's;
+  reach it unchanged); the login goes to a private auth file of the run (``--authfile``, in
+  $XDG_RUNTIME_DIR when usable, else $TMPDIR), never the user's;
 - the first stage: nothing to wait for; ``podman info`` opens the storage and says whether podman
   runs rootless;
 - TLS: registries on the loopback range and in LWC_INSECURE_REGISTRIES get
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Iterator, Mapping
 from . import commands as podman
 from ..cli import EngineCli
 from ..docker.address import EngineAddress
-from ..docker.dockerconfig import private_path, remove_stale
+from ..docker.dockerconfig import private_path, remove_stale, temporary_dir
 from ..docker.engine import DockerEngine
 from ...config.reference import InvalidReference, insecure_registry, parse
 from ...errors import ConfigError, EngineError
@@ -40,6 +41,21 @@ from ...output.progress import progress
 PREFIX = "lwc-podman-auth-"
 AUTH_FILE = "auth.json"
 PROGRAM = "podman"
+
+
+def runtime_dir(environ: Mapping[str, str]) -> Path | None:
+    """$XDG_RUNTIME_DIR, where podman keeps its own auth file, when it is usable: a directory
+    of this user's, which no one else may enter (a tmpfs, normally); else None ($TMPDIR)."""
+    value = environ.get("XDG_RUNTIME_DIR")
+    if not value or not os.path.isabs(value):
+        return None
+    try:
+        found = os.stat(value)
+    except OSError:
+        return None
+    usable = (stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid()
+              and not found.st_mode & 0o077 and os.access(value, os.W_OK | os.X_OK))
+    return Path(value) if usable else None
 
 
 class PodmanEngine(DockerEngine):
@@ -52,22 +68,26 @@ class PodmanEngine(DockerEngine):
     def locate(self, environ: Mapping[str, str], local_socket: Path) -> EngineAddress:
         return EngineAddress({}, "podman runs here, in this user's own storage (no daemon)")
 
-    def make_cli(self) -> EngineCli:
-        directory = private_path(self.s, PREFIX)
+    def make_cli(self, environ: Mapping[str, str]) -> EngineCli:
+        directory = private_path(self.s, PREFIX, runtime_dir(environ))
         return EngineCli(program=PROGRAM, title="podman",
                          reason=self.address.reason,
                          auth=str(directory / AUTH_FILE) if directory else None,
-                         auth_option="--authfile", label_format=podman.LABEL_FORMAT)
+                         auth_option="--authfile", label_format=podman.LABEL_FORMAT,
+                         state_format=podman.STATE_FORMAT,
+                         remove_options=podman.REMOVE_OPTIONS)
 
     @contextmanager
     def private_context(self) -> Iterator[None]:
         """A directory of the run's own (0700) holding an empty auth file: podman's login
-        writes there, and it is deleted at the end; one a killed run left is removed next time."""
+        writes there, and it is deleted at the end; one a killed run left is removed next time.
+        It lies in $XDG_RUNTIME_DIR when that is usable (runtime_dir), else in $TMPDIR."""
         if not self.cli.auth or self.x.dry_run:
             yield
             return
         directory = Path(self.cli.auth).parent
-        remove_stale(directory.parent, PREFIX)
+        for parent in {directory.parent, temporary_dir()}:  # ($TMPDIR: where it was before)
+            remove_stale(parent, PREFIX)
         directory.mkdir(mode=0o700)
         fd = os.open(self.cli.auth, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as file:
@@ -87,7 +107,8 @@ class PodmanEngine(DockerEngine):
             return ()
         return args
 
-    def insecure(self, host: str) -> bool:
+    def insecure(self, host: str | None) -> bool:
+        """``host``: a reference's registry, None when it names none (TLS kept)."""
         return insecure_registry(host, self.s.insecure_registries)
 
     # -- argv where podman differs ----------------------------------------------------------
