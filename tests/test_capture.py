@@ -654,27 +654,39 @@ def test_the_single_job_capture_is_bounded_by_lwc_build_timeout(tmp_path):
     assert step.argv[1] == render(settings.build_script)
 
 
-@pytest.mark.parametrize("captured,same", [
-    ("r.io/cms/base:1", True), ("r.io/cms/base:2", False), ("r.io/cms/other:1", False),
-    ("r.io/cms/base@sha256:" + "a" * 64, False), ("not a reference!", False),
+A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize("captured,from_,resolved,same", [
+    ("r.io/cms/base:1", "r.io/cms/base:1", None, True),
+    ("r.io/cms/base:2", "r.io/cms/base:1", None, False),
+    ("r.io/cms/other:1", "r.io/cms/base:1", None, False),
+    ("not a reference!", "r.io/cms/base:1", None, False),
+    (f"r.io/cms/base:1@{A}", f"r.io/cms/base@{A}", None, True),    # one digest, two spellings
+    (f"r.io/cms/base:1@{A}", f"r.io/cms/base:1@{B}", None, False),
+    (f"r.io/cms/base@{A}", "r.io/cms/base:1", None, True),          # told once FROM resolves
+    (f"r.io/cms/base@{A}", "r.io/cms/base:1", A, True),
+    (f"r.io/cms/base@{A}", "r.io/cms/base:1", B, False),             # the tag moved away
+    ("r.io/cms/base:1", f"r.io/cms/base:1@{A}", None, False),
 ])
-def test_a_layer_captured_in_another_image_than_from_is_not_published(tmp_path, captured, same):
+def test_a_layer_captured_in_another_image_than_from_is_not_published(
+        tmp_path, captured, from_, resolved, same):
     """The capture records the job's image (CI_JOB_IMAGE); publish compares it with FROM before
-    it reads anything from a registry."""
+    it reads anything from a registry, and a digest with what FROM resolved to."""
     write_artifact(tmp_path, captured_in=captured)
     (tmp_path / ".gitlab").mkdir()
     (tmp_path / ".gitlab" / "build.sh").write_text("true\n")
-    settings = Settings.from_mapping({"LWC_ENGINE": "inplace", "FROM": "r.io/cms/base:1",
+    settings = Settings.from_mapping({"LWC_ENGINE": "inplace", "FROM": from_,
                                       "HOME": str(tmp_path)}, cwd=tmp_path)
     x = Recording(Completed(0, "", ""))
     engine = InplaceEngine(settings, x, Stages(settings, x.masker, x.out), {"PATH": "/bin"})
     engine._publisher = None   # nothing may be asked of a registry before the check
     layer = Layer.read(tmp_path)
     if same:
-        engine.same_base(layer)
+        engine.same_base(layer, resolved)
         return
     with pytest.raises(ConfigError, match="would be published onto another base") as caught:
-        engine.same_base(layer)
+        engine.same_base(layer, resolved)
     assert caught.value.setting == "FROM" and repr(captured) in str(caught.value)
 
 
@@ -686,3 +698,20 @@ def test_the_capture_records_the_image_it_ran_in(lib, tmp_path):
         done = bash(lib, body, env)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["captured_in"] == expected
+
+
+def test_only_what_the_build_made_unreadable_stops_the_capture(lib, tmp_path):
+    """find's complaints after the build against those before it: a file that vanished during
+    the walk (a process the build left running) is no reason to refuse; a new "Permission
+    denied" is."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "before.err").write_text("find: './root': Permission denied\n")
+    (work / "after.err").write_text("find: './root': Permission denied\n"
+                                    "find: './opt/tmp/x.o': No such file or directory\n")
+    done = bash(lib, f"WORK={work}; unreadable && echo fine")
+    assert done.returncode == 0 and done.stdout == b"fine\n", done.stderr
+    (work / "after.err").write_text("find: './opt/conf': Permission denied\n"
+                                    "find: './root': Permission denied\n")
+    done = bash(lib, f"WORK={work}; unreadable && echo fine")
+    assert done.returncode == 6 and b"./opt/conf" in done.stderr and b"./root" not in done.stderr

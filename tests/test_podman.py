@@ -416,3 +416,17 @@ def test_podman_keeps_the_runs_auth_file_in_the_users_runtime_directory(project,
     for environ in ({}, {"XDG_RUNTIME_DIR": str(shared)},
                     {"XDG_RUNTIME_DIR": str(tmp_path / "missing")}):
         assert planned(environ)[0].parent.parent == Path(tempfile.gettempdir()), environ
+
+
+def test_a_podman_without_rm_time_removes_the_container_as_it_can(project):
+    """Podman before 4.0 (Ubuntu 22.04's 3.4) has no ``rm --time``: its "unknown flag" is
+    answered by the removal it knows, so build, lease and orphan containers still go."""
+    from lwcontainer.engines.docker.buildcontainer import BuildContainer
+    s = settings_for(project, LWC_ENGINE="podman")
+    x = Recorder({("rm", "--force", "--time"): failed("Error: unknown flag: --time", 125)})
+    engine = make_engine(s, x, Stages(s, Masker(), None), {"PATH": "/bin"})
+    box = BuildContainer(s, engine.docker)
+    box.remove()
+    assert x.ran("rm") == [("rm", "--force", "--time", "0", "--volumes", box.name),
+                           ("rm", "--force", "--volumes", box.name)]
+    assert box.removed

@@ -41,5 +41,9 @@ class DockerCli:
         return self.executor.run(self.step(argv, **options))
 
     def remove(self, name: str, **options: object) -> Completed:
-        """Remove a container (running or not) as this CLI does it at once."""
-        return self.run(commands.remove(name, self.cli.remove_options), **options)
+        """Remove a container (running or not) as this CLI does it at once; a CLI too old for
+        those options (podman before 4.0 has no ``rm --time``) removes it as it can."""
+        done = self.run(commands.remove(name, self.cli.remove_options), **options)
+        if self.cli.remove_options and not done.ok and "unknown flag" in done.stderr:
+            done = self.run(commands.remove(name), **options)
+        return done

@@ -82,9 +82,10 @@ class DockerEngine:
         # (the layer check's start, the lease's removal) keeps off the way of its start
         self.running: Future[None] = Future()
         self.build_box: BuildContainer | None = None  # the build container, as entered
-        # login+pull and the orphan scan; while the build runs, the CVMFS watch and the layer
-        # check (which waits there all along); one to spare
-        self.pool = pool(executor.dry_run, "lwc-docker", workers=4)
+        # login+pull and the orphan scan; while the build runs, the CVMFS watch, the layer
+        # check (which waits there all along), the lease's end and the read of the build
+        # container's environment (the commit's credentials check); one to spare
+        self.pool = pool(executor.dry_run, "lwc-docker", workers=6)
 
     # -- the seam: what this CLI is and where its engine is --------------------------------
     def locate(self, environ: Mapping[str, str], local_socket: Path) -> EngineAddress:

@@ -10,7 +10,9 @@
 #                               deletions as .wh. whiteouts
 #   lwcontainer-layer.json      what `lwcontainer publish` needs (diff id, digest, platform ...)
 # and exits with the build script's status (no layer when it fails). Before writing the layer it
-# searches it for the values of the job's secret variables and refuses if one is there.
+# searches it for the values of the job's secret variables and refuses if one is there (exit 2);
+# it refuses with exit 6 what the build left that a layer cannot carry faithfully (a path its
+# user cannot read, a name beginning with .wh.) and a build that removed its work directory.
 #
 # Needs only bash (4.2 or later), coreutils (8.22), findutils (4.5.11), GNU tar (1.26), gzip,
 # grep and awk (gawk or mawk): what CMS base images have. No Python.
@@ -34,7 +36,7 @@ now_cs() { local up; read -r up _ </proc/uptime; NOW=$((10#${up/./})); }   # no 
 cpu_cs() { # CPU: centiseconds of CPU this shell and its children have used so far
   local t secs
   local -a all=()
-  times >"$WORK/times"   # "0m0.036s 0m0.023s", then the children's
+  times >"$WORK/times" 2>/dev/null || { CPU=0; return; }   # "0m0.036s 0m0.023s", then the children's
   { read -r -a all && read -r t secs && all+=("$t" "$secs"); } <"$WORK/times"
   CPU=0
   for t in "${all[@]}"; do
@@ -132,6 +134,7 @@ walk_failed() { # WALK: find listed nothing; its complaint (usually: the build e
 walk_after() { # one walk -> after0 (every path), dirs0, changed0 (ctime after the marker),
   # files0 (changed regular files), open0 (changed and world-writable, not a sticky directory)
   # ctime, not mtime: cp -a and tar keep old mtimes, but every write sets the inode's ctime.
+  [ -d "$WORK" ] || walk_failed after
   (cd "$FS" && find . -xdev "${PRUNE[@]}" -fprint0 "$WORK/after0" \
      \( -type d -fprint0 "$WORK/dirs0" -o -true \) \
      -cnewer "$WORK/marker" -fprint0 "$WORK/changed0" \
@@ -143,11 +146,14 @@ walk_after() { # one walk -> after0 (every path), dirs0, changed0 (ctime after t
   unreadable
 }
 
+denied() { grep -a 'Permission denied' "$1" || [ $? -eq 1 ]; }   # FILE: its refusals, if any
+
 unreadable() { # refuse when the walk after the build could not read what the one before could:
-  # a directory the build made (or left) unsearchable hides its files from the layer
+  # a directory the build made (or left) unsearchable hides its files from the layer (only
+  # that: a file that vanished during the walk is no such complaint)
   local n shown
-  sort "$WORK/before.err" >"$WORK/before.err.sorted" \
-    && sort "$WORK/after.err" | comm -13 "$WORK/before.err.sorted" - >"$WORK/new.err" \
+  denied "$WORK/before.err" | sort >"$WORK/before.err.sorted" \
+    && denied "$WORK/after.err" | sort | comm -13 "$WORK/before.err.sorted" - >"$WORK/new.err" \
     || die "cannot write into $WORK" 1
   [ -s "$WORK/new.err" ] || return 0
   n=$(count_lines "$WORK/new.err")
@@ -216,6 +222,16 @@ entry_list() { # CHANGED WHITEOUTS: the layer's entries in order, one a line
       END { if (!root) emit(".") }' "$2" -
 }
 
+has_nul() { # FILE...: is there a NUL in them (a newline in a name, on the lists' lines)?
+  local n
+  n=$(cat "$@" | tr -cd '\0' | wc -c)
+  [ "$n" -gt 0 ]
+}
+
+awk_loses_nul() {
+  die "FROM's awk cannot handle a file name with a newline in it (one is among the paths the build changed, moved or deleted); a gawk or a newer mawk can"
+}
+
 awk_keeps_nul() { # does this awk keep a NUL inside a line (mawk 1.3.3 does not)?
   local n
   n=$(printf 'a\0b\n' | awk '{ print length($0) }')
@@ -254,7 +270,7 @@ tar_features() { # TAR_OPTS and NOTES for this tar; its help text kept first, th
 }
 
 layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts, placeholders
-  local sorting nul
+  local sorting
   lines "$WORK/before0" | sort >"$WORK/before" &
   sorting=$!
   lines "$WORK/after0" | sort >"$WORK/after"
@@ -265,7 +281,9 @@ layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts,
   # What kept its ctime: the files of a directory the build renamed keep theirs. So also
   # every path the walk before did not see, and everything below a directory that was
   # elsewhere before (renamed onto a path that existed: its files may be another's now).
+  if has_nul "$WORK/cdirs" && ! awk_keeps_nul; then awk_loses_nul; fi
   moved_dirs "$WORK/bdirs" "$WORK/cdirs" >"$WORK/moved" || die "awk failed" 1
+  if [ -s "$WORK/moved" ] && has_nul "$WORK/after" && ! awk_keeps_nul; then awk_loses_nul; fi
   { comm -13 "$WORK/before" "$WORK/after" \
       && if [ -s "$WORK/moved" ]; then below "$WORK/moved" "$WORK/after"; fi; } | sort \
     | sort -m -u "$WORK/changed-ctime" - | comm -23 - "$WORK/never" >"$WORK/changed" \
@@ -278,9 +296,8 @@ layer_lists() { # the walks -> entries (what tar archives, in order), whiteouts,
     return
   fi
   lines "$WORK/dirs0" >"$WORK/dirs"
-  nul=$(cat "$WORK/deleted" "$WORK/dirs" "$WORK/changed" | tr -cd '\0' | wc -c)
-  if [ "$nul" -gt 0 ] && ! awk_keeps_nul; then
-    die "FROM's awk cannot handle a file name with a newline in it (one is among the paths the build changed or deleted); a gawk or a newer mawk can"
+  if has_nul "$WORK/deleted" "$WORK/dirs" "$WORK/changed" && ! awk_keeps_nul; then
+    awk_loses_nul
   fi
   whiteouts "$WORK/deleted" "$WORK/dirs" >"$WORK/whiteouts"
   rel "$WORK/wh" && STAGE=$REL && rel "$WORK/whl" && STAGE_LONG=$REL \

@@ -98,16 +98,19 @@ class InplaceEngine:
             layer = Layer.read(self.s.project_dir)
             self.same_base(layer)
             base = self.publisher.base(layer)
+            self.same_base(layer, base.digest)
             self.image = assemble(base, layer, labels(self.s, base.digest))
             self.layer = layer
             self.log.info("image_assembled", image_id=self.image.config_digest,
                           layers=len(self.image.layers), layer=layer.digest)
             return Image(self.image.config_digest, layer.uncompressed_size)
 
-    def same_base(self, layer: Layer) -> None:
+    def same_base(self, layer: Layer, resolved: str | None = None) -> None:
         """Refuse a layer captured in another image than FROM (the capture job's ``image:``
         and the publish job's FROM disagree): it would go onto a base it was not built on.
-        A tag that moved between the two jobs is the same name: FROM pinned by digest
+        Names are compared as docker completes them; a capture in an image pinned by digest
+        is compared by digest (with FROM's, or with what FROM resolved to: ``resolved``). A
+        tag that moved between the two jobs is the same name: FROM pinned by digest
         (``name:tag@sha256:…``) makes both jobs use one image."""
         if not layer.captured_in:
             return
@@ -115,12 +118,20 @@ class InplaceEngine:
             captured = parse(layer.captured_in).normalized
         except InvalidReference:
             captured = None
-        if captured != self.s.from_image.normalized:
-            raise ConfigError("FROM", f"the layer was captured in {layer.captured_in!r} (the "
-                                      f"capture job's image) and FROM is {self.s.from_image}: "
-                                      "it would be published onto another base than the one it "
-                                      "was built in; nothing was uploaded. Give both jobs the "
-                                      "same FROM (the capture job's image: is $FROM)")
+        wanted = self.s.from_image.normalized
+        if captured is not None and captured.digest:
+            if captured.digest in (wanted.digest, resolved):
+                return
+            if wanted.digest is None and resolved is None:
+                return   # told once FROM is resolved
+        elif captured == wanted:
+            return
+        raise ConfigError("FROM", f"the layer was captured in {layer.captured_in!r} (the "
+                                  f"capture job's image) and FROM is {self.s.from_image}"
+                                  f"{f' ({resolved})' if resolved else ''}: it would be "
+                                  "published onto another base than the one it was built in; "
+                                  "nothing was uploaded. Give both jobs the same FROM (the "
+                                  "capture job's image: is $FROM)")
 
     def measure(self, image: Image) -> Image:
         return image  # the capture measured it
