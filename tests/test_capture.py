@@ -18,7 +18,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -131,6 +133,21 @@ def tree(root: Path, skip: tuple[str, ...] = ("tmp", "proj")) -> dict[str, tuple
     return out
 
 
+@contextmanager
+def a_directory_another_user_can_reach(prefix: str) -> Iterator[Path]:
+    """A temporary directory (mode 755, outside root's own 700 temporary tree) for the script
+    run as uid 65534; removed afterwards, whatever modes the run left inside it."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to run the script as another user")
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        base.chmod(0o755)
+        yield base
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+        shutil.rmtree(base)
+
+
 LONG = "L" * 253          # its whiteout name (.wh.+253) is longer than a file name may be
 LONGISH = "M" * 230
 BAD = b"bad\xff\xfename"
@@ -222,11 +239,7 @@ def test_a_name_that_marks_a_deletion_is_refused(lib, tmp_path):
 
 
 def test_what_the_build_makes_unreadable_is_refused_and_froms_own_is_skipped(lib):
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root to run the script as another user")
-    base = Path(tempfile.mkdtemp(prefix="lwc-unreadable-"))
-    try:
-        base.chmod(0o755)
+    with a_directory_another_user_can_reach("lwc-unreadable-") as base:
         script, out, root = base / "capture.sh", base / "out", base / "root"
         script.write_text(lib.read_text())
         out.mkdir(mode=0o777)
@@ -248,9 +261,6 @@ def test_what_the_build_makes_unreadable_is_refused_and_froms_own_is_skipped(lib
         assert "the build left 1 path(s) the capture cannot read as uid 65534" in said
         assert "./opt/conf/app.cfg" in said and "then rerun" in said
         assert not (out / "hidden.tar").exists()
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
-        shutil.rmtree(base)
 
 
 def test_a_build_that_empties_tmpdir_is_told_so(lib, tmp_path):
@@ -593,11 +603,7 @@ def test_the_tar_feature_test_gives_the_same_options_every_time(lib, tmp_path):
 
 # -- the whole script, before the build --------------------------------------------------------
 def test_an_unwritable_project_is_refused_before_the_build_runs(lib):
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root to run the script as another user")
-    base = Path(tempfile.mkdtemp(prefix="lwc-unwritable-"))
-    try:
-        base.chmod(0o755)
+    with a_directory_another_user_can_reach("lwc-unwritable-") as base:
         project = base / "project"
         (project / ".gitlab").mkdir(parents=True)
         (base / "open").mkdir()
@@ -616,8 +622,6 @@ def test_an_unwritable_project_is_refused_before_the_build_runs(lib):
         assert f"cannot write into the project directory {project} as uid 65534" in done.stderr
         assert done.stderr.rstrip().endswith("then rerun")   # no stray exit code in it
         assert not (base / "open" / "BUILD-RAN").exists()
-    finally:
-        shutil.rmtree(base)
 
 
 def test_paths_relative_to_the_captured_root(lib):
