@@ -126,3 +126,14 @@ def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing()
         assert not any(word in script.replace("2>/dev/null", "")
                        for word in ("chmod", "chown", ">", " rm "))  # only reads
         assert "-perm -0002" in script and "! -perm -1000" in script
+
+
+def test_a_pull_that_cannot_reach_a_registry_names_it_or_says_the_name_has_none():
+    from lwcontainer.engines.docker.failures import pull_failure
+    from lwcontainer.errors import EngineError
+    from lwcontainer.executor import Completed
+    down = Completed(1, "", "dial tcp: lookup r.example: no such host")
+    named = pull_failure("FROM", "r.example:5000/cms/base:1", down, logged_in=False)
+    assert isinstance(named, EngineError) and "registry r.example:5000 could not" in str(named)
+    bare = pull_failure("FROM", "foo_bar.com/x:1", down, logged_in=False)
+    assert "failed: its registry could not be reached" in str(bare) and "None" not in str(bare)

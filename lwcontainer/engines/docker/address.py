@@ -28,6 +28,9 @@ class EngineAddress:
         return self.env.get("DOCKER_CERT_PATH")
 
 
+#: where the docker CLI goes when no address variable is set
+DEFAULT_ADDRESS = "the docker CLI's default (its current context, else /var/run/docker.sock)"
+
 def engine(env: Mapping[str, str], local_socket: bool) -> EngineAddress:
     """Where the engine is. A DOCKER_HOST the user set is never overridden (only completed with
     the TLS variables when it names port 2376 and DOCKER_TLS_CERTDIR is set, as the docker
@@ -42,7 +45,7 @@ def engine(env: Mapping[str, str], local_socket: bool) -> EngineAddress:
                           "DOCKER_HOST names port 2376 and DOCKER_TLS_CERTDIR is set: TLS")
         return EngineAddress({"DOCKER_HOST": host}, "DOCKER_HOST is set")
     if not (env.get("CI") or env.get("GITLAB_CI")):
-        return EngineAddress({}, "the default socket (not a CI job)")
+        return EngineAddress({}, "DOCKER_HOST unset, not a CI job: the docker CLI's default")
     if local_socket:
         return EngineAddress({}, "the local engine socket")
     kubernetes = bool(env.get("KUBERNETES_PORT"))

@@ -52,16 +52,16 @@ def private_config(settings: Settings, directory: Path | None, dry_run: bool) ->
     log = get_logger()
     remove_stale(directory.parent)
     directory.mkdir(mode=0o700)
-    user = _read(settings.docker_config / "config.json")
-    config = {"credsStore": "", **{key: user[key] for key in CARRIED if key in user}}
-    fd = os.open(directory / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(config, file)
-    contexts = settings.docker_config / CONTEXTS
-    if contexts.is_dir():
-        (directory / CONTEXTS).symlink_to(contexts.resolve(), target_is_directory=True)
     try:
+        user = _read(settings.docker_config / "config.json")
+        config = {"credsStore": "", **{key: user[key] for key in CARRIED if key in user}}
+        fd = os.open(directory / "config.json",
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(config, file)
+        contexts = settings.docker_config / CONTEXTS
+        if contexts.is_dir():
+            (directory / CONTEXTS).symlink_to(contexts.resolve(), target_is_directory=True)
         yield
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -21,7 +21,7 @@ from typing import Iterator, Mapping
 from . import commands, envcheck, modes, owner
 from .automounter import Automounter
 from .buildcontainer import BuildContainer
-from .address import EngineAddress, locate
+from .address import DEFAULT_ADDRESS, EngineAddress, locate
 from .client import DockerCli
 from .cvmfs import CvmfsSource, HostCvmfs, NoCvmfs, choose_source, settled
 from .dockerconfig import private_config, private_path
@@ -349,7 +349,7 @@ class DockerEngine:
     def wait_daemon(self) -> None:
         with self.stages.stage("wait-daemon"), progress("waiting for the Docker engine",
                                                         self.s.progress_interval):
-            where = self.address.address or "the default socket (DOCKER_HOST unset)"
+            where = self.address.address or DEFAULT_ADDRESS
             self.log.info("engine_address", address=where, reason=self.address.reason)
             if self.s.engine_answered:  # choosing the engine just asked it (engines/choice.py)
                 self.log.info("engine_ready", version=self.s.engine_answered, asked="by the choice")

@@ -27,8 +27,9 @@ def pull_failure(setting: str, ref: str, done: Completed, logged_in: bool) -> Lw
                                     f"first): {said}")
     if any(marker in text for marker in NETWORK_MARKERS):
         host = parse(ref).normalized.domain
-        return EngineError(f"pulling {ref} ({setting}) failed: registry {host} could not be "
-                           f"reached: {said}")
+        where = f"registry {host}" if host else "its registry"
+        return EngineError(f"pulling {ref} ({setting}) failed: {where} could not be reached: "
+                           f"{said}")
     if any(marker in text for marker in NOT_FOUND_MARKERS):
         return ConfigError(setting, f"{ref} does not exist in its registry and the engine does "
                                     f"not have it locally; check the name and tag: {said}")

@@ -7,7 +7,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, NamedTuple
 
-from .address import locate
+from .address import DEFAULT_ADDRESS, locate
 from ...config.settings import Settings
 from ...executor import Executor, Step, child_environment, last_line
 
@@ -53,7 +53,7 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
         done = answer.result()
     finally:
         beside.shutdown(wait=False)
-    where = address.address or "the default socket"
+    where = address.address or DEFAULT_ADDRESS
     if done.ok:
         version = done.stdout.strip()
         # the run's own steps reach the same engine (its private config carries the user's
