@@ -1,3 +1,5 @@
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,48 @@ def test_a_pull_that_cannot_reach_a_registry_names_it_or_says_the_name_has_none(
     assert isinstance(named, EngineError) and "registry r.example:5000 could not" in str(named)
     bare = pull_failure("FROM", "foo_bar.com/x:1", down, logged_in=False)
     assert "failed: its registry could not be reached" in str(bare) and "None" not in str(bare)
+
+
+def check_then_exec(root: Path, wait_s: int, *repos: str) -> subprocess.CompletedProcess:
+    """The build container's first step, run by bash here with ``root`` for /cvmfs."""
+    script = commands.CHECK_THEN_EXEC.replace('"/cvmfs/$r"', f'"{root}/$r"')
+    assert script != commands.CHECK_THEN_EXEC
+    return subprocess.run(["bash", "-c", script, "lwc-cvmfs-check", str(wait_s), str(len(repos)),
+                           *repos, "bash", "-c", 'echo "built with $# args: $*"', "x", "a b"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_build_container_runs_the_script_once_every_repository_has_entries(tmp_path):
+    for repo, entry in (("cms.cern.ch", "cmsset_default.sh"), ("grid.cern.ch", ".hidden")):
+        (tmp_path / repo).mkdir()
+        (tmp_path / repo / entry).write_text("")
+    done = check_then_exec(tmp_path, 5, "cms.cern.ch", "grid.cern.ch")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "built with 1 args: a b\n"  # the rest, exec'd with its own arguments
+    assert f"{commands.CVMFS_READY} cms.cern.ch grid.cern.ch" in done.stderr
+
+
+@pytest.mark.parametrize("state", ["empty", "absent", "a file"])
+def test_the_build_container_names_a_repository_that_never_comes(tmp_path, state):
+    (tmp_path / "cms.cern.ch").mkdir()
+    (tmp_path / "cms.cern.ch" / "x").write_text("")
+    if state == "empty":
+        (tmp_path / "grid.cern.ch").mkdir()
+    elif state == "a file":
+        (tmp_path / "grid.cern.ch").write_text("not a directory")
+    done = check_then_exec(tmp_path, 1, "cms.cern.ch", "grid.cern.ch")
+    assert done.returncode == commands.CVMFS_MISSING_EXIT
+    assert done.stdout == ""  # the build script never ran
+    assert done.stderr.strip().endswith(f"{commands.CVMFS_MISSING} grid.cern.ch")
+
+
+def test_the_build_container_waits_for_a_mount_that_comes_later(tmp_path):
+    (tmp_path / "cms.cern.ch").mkdir()
+    later = threading.Timer(0.3, (tmp_path / "cms.cern.ch" / "x").write_text, ("",))
+    later.start()
+    try:
+        done = check_then_exec(tmp_path, 10, "cms.cern.ch")
+    finally:
+        later.join()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("built with")

@@ -154,6 +154,18 @@ def test_whole_job_runs_the_stages_in_order_and_overlaps_login_and_pull(settings
     assert f"LWC_IMAGE_DIGEST=r.io/me/ana@sha256:{'d' * 64}" in settings().report.read_text()
 
 
+def test_the_digest_is_the_one_tos_push_printed_for_its_tag(settings):
+    e = "e" * 64
+    said = ("The push refers to repository [r.io/me/ana]\n"
+            f"v1: digest: sha256:{'f' * 64} size: 9\n"  # another tag's line is not TO's
+            f"abc12345: digest: sha256:{e} size: 12\n")
+    x = Recorder(answers(push=ok(said)))
+    whole_job(settings(), x)
+    assert f"LWC_IMAGE_DIGEST=r.io/me/ana@sha256:{e}\n" in settings().report.read_text()
+    # the commit's own inspection (its layer size) only: no call after the push for the digest
+    assert x.ran("image", "inspect", "sha256:new") == [("image", "inspect", "sha256:new")]
+
+
 def test_the_build_container_checks_cvmfs_itself_no_probe_container(settings):
     x = Recorder(answers())
     whole_job(settings(), x)

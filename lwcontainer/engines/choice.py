@@ -14,11 +14,14 @@ The choice and its reason are logged (``engine_chosen``).
 """
 from __future__ import annotations
 
+import importlib
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
+from . import IMPLEMENTATIONS
 from .docker import probe as docker_probe
 from .inplace.artifact import LAYER_FILE
 from ..config import git
@@ -57,7 +60,13 @@ def decide(settings: Settings, executor: Executor, environ: Mapping[str, str],
 def workstation(settings: Settings, executor: Executor,
                 environ: Mapping[str, str]) -> tuple[str, str, str]:
     podman = shutil.which(PODMAN, path=environ.get("PATH")) is not None
-    found = docker_probe.probe(settings, executor, environ)
+    beside = ThreadPoolExecutor(1, "lwc-choice")
+    try:  # while docker answers, the docker engine's modules load (podman's reuses them)
+        probing = beside.submit(docker_probe.probe, settings, executor, environ)
+        importlib.import_module(IMPLEMENTATIONS[DOCKER].partition(":")[0])
+        found = probing.result()
+    finally:
+        beside.shutdown(wait=False)
     if found.what == docker_probe.ANSWERS:
         return DOCKER, found.detail, found.version
     if found.what == docker_probe.IS_PODMAN:

@@ -53,19 +53,21 @@ LOOK_SCRIPT = _watch_script(10)  # inside the automounter, while the base image 
 #: runs), wait, up to "$1" seconds, until each of the "$2" repositories after it is a readable,
 #: non-empty directory below /cvmfs, say so on stderr (CVMFS_READY, the repositories) and exec
 #: the rest ("/bin/bash SCRIPT"); if one never comes, name the missing ones on stderr after
-#: CVMFS_MISSING and exit CVMFS_MISSING_EXIT without running the script.
+#: CVMFS_MISSING and exit CVMFS_MISSING_EXIT without running the script. A look is a glob (bash
+#: itself lists the directory; an unreadable one matches nothing), every 20 ms: only the
+#: ``sleep`` between two looks is a process of its own.
 CVMFS_MISSING = "lwcontainer: CVMFS repositories missing in the build container:"
 CVMFS_MISSING_EXIT = 97
 CVMFS_CHECKING = "lwcontainer: checking CVMFS in the build container:"
 CVMFS_READY = "lwcontainer: CVMFS ready in the build container:"
 CHECK_THEN_EXEC = (
     'end=$(( SECONDS + $1 )); n=$2; shift 2; echo "' + CVMFS_CHECKING + ' ${*:1:n}" >&2;'
-    ' while :; do missing=;'
-    ' for r in "${@:1:n}"; do ls -A "/cvmfs/$r" 2>/dev/null | grep -q . || missing="$missing $r";'
-    ' done; [ -z "$missing" ] && break;'
+    ' shopt -s nullglob dotglob; while :; do missing=;'
+    ' for r in "${@:1:n}"; do found=("/cvmfs/$r"/*);'
+    ' [ "${#found[@]}" -gt 0 ] || missing="$missing $r"; done; [ -z "$missing" ] && break;'
     ' [ "$SECONDS" -ge "$end" ] && { echo "' + CVMFS_MISSING + '$missing" >&2;'
     f' exit {CVMFS_MISSING_EXIT}; }};'
-    ' sleep 0.05 2>/dev/null || sleep 1; done; echo "' + CVMFS_READY + ' ${*:1:n}" >&2;'
+    ' sleep 0.02 2>/dev/null || sleep 1; done; echo "' + CVMFS_READY + ' ${*:1:n}" >&2;'
     ' shift "$n"; exec "$@"'
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from dataclasses import replace
@@ -37,6 +38,9 @@ from ...output.progress import progress
 from ...pools import pool, settle
 from ...stages import Image, Stages, labels
 
+#: the line a docker push prints once the registry has the manifest (the engine's own format)
+PUSHED = re.compile(r"(?P<tag>[\w][\w.-]{0,127}): digest: (?P<digest>sha256:[0-9a-f]{64}) "
+                    r"size: \d+")
 SOURCES = {"host": HostCvmfs, "none": NoCvmfs}  # and the automounter: DockerEngine.automounter
 
 
@@ -456,13 +460,14 @@ class DockerEngine:
                                 what=f"{self.cli.program} tag {target}")
 
     def push(self) -> str:
-        digest = ""
+        said = ""  # what TO's push printed
         with self.stages.stage("push"), progress("pushing", self.s.progress_interval):
             for target in self.s.targets:
                 step = self.docker.step(self.push_argv(str(target)),
                                         retries=self.s.push_retries,
                                         what=f"{self.cli.program} push {target}", check=False,
-                                        placeholder="digest: sha256:" + "0" * 64)
+                                        placeholder=f"{target.tag or 'latest'}: digest: sha256:"
+                                                    + "0" * 64 + " size: 0")
                 done = self.x.run(step)
                 if not done.ok:
                     raise PushError(
@@ -470,12 +475,19 @@ class DockerEngine:
                         f"locally as {', '.join(map(str, self.s.targets))}; push again with "
                         f"'lwcontainer push' (same settings) once the registry is back")
                 self.log.info("pushed", tag=str(target))
-            digest = self.pushed_digest()
-        return digest
+                if str(target) == str(self.s.to_image):
+                    said = done.stdout
+            return self.pushed_digest(said)
 
-    def pushed_digest(self) -> str:
-        """TO's ``repository@digest`` as the engine recorded it after the push (RepoDigests),
-        not scraped from the push's output."""
+    def pushed_digest(self, said: str = "") -> str:
+        """TO's ``repository@digest``: the registry's digest of the manifest as TO's push
+        printed it (``TAG: digest: sha256:… size: N``), else as the engine recorded it after the
+        push (RepoDigests, one more call)."""
+        tag = self.s.to_image.tag or "latest"
+        for line in said.splitlines():
+            found = PUSHED.fullmatch(line.strip())
+            if found and found["tag"] == tag:
+                return f"{self.s.to_image.repository}@{found['digest']}"
         done = self.docker.run(commands.image_inspect(self.image_id), check=False,
                                placeholder=json.dumps([{"RepoDigests": [
                                    f"{self.s.to_image.repository}@sha256:" + "0" * 64]}]))

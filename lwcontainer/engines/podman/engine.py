@@ -182,8 +182,9 @@ class PodmanEngine(DockerEngine):
             finally:
                 self.digest_file = None
 
-    def pushed_digest(self) -> str:
-        """TO's ``repository@digest``, from the digest file podman wrote."""
+    def pushed_digest(self, said: str = "") -> str:
+        """TO's ``repository@digest``, from the digest file podman wrote (its push prints
+        none)."""
         if self.x.dry_run:
             return f"{self.s.to_image.repository}@sha256:" + "0" * 64
         try:
