@@ -21,7 +21,7 @@ image: $(VENV)/.installed
 	rm -rf $(SCRATCH) && mkdir -p $(dir $(SCRATCH))
 	cp -a $(abspath $(PROJECT)) $(SCRATCH)
 	chmod -R a+rwX $(SCRATCH)
-	cd $(SCRATCH) && $(PY) -m lwcontainer
+	cd $(SCRATCH) && $(PY) -I -m lwcontainer
 
 test: $(VENV)/.installed testbed
 	LWC_TESTBED_ENV=$(TESTBED_ENV) $(PY) -m pytest; status=$$?; scripts/testbed.sh status; \

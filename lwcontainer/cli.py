@@ -52,7 +52,7 @@ class Command(cli.Application):
     """Shared by the root and every subcommand: gather settings, run an action, map errors."""
 
     DESCRIPTION_MORE = "What each setting means, and its default: lwcontainer help settings"
-    publishes = False  # 'push'/'publish': a captured layer in the checkout may choose the engine
+    publishes = False  # 'publish': a captured layer in the checkout may choose the engine
 
     def switch_values(self) -> dict[str, str | None]:
         chain = []
@@ -322,8 +322,8 @@ class Commit(Command, switches("Image", "Build", "Engine", "Output", "CI", "Labe
 class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI", "Labels")):
     """Log in and push TO and the extra tags of an image already built (docker, podman: the
     engine's; inplace: the captured layer); write the report."""
-
-    publishes = True
+    # A layer file in the checkout chooses no engine here: 'push' is what a docker or podman
+    # run says to try again with, and its build script could have written one there.
 
     def main(self) -> int:
         return self.execute(lambda r: pipeline.publish_only(r.engine, r.stages, r.s, r.dry_run)
@@ -333,6 +333,8 @@ class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI", "Lab
 @Lwcontainer.subcommand("publish")
 class Publish(Push):
     """The same as 'push': the second job of the in-place engine's pipeline."""
+
+    publishes = True  # LWC_ENGINE unset: a captured layer git does not track chooses inplace
 
 
 @Lwcontainer.subcommand("help")

@@ -121,6 +121,10 @@ def test_the_world_writable_check_reads_the_layers_entries_and_changes_nothing()
     create = modes.layer_check_create("c-modes", "cms/base:1", "/var/lib/d/diff", ())
     assert create[:5] == ("create", "--rm", "--interactive", "--name", "c-modes")
     assert "/var/lib/d/diff:/lwc-layer:ro" in create
+    for argv in (create, modes.of_paths_run("sha256:abc")):  # root that may only read
+        text = " ".join(argv)
+        assert "--cap-drop ALL --cap-add DAC_READ_SEARCH" in text
+        assert "--security-opt no-new-privileges" in text and "--workdir /" in text
     run = modes.of_paths_run("sha256:abc")
     assert run[:5] == ("run", "--rm", "-i", "--network", "none") and "sha256:abc" in run
     assert modes.GATED.endswith(modes.IN_LAYER)  # after the word to go, on its stdin

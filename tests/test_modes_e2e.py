@@ -21,12 +21,18 @@ def world_writable(job, image: str) -> list[str]:
 
 
 def test_the_commit_names_world_writable_files_and_changes_no_mode(job):
-    """The lesson's build.sh moves the checkout's 0666 files into the image as they are."""
+    """The lesson's build.sh moves the checkout's 0666 files into the image as they are. One
+    more, in a directory only its owner (cmsusr) may enter: the check, root with no capability
+    but to read and search, still sees it."""
+    script = job.project / ".gitlab" / "build.sh"
+    script.write_text(script.read_text() + "\nmkdir -m 700 /home/cmsusr/private\n"
+                      "touch /home/cmsusr/private/open && chmod 666 /home/cmsusr/private/open\n")
     result = job.run(CI_REGISTRY=None)
     assert result.returncode == 0, result.stderr[-3000:]
     warned = result.events("world_writable")
     assert len(warned) == 1, result.stderr[-3000:]
     assert f"{AREA}/bin/myanalysis.cc" in warned[0]["paths"]
+    assert "/home/cmsusr/private/open" in warned[0]["paths"]
     assert "/tmp" not in warned[0]["paths"]  # 1777: sticky, fine
     image = f"{job.repository}:c0ffee12"
     assert f"{AREA}/bin/myanalysis.cc" in world_writable(job, image)  # left exactly as built

@@ -313,6 +313,15 @@ def test_publish_by_hand_with_the_layer_of_a_capture_uses_inplace(project):
     assert '"engine": "inplace"' in done.stderr and "git does not track" in done.stderr
 
 
+def test_push_never_lets_a_layer_file_in_the_checkout_choose_the_engine(project):
+    """'push' is what a failed docker push says to run again; the build script that ran in the
+    checkout could have written a layer file there."""
+    (project / LAYER_FILE).write_bytes(b"layer")
+    done = lwc("push", "--dry-run", cwd=project, FROM="r.io/x:1", LWC_ENGINE="", CI="true")
+    assert '"engine": "docker"' in done.stderr, done.stderr[-2000:]
+    assert '"engine": "inplace"' not in done.stderr
+
+
 def test_podman_lists_build_containers_with_its_own_label_template(project):
     s = settings_for(project, LWC_ENGINE="podman")
     listing = "c1\tlwc-a\tCreated\tnowhere/1/2\t\nc2\tlwc-b\trunning\tnowhere/1/2\t\n"

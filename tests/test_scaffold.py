@@ -33,7 +33,7 @@ def test_init_docker_writes_a_dind_job_and_an_executable_build_script(tmp_path):
     assert job["variables"]["DOCKER_TLS_CERTDIR"] == "/certs"
     assert job["variables"]["FROM"] == "r.io/cms/el8:1"
     assert job["variables"]["TO"] == "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA"
-    assert "/tmp/lwc-venv/bin/python -m lwcontainer" in job["script"]
+    assert "/tmp/lwc-venv/bin/python -I -m lwcontainer" in job["script"]
     assert job["artifacts"]["reports"]["dotenv"] == "lwcontainer.env"
     script = tmp_path / ".gitlab" / "build.sh"
     assert os.access(script, os.X_OK)
@@ -62,7 +62,7 @@ def test_init_inplace_is_the_default_and_writes_capture_and_publish_jobs(tmp_pat
                                                              "lwcontainer-layer.json"}
     assert publish["needs"] == ["lwc-capture"]
     assert ci[".lwc-publish"]["variables"]["LWC_ENGINE"] == "inplace"
-    assert "/tmp/lwc-venv/bin/python -m lwcontainer publish" in ci[".lwc-publish"]["script"]
+    assert "/tmp/lwc-venv/bin/python -I -m lwcontainer publish" in ci[".lwc-publish"]["script"]
     assert ci[".lwc-publish"]["artifacts"]["reports"]["dotenv"] == "lwcontainer.env"
     install = " ".join(ci[".lwc-publish"]["script"])
     assert '--index-url "$LWC_PACKAGE_INDEX" "lwcontainer==' in install  # an exact version
@@ -257,7 +257,7 @@ def test_the_scaffold_installs_into_a_venv_of_the_job(tmp_path, args):
     assert init(tmp_path, *args).returncode == 0
     text = (tmp_path / ".gitlab-ci.yml").read_text()
     assert "--break-system-packages" not in text
-    assert "python3 -m venv /tmp/lwc-venv" in text and "--python /tmp/lwc-venv/bin/python" in text
+    assert "python3 -I -m venv /tmp/lwc-venv" in text and "--python /tmp/lwc-venv/bin/python" in text
     assert "python3 -m lwcontainer" not in text  # only the venv's python runs it
 
 
@@ -340,3 +340,25 @@ def test_each_pipeline_runs_once_and_only_the_default_branch_and_tags_push(tmp_p
         if created:
             assert job["when"] == "on_success", name
             assert ((job.get("variables") or {}).get("LWC_PUSH") == "never") is never, name
+
+
+def test_the_jobs_and_make_image_run_python_isolated_from_the_checkout(tmp_path):
+    """A job starts in the checkout, and so does 'make image': 'python -m' there would import
+    the checkout's venv.py, pip/, dotenv.py or lwcontainer/ before the real ones."""
+    from lwcontainer.ci import templates
+    checkout = tmp_path / "checkout"
+    (checkout / "lwcontainer").mkdir(parents=True)
+    (checkout / "lwcontainer" / "__main__.py").write_text("raise SystemExit(43)\n")
+    for name in ("dotenv.py", "venv.py", "pip.py", "ensurepip.py"):
+        (checkout / name).write_text("raise SystemExit(42)\n")
+    venv = str(tmp_path / "venv")
+    folded = templates.VENV_LINES.replace(templates.VENV, venv).split(">-\n", 1)[1]
+    made = subprocess.run(["sh", "-c", " ".join(folded.split()) + ' && $pip --version'],
+                          cwd=checkout, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and made.stdout.startswith("pip "), made.stdout + made.stderr
+    ran = subprocess.run(["sh", "-c", templates.LWC.replace(templates.VENV, sys.prefix)
+                          + " --version"], cwd=checkout, capture_output=True, text=True,
+                         timeout=60)
+    assert (ran.returncode, ran.stdout) == (0, f"lwcontainer {__version__}\n"), ran.stderr
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    assert "cd $(SCRATCH) && $(PY) -I -m lwcontainer\n" in makefile

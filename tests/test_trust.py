@@ -239,6 +239,10 @@ CI = {"CI_REGISTRY": "r.example.org", "CI_REGISTRY_USER": "u", "CI_JOB_TOKEN": T
                                         "CI_JOB_TOKEN": TOKEN}),  # pushed to Docker Hub
     ("myanalysis:v2", {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "Me/Ana",
                        "GITHUB_TOKEN": TOKEN}),  # GitHub: CI_REGISTRY_IMAGE is ghcr.io/me/ana
+    # outside CI, a local name of the user's own: the commit would move it onto the build
+    ("python:3.12-slim", {}),
+    ("cmssw/el9:x86_64", {}),  # a base image of the user's
+    ("lwcontainer-evil/x:1", {}),  # a name that merely starts like it
 ])
 def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
     (project / ".env").write_text(f"FROM=r.io/x:1\nTO={to}\n")
@@ -249,7 +253,7 @@ def test_m4_the_checkouts_env_cannot_choose_where_to_push(project, to, environ):
 @pytest.mark.parametrize("to,environ", [
     ("r.example.org/me/ana:v2", CI),
     ("r.example.org/me/ana/cc7:v2", CI),
-    ("myanalysis:v2", {}),
+    ("lwcontainer/myanalysis:v2", {}),
     ("lwcontainer/ana:v2", {"CI_REGISTRY": "r.example.org", "LWC_PUSH": "never"}),
     ("ghcr.io/me/ana:v2", {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "Me/Ana",
                            "GITHUB_TOKEN": TOKEN}),

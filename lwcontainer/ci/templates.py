@@ -33,12 +33,14 @@ RULES = """
 
 # lwcontainer goes into a virtual environment of the job: works in the official python images
 # and in Debian/Ubuntu distro Pythons (PEP 668 refuses pip into the system site), where
-# ensurepip may be missing: then an empty venv filled by the system's pip (--python).
+# ensurepip may be missing: then an empty venv filled by the system's pip (--python). Every
+# Python runs isolated (-I): the job's directory is the checkout, and `python -m` would import
+# a venv.py, pip/ or lwcontainer/ found there before the real one.
 VENV_LINES = f"""\
     - >-
-      python3 -m venv {VENV} >/dev/null 2>&1 && pip="{VENV}/bin/python -m pip" ||
-      {{ python3 -m venv --without-pip --clear {VENV} &&
-      pip="python3 -m pip --python {VENV}/bin/python"; }}
+      python3 -I -m venv {VENV} >/dev/null 2>&1 && pip="{VENV}/bin/python -I -m pip" ||
+      {{ python3 -I -m venv --without-pip --clear {VENV} &&
+      pip="python3 -I -m pip --python {VENV}/bin/python"; }}
 """
 INDEX_GUARD = """\
     - >-
@@ -54,7 +56,7 @@ INDEX_INSTALL = (INDEX_GUARD.format(alternative="run 'lwcontainer init --package
                  + VENV_LINES
                  + '    - $pip install --index-url "$LWC_PACKAGE_INDEX" "lwcontainer=={version}"\n')
 GIT_INSTALL = VENV_LINES + '    - $pip install "{source}"\n'
-LWC = f"{VENV}/bin/python -m lwcontainer"
+LWC = f"{VENV}/bin/python -I -m lwcontainer"
 
 GITLAB_CI = """\
 # Written by `lwcontainer init --engine docker`: builds a light-weight image of this analysis

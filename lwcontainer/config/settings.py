@@ -29,6 +29,8 @@ PUSH_POLICIES = ("auto", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 CVMFS_SOURCES = ("auto", "automounter", "host", "none")
+#: where images go that are not pushed: the default TO outside CI, and what a checkout may name
+LOCAL_NAMESPACE = "lwcontainer/"
 #: LWC_ENGINE's values: each names a folder of lwcontainer/engines/ (``auto`` chooses one).
 ENGINE_NAMES = ("docker", "podman", "inplace")
 DOCKER, PODMAN, INPLACE = ENGINE_NAMES
@@ -61,7 +63,8 @@ SPECS: tuple[Spec, ...] = (
          "registry API)"),
     Spec("FROM", "--from", "", "base image the build runs in", shown="(required)", dotenv=True),
     Spec("TO", "--to", "", "image reference to tag and push; from the checkout's .env only "
-         "CI_REGISTRY_IMAGE or a repository below it (outside CI: a local name, not pushed)",
+         "CI_REGISTRY_IMAGE or a repository below it (outside CI: a local name under "
+         "lwcontainer/, not pushed)",
          shown="${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHORT_SHA}; "
                "locally lwcontainer/<dir>:<git short sha|latest>", dotenv=True),
     Spec("LWC_EXTRA_TAGS", "--extra-tags", "", "more tags, comma or space separated: "
@@ -393,8 +396,11 @@ def _build_env(get: _Getter, env: Mapping[str, str]) -> tuple[str, ...]:
 
 def checkout_target(text: str, env: Mapping[str, str]) -> None:
     """TO from the checkout's .env (M4): its repository must be CI_REGISTRY_IMAGE or lie below
-    it; outside CI (no CI_REGISTRY_IMAGE), a local image: no registry host, and not pushed
-    (a name without a host would be pushed to Docker Hub). Else a ConfigError naming the rule."""
+    it; outside CI (no CI_REGISTRY_IMAGE), a local image: no registry host, not pushed (a name
+    without a host would be pushed to Docker Hub), and under ``lwcontainer/`` (the default's
+    namespace): the commit and the tags move a local name, and the checkout must not move one of
+    the user's own images (``python:3.12``, FROM itself) onto its build. Else a ConfigError
+    naming the rule."""
     get = _Getter(env)
     try:
         target = parse_target(text)
@@ -413,10 +419,11 @@ def checkout_target(text: str, env: Mapping[str, str]) -> None:
     else:
         pushed = get.optional("CI_REGISTRY") is not None and \
             (get.optional("LWC_PUSH") or "auto").lower() != "never"
-        if target.domain is None and not pushed:
+        if target.domain is None and not pushed and target.path.startswith(LOCAL_NAMESPACE):
             return
         where = ("CI_REGISTRY_IMAGE or a repository below it, or, outside CI (no "
-                 "CI_REGISTRY_IMAGE), a local image without a registry host that is not pushed")
+                 f"CI_REGISTRY_IMAGE), a local image under {LOCAL_NAMESPACE} (no registry host) "
+                 "that is not pushed")
     raise ConfigError("TO", f"{text!r} from the checkout's .env: the checkout may name only "
                             f"{where}; set TO in the environment or on the command line to "
                             "push elsewhere")
@@ -551,7 +558,7 @@ def _absolute(get: _Getter, name: str) -> str:
 
 def _default_to(get: _Getter, project_dir: Path) -> str:
     tag = get.optional("CI_COMMIT_SHORT_SHA") or "latest"
-    repository = get.optional("CI_REGISTRY_IMAGE") or f"lwcontainer/{slug(project_dir.name)}"
+    repository = get.optional("CI_REGISTRY_IMAGE") or f"{LOCAL_NAMESPACE}{slug(project_dir.name)}"
     return f"{repository}:{tag}"
 
 

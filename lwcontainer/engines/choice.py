@@ -1,9 +1,10 @@
 """Which engine a run uses when LWC_ENGINE is unset (or ``auto``). Highest first:
 
 1. LWC_ENGINE given: that engine, always;
-2. ``lwcontainer publish``/``push`` with a captured layer in the checkout that git does not
-   track (``init`` ignores it): the in-place engine. A layer that is committed never chooses:
-   the checkout must not pick the engine;
+2. ``lwcontainer publish`` with a captured layer in the checkout that git does not track
+   (``init`` ignores it): the in-place engine. A layer that is committed never chooses: the
+   checkout must not pick the engine; nor does ``push`` (what a docker or podman run says to
+   try again with: its build script could have left a layer file in the checkout);
 3. a CI job: docker (the dind service);
 4. a dry run: docker, without asking anything;
 5. the workstation: docker when a Docker engine answers; else podman when it is installed (a

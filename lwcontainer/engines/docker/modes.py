@@ -15,8 +15,8 @@ that path). Elsewhere (vfs, which copies the base into every layer), or
 when that check cannot tell, the paths come from ``docker diff`` of the build container (added
 and changed entries) and their modes from the committed image, in a throwaway container: slower
 (``docker diff`` walks the whole base), still beside the push. Every container here has no
-network, runs as root (no directory hides its entries), only reads, and is limited by
-LWC_DOCKER_TIMEOUT.
+network, runs as root with only the capability to read and search (no directory hides its
+entries), in /, only reads, and is limited by LWC_DOCKER_TIMEOUT.
 """
 from __future__ import annotations
 
@@ -46,8 +46,12 @@ GATED = f'read -r go && [ "$go" = {GO} ] || exit 0; {IN_LAYER}'
 # Reads paths on stdin, prints those that are world-writable (find, tr and xargs only).
 OF_PATHS = (f"tr '\\n' '\\0' | xargs -0 sh -c 'find \"$@\" -maxdepth 0 {WORLD_WRITABLE} "
             "-print 2>/dev/null; true' sh")
-# Where no directory hides its entries and nothing else is touched.
-READER = ("--network", "none", "--user", "0:0", "--entrypoint", "/bin/sh")
+# Where no directory hides its entries and nothing else is touched: root with one capability,
+# reading and searching any directory (DAC_READ_SEARCH), nothing more (no network, no new
+# privileges), in / (never the image's WORKDIR: a runtime's start there is an old way out).
+READER = ("--network", "none", "--user", "0:0", "--cap-drop", "ALL",
+          "--cap-add", "DAC_READ_SEARCH", "--security-opt", "no-new-privileges",
+          "--workdir", "/", "--entrypoint", "/bin/sh")
 # The layer directory carries the build container's own SELinux label: the check container,
 # FROM's own find on a read-only mount, reads it unconfined.
 UNLABELLED = ("--security-opt", "label=disable")
