@@ -169,7 +169,7 @@ def test_a_branch_pipeline_on_the_default_branch_builds_and_pushes(project):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert passed(done) == ["lwc-capture", "lwc-publish"]
     # the venv was made in a distro Python without ensurepip, and filled by its pip
-    assert 'pip="python3 -m pip --python /tmp/lwc-venv/bin/python"' in done.stdout
+    assert 'pip="python3 -I -m pip --python /tmp/lwc-venv/bin/python"' in done.stdout
     assert "externally-managed-environment" not in done.stdout
     # the scaffold's own variables are known (lwcontainer logs to stderr)
     assert '"event": "pushed"' in done.stderr and "unknown_setting" not in done.stderr
