@@ -240,8 +240,12 @@ class Executor:
                 except Exception:  # noqa: BLE001 - the pipe must keep draining
                     get_logger().debug("line_callback_failed", exc_info=True)
             if sink is not None:
-                sink.write(text)
-                sink.flush()
+                try:
+                    sink.write(text)
+                    sink.flush()
+                except OSError:  # a closed terminal or pipe ('| less', quit): drain on
+                    get_logger().debug("output_closed", exc_info=True)
+                    sink = None
         source.close()
 
 
