@@ -28,7 +28,7 @@ EXIT_MEANINGS = {
     ExitCode.COMMIT: "commit or tag failed",
     ExitCode.PUSH: "push failed (the committed image stays tagged locally; inplace: the "
                    "captured layer stays)",
-    ExitCode.INTERRUPTED: "interrupted (SIGINT/SIGTERM), after cleanup",
+    ExitCode.INTERRUPTED: "interrupted (SIGINT/SIGTERM/SIGHUP), after cleanup",
 }
 
 
@@ -72,7 +72,8 @@ class PushError(LwcError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler, so every ``finally`` still runs."""
+    """Raised in the main thread by the signal handler (signals.py), so every ``finally`` still
+    runs."""
 
     def __init__(self, signal_name: str = "SIGTERM") -> None:
         super().__init__(signal_name)

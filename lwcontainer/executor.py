@@ -34,6 +34,7 @@ from .output.logs import get_logger
 from .output.masking import Masker
 from .config.secrets import is_secret_name, user_secret_names
 from .retry import MAX_BACKOFF_S, Backoff
+from .signals import HANDLED
 TIMED_OUT = 124  # the exit code a step that ran out of time gets (as timeout(1) gives)
 
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "incorrect username",
@@ -227,7 +228,7 @@ class Executor:
 
     def _pump(self, source: IO[bytes], sink: IO[str] | None, keep,
               callbacks: tuple[Callable[[str], None] | None, ...]) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(HANDLED))
         for raw in iter(source.readline, b""):
             text = self.masker(_decode(raw))
             keep.append(text)
@@ -239,8 +240,12 @@ class Executor:
                 except Exception:  # noqa: BLE001 - the pipe must keep draining
                     get_logger().debug("line_callback_failed", exc_info=True)
             if sink is not None:
-                sink.write(text)
-                sink.flush()
+                try:
+                    sink.write(text)
+                    sink.flush()
+                except OSError:  # a closed terminal or pipe ('| less', quit): drain on
+                    get_logger().debug("output_closed", exc_info=True)
+                    sink = None
         source.close()
 
 

@@ -1,5 +1,7 @@
-"""SIGTERM becomes an exception in the main thread, so every ``finally`` and ``__exit__`` runs;
-cleanup itself runs with SIGINT/SIGTERM deferred until it is done."""
+"""SIGINT, SIGTERM and SIGHUP become an exception in the main thread, so every ``finally`` and
+``__exit__`` runs; cleanup itself runs with them deferred until it is done. SIGHUP is a dropped
+SSH session or closed terminal: its default action would leave the build container, the
+automounter and the private docker config behind."""
 from __future__ import annotations
 
 import signal
@@ -9,7 +11,8 @@ from typing import Iterator
 
 from .errors import Interrupted
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: the signals that stop a run after its cleanup (exit 130)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _raise(signum: int, _frame: object) -> None:
@@ -17,20 +20,20 @@ def _raise(signum: int, _frame: object) -> None:
 
 
 def install() -> None:
-    """SIGINT and SIGTERM both raise ``Interrupted`` (a KeyboardInterrupt)."""
-    for sig in _SIGNALS:
+    """Each of ``HANDLED`` raises ``Interrupted`` (a KeyboardInterrupt)."""
+    for sig in HANDLED:
         signal.signal(sig, _raise)
 
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while the block runs; re-raise the first one afterwards."""
+    """Hold ``HANDLED`` while the block runs; re-raise the first one afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _f: caught.append(signum))
-                for sig in _SIGNALS}
+                for sig in HANDLED}
     try:
         yield
     finally:

@@ -195,3 +195,28 @@ def test_a_streamed_step_is_woken_by_its_childs_exit_not_by_a_timer(monkeypatch)
     running.kill()
     assert _wait(running) == -signal.SIGKILL
     assert timeouts and set(timeouts) == {0}  # never a sleeping wait
+
+
+class ClosedAfterOneLine(io.StringIO):
+    """A terminal or pipe the reader has closed after the first line ('| less', then q)."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_output_is_drained_to_the_end_not_left_to_block_the_child():
+    """The build's output tee'd into a pipe its reader has closed: the pumps stop writing but
+    drain the child (far more than a pipe holds) to its end, still observing each line and
+    keeping stderr's tail, so the step ends with the child's exit code instead of hanging.
+    (The time limit only turns a regression into a failure.)"""
+    script = ("for i in $(seq 1 20000); do echo line $i; echo err $i >&2; done; "
+              "echo last words >&2; exit 3")
+    out, err, seen = ClosedAfterOneLine(), ClosedAfterOneLine(), []
+    done = executor(out=out, err=err).run(step(("-c", script), program="bash", stream=True,
+                                               check=False, timeout=30, observe=seen.append))
+    assert done.returncode == 3
+    assert done.stderr.endswith("err 20000\nlast words\n")
+    assert len(seen) == 40001
+    assert out.getvalue() == "line 1\n" and err.getvalue() == "err 1\n"

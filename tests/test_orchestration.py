@@ -570,39 +570,73 @@ def build_container(x: Recorder) -> str:
 
 
 class Signalling(Recorder):
-    """Sends this process SIGTERM while running the steps named, as a user's kill would land."""
+    """Sends this process a signal while running the steps named, as a user's kill (or a
+    dropped SSH session's SIGHUP) would land."""
 
-    def __init__(self, answers, during: Callable[[tuple[str, ...]], bool]) -> None:
+    def __init__(self, answers, during: Callable[[tuple[str, ...]], bool],
+                 signum: int = signal.SIGTERM) -> None:
         super().__init__(answers)
         self.during = during
+        self.signum = signum
 
     def run(self, step: Step) -> Completed:
         done = super().run(step)
         if self.during(step.argv):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
             time.sleep(0.05)  # the handler runs in the main thread at its next bytecode
         return done
 
 
+STOPPING = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
 @pytest.fixture
 def handlers():
-    """lwcontainer's own signal handlers, as main() installs them; the test runner's back after."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """lwcontainer's own signal handlers, as main() installs them; the test runner's back after.
+    A signal they leave alone is ignored, so one lwcontainer misses fails the test, not the run."""
+    saved = {sig: signal.getsignal(sig) for sig in STOPPING}
+    for sig in STOPPING:
+        signal.signal(sig, signal.SIG_IGN)
     signals.install()
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
 
 
-def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(settings, handlers):
-    """SIGTERM while pushing, and again while the build container is being removed: the second
+@pytest.mark.parametrize("signum", STOPPING, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_stops_the_run_with_its_name(signum, handlers):
+    with pytest.raises(Interrupted) as raised:
+        os.kill(os.getpid(), signum)
+        time.sleep(1)
+    assert raised.value.signal_name == signal.Signals(signum).name
+
+
+@pytest.mark.parametrize("signum", STOPPING, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_cleanup_is_held_until_it_is_done(signum, handlers):
+    done = []
+    with pytest.raises(Interrupted) as raised:
+        with signals.deferred():
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+            done.append("cleanup")
+    assert done == ["cleanup"] and raised.value.signal_name == signal.Signals(signum).name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP],
+                         ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(settings, handlers,
+                                                                         signum):
+    """A signal while pushing, and again while the build container is being removed: the second
     waits until cleanup is done (signals.deferred holds it on the main thread), so the
-    automounter this run started is still stopped; nothing is reported."""
+    automounter this run started is still stopped; nothing is reported. SIGHUP (a dropped SSH
+    session) is handled as SIGTERM is."""
     x = Signalling(answers(), during=lambda argv: argv[:1] == ("push",) or (
-        argv[:1] == ("rm",) and argv[-1].startswith("lwc-") and "lease" not in argv[-1]))
+        argv[:1] == ("rm",) and argv[-1].startswith("lwc-") and "lease" not in argv[-1]),
+        signum=signum)
     s = settings()
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted) as raised:
         whole_job(s, x)
+    assert raised.value.signal_name == signal.Signals(signum).name
     cleanup = [(argv, t) for argv, t in x.calls if argv[:1] in (("rm",), ("stop",))]
     assert (("stop", "--time", "10", "cvmfs"), "MainThread") in cleanup
     build = build_container(x)  # the one step beside the push: it has served

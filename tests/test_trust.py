@@ -20,10 +20,13 @@ from lwcontainer.config.sources import gather
 from lwcontainer.engines.docker.buildcontainer import BuildContainer
 from lwcontainer.engines.cli import EngineCli
 from lwcontainer.engines.docker.client import DockerCli
+from lwcontainer.engines.choice import choose_engine
+from lwcontainer.engines.docker import probe as docker_probe
 from lwcontainer.engines.docker.engine import DockerEngine
+from lwcontainer.engines.inplace.artifact import LAYER_FILE
 from lwcontainer.engines.inplace.engine import InplaceEngine
 from lwcontainer.errors import ConfigError
-from lwcontainer.executor import Completed, Executor
+from lwcontainer.executor import Completed, Executor, Step
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Stages
 
@@ -76,6 +79,58 @@ def test_m6_no_secret_variable_reaches_a_child(project):
         assert env["KEEP_ME"] == "1"
         leaked = sorted(set(secret_env()) - {"LWC_SECRET_VARIABLES"} & set(env))
         assert leaked == []
+
+
+class StepEnvs(Recorder):
+    """Records each step's environment too."""
+
+    def __init__(self, answers) -> None:
+        super().__init__(answers)
+        self.envs: list[dict[str, str]] = []
+
+    def run(self, step: Step) -> Completed:
+        self.envs.append(dict(step.env))
+        return super().run(step)
+
+
+def recording_git(tmp_path: Path) -> tuple[str, Path]:
+    """A PATH whose ``git`` and ``docker`` write their environment to a log (git fails)."""
+    folder, log = tmp_path / "bin", tmp_path / "envs.log"
+    folder.mkdir()
+    (folder / "git").write_text(f"#!/bin/sh\nenv >> {log}\nexit 1\n")
+    (folder / "docker").write_text("#!/bin/sh\nexit 0\n")
+    for program in ("git", "docker"):
+        (folder / program).chmod(0o755)
+    return f"{folder}:/usr/bin:/bin", log
+
+
+def test_m6_a_secret_named_only_by_switch_or_env_file_reaches_no_git(project, tmp_path):
+    """LWC_SECRET_VARIABLES given as a switch or in an --env-file, not in the environment:
+    git (the commit's defaults, the layer's choice of engine) still goes without the variable."""
+    path, log = recording_git(tmp_path)
+    environ = {"PATH": path, "HOME": str(project), "GRID_USERKEY": "grid-key-of-the-user"}
+    gather(environ, {"LWC_SECRET_VARIABLES": "GRID_USERKEY"}, cwd=project)
+    (tmp_path / "run.env").write_text("LWC_SECRET_VARIABLES=GRID_USERKEY\n")
+    gather(environ, {}, env_file=str(tmp_path / "run.env"), cwd=project)
+    s = Settings.from_mapping({"FROM": "r.io/x:1", **environ,
+                               "LWC_SECRET_VARIABLES": "GRID_USERKEY"}, cwd=project)
+    (project / LAYER_FILE).write_bytes(b"layer")
+    assert choose_engine(s, Recorder({}), environ, publishes=True).engine == "inplace"
+    calls = log.read_text().count("HOME=")  # a rev-parse each (it fails: asks no more), ls-files
+    assert calls == 3 and "GRID_USERKEY" not in log.read_text()
+
+
+def test_m6_a_secret_named_only_by_switch_reaches_no_docker_probe(project, tmp_path):
+    """The same for 'docker version' and 'docker --version', which ask whether docker answers."""
+    path, _ = recording_git(tmp_path)
+    environ = {"PATH": path, "HOME": str(project), "GRID_USERKEY": "grid-key-of-the-user"}
+    s = Settings.from_mapping({"FROM": "r.io/x:1", **environ,
+                               "LWC_SECRET_VARIABLES": "GRID_USERKEY"}, cwd=project)
+    x = StepEnvs({("--version",): Completed(0, "Docker version 28.0.1\n", ""),
+                  ("version",): Completed(0, "28.0.1\n", "")})
+    assert docker_probe.probe(s, x, environ).what == docker_probe.ANSWERS
+    assert len(x.envs) == 2 and all(env["HOME"] == str(project) and "GRID_USERKEY" not in env
+                                    for env in x.envs)
 
 
 @pytest.mark.parametrize("name", ["CI_REPOSITORY_URL", "DOCKER_AUTH_CONFIG", "CI_JOB_JWT_V2",

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..output.logs import get_logger
 from . import git
 from .platform import github_defaults
+from .secrets import user_secret_names
 from .settings import DOTENV_ALLOWED, SPEC_BY_NAME, checkout_target
 
 #: Variables of the pipelines ``lwcontainer init`` writes (and of the CI/CD component): the
@@ -109,13 +110,15 @@ def warn_unknown(environ: Mapping[str, str]) -> None:
                                  hint=f"did you mean {hint}?" if hint else None)
 
 
-def git_defaults(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+def git_defaults(project_dir: Path, environ: Mapping[str, str],
+                 hide: Iterable[str] = ()) -> dict[str, str]:
     """CI_COMMIT_SHA / CI_COMMIT_SHORT_SHA from the project's own git HEAD: only when the
     project directory is the top of a git work tree, never a repository it merely lies in
     (a scratch copy inside lwcontainer's own checkout is not lwcontainer's commit). The
-    checkout's .git is untrusted: git runs hardened (config/git.py)."""
+    checkout's .git is untrusted: git runs hardened (config/git.py), without the secret
+    variables (``hide``: the user's, however given)."""
     project = project_dir.resolve()
-    rc, top = git.run(project, environ, "rev-parse", "--show-toplevel")
+    rc, top = git.run(project, environ, "rev-parse", "--show-toplevel", hide=hide)
     if rc != 0 and (project / ".git").exists():
         # a checkout of its own that git cannot read: said, or TO's ":latest" would hide it
         reason = {127: "git is not installed", 124: f"git took longer than {git.TIMEOUT_S:.0f} s"
@@ -126,7 +129,7 @@ def git_defaults(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str
         return {}
     if rc != 0 or Path(top.strip()).resolve() != project:
         return {}
-    rc, out = git.run(project, environ, "rev-parse", "HEAD")
+    rc, out = git.run(project, environ, "rev-parse", "HEAD", hide=hide)
     sha = out.strip()
     if rc != 0 or len(sha) < 8:
         return {}
@@ -150,7 +153,9 @@ def gather(environ: Mapping[str, str], switches: Mapping[str, str | None],
     merged = {**file_values, **environ, **given}
     project_dir = cwd / merged.get("LWC_PROJECT_DIR", ".")
     known = merged.get("CI_COMMIT_SHA") or merged.get("GITHUB_SHA")  # CI says: git not asked
-    defaults = git_defaults(project_dir, environ) if project_dir.is_dir() and not known else {}
+    hide = user_secret_names(merged)  # also those an --env-file or a switch names
+    defaults = git_defaults(project_dir, environ, hide) \
+        if project_dir.is_dir() and not known else {}
     gathered = {**defaults, **github_defaults(merged), **merged}
     if env_file is None and "TO" in file_values and "TO" not in environ and "TO" not in given:
         checkout_target(file_values["TO"], gathered)  # the checkout's choice of where to push

@@ -20,7 +20,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from . import IMPLEMENTATIONS
 from .docker import probe as docker_probe
@@ -46,7 +46,8 @@ def decide(settings: Settings, executor: Executor, environ: Mapping[str, str],
            publishes: bool) -> tuple[str, str, str]:
     """(engine, why, the Docker engine's version if the probe just heard it answer)."""
     if publishes:
-        untracked, why = untracked_layer(settings.project_dir, environ)
+        untracked, why = untracked_layer(settings.project_dir, environ,
+                                         settings.secret_variables)
         if untracked:
             return INPLACE, why, ""
         if why:
@@ -82,13 +83,16 @@ def workstation(settings: Settings, executor: Executor,
     return DOCKER, f"{found.detail}; podman is not installed either", ""
 
 
-def untracked_layer(project_dir: Path, environ: Mapping[str, str]) -> tuple[bool, str]:
+def untracked_layer(project_dir: Path, environ: Mapping[str, str],
+                    hide: Iterable[str] = ()) -> tuple[bool, str]:
     """(does a captured layer lie in the checkout, untracked by git?, why). Only a clear answer
-    counts: a layer git tracks, or a checkout git cannot read, never chooses."""
+    counts: a layer git tracks, or a checkout git cannot read, never chooses. ``hide``: the
+    user's secret variables, which git does not get."""
     layer = project_dir / LAYER_FILE
     if layer.is_symlink() or not layer.is_file():
         return False, ""
-    rc, _ = git.run(project_dir, environ, "ls-files", "--error-unmatch", "--", LAYER_FILE)
+    rc, _ = git.run(project_dir, environ, "ls-files", "--error-unmatch", "--", LAYER_FILE,
+                    hide=hide)
     untracked = (f"a captured layer {layer} that git does not track: 'publish' with the "
                  "in-place engine (LWC_ENGINE unset)")
     if rc == 0:

@@ -37,7 +37,7 @@ def probe(settings: Settings, executor: Executor, environ: Mapping[str, str]) ->
     if os.path.basename(real).startswith(PODMAN):  # a link to podman says "docker version …"
         return Found(IS_PODMAN, f"{found} is a link to {real}")
     address = locate(settings, environ, settings.local_socket)
-    env = child_environment(environ, address.env)
+    env = child_environment(environ, address.env, settings.secret_variables)
     timeout = min(settings.docker_timeout, PROBE_TIMEOUT_S) or PROBE_TIMEOUT_S
     # both at once: whether an engine answers, and the client's name (which alone decides
     # when it is podman's: its answer is then not waited for)
