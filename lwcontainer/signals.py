@@ -1,7 +1,8 @@
 """SIGINT, SIGTERM and SIGHUP become an exception in the main thread, so every ``finally`` and
 ``__exit__`` runs; cleanup itself runs with them deferred until it is done. SIGHUP is a dropped
 SSH session or closed terminal: its default action would leave the build container, the
-automounter and the private docker config behind."""
+automounter and the private docker config behind. One that is ignored when the run starts
+(``nohup``: the run is to outlive the terminal) stays ignored."""
 from __future__ import annotations
 
 import signal
@@ -19,9 +20,15 @@ def _raise(signum: int, _frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _heeded() -> list[int]:
+    """``HANDLED`` less those ignored (nohup ignores SIGHUP; a shell, SIGINT of a job it runs
+    in the background)."""
+    return [sig for sig in HANDLED if signal.getsignal(sig) != signal.SIG_IGN]
+
+
 def install() -> None:
-    """Each of ``HANDLED`` raises ``Interrupted`` (a KeyboardInterrupt)."""
-    for sig in HANDLED:
+    """Each of ``HANDLED`` not ignored raises ``Interrupted`` (a KeyboardInterrupt)."""
+    for sig in _heeded():
         signal.signal(sig, _raise)
 
 
@@ -33,7 +40,7 @@ def deferred() -> Iterator[None]:
         return
     caught: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _f: caught.append(signum))
-                for sig in HANDLED}
+                for sig in _heeded()}
     try:
         yield
     finally:

@@ -593,14 +593,36 @@ STOPPING = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 @pytest.fixture
 def handlers():
     """lwcontainer's own signal handlers, as main() installs them; the test runner's back after.
-    A signal they leave alone is ignored, so one lwcontainer misses fails the test, not the run."""
+    A signal they leave alone is only noted, so one lwcontainer misses fails the test, not the
+    run."""
     saved = {sig: signal.getsignal(sig) for sig in STOPPING}
     for sig in STOPPING:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, lambda *_: None)
     signals.install()
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+def test_nohup_keeps_sighup_ignored_and_the_run_going():
+    """A run started with nohup is to outlive its terminal: SIGHUP stays ignored, also while
+    cleanup defers the others."""
+    saved = {sig: signal.getsignal(sig) for sig in STOPPING}
+    try:
+        for sig in STOPPING:
+            signal.signal(sig, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signals.install()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        with signals.deferred():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGHUP)  # nothing raised: the run goes on
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)  # the others still stop it
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 @pytest.mark.parametrize("signum", STOPPING, ids=lambda s: signal.Signals(s).name)
