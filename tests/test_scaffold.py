@@ -257,7 +257,8 @@ def test_the_scaffold_installs_into_a_venv_of_the_job(tmp_path, args):
     assert init(tmp_path, *args).returncode == 0
     text = (tmp_path / ".gitlab-ci.yml").read_text()
     assert "--break-system-packages" not in text
-    assert "python3 -I -m venv /tmp/lwc-venv" in text and "--python /tmp/lwc-venv/bin/python" in text
+    assert "python3 -I -m venv /tmp/lwc-venv" in text
+    assert "--python /tmp/lwc-venv/bin/python" in text
     assert "python3 -m lwcontainer" not in text  # only the venv's python runs it
 
 
