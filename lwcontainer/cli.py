@@ -332,9 +332,10 @@ class Push(Command, switches("Image", "Registry", "Engine", "Output", "CI", "Lab
 
 @Lwcontainer.subcommand("publish")
 class Publish(Push):
-    """The same as 'push': the second job of the in-place engine's pipeline."""
+    """'push', and the second job of the in-place engine's pipeline: LWC_ENGINE unset, a
+    captured layer in the checkout that git does not track chooses inplace."""
 
-    publishes = True  # LWC_ENGINE unset: a captured layer git does not track chooses inplace
+    publishes = True
 
 
 @Lwcontainer.subcommand("help")

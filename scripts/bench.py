@@ -125,11 +125,16 @@ def engine_down() -> None:
     running = docker("ps", "--all", "--quiet", check=False).stdout.split()
     if running:
         docker("rm", "--force", *running, check=False)
+    pidfile = RUN / "dockerd.pid"
     try:
-        pid = int((RUN / "dockerd.pid").read_text())
-        os.kill(pid, 15)
+        pid = int(pidfile.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return
+    if str(pidfile).encode() not in command:  # a dead engine's pid, now another process's
+        pidfile.unlink(missing_ok=True)
+        return
+    os.kill(pid, 15)
     for _ in range(300):
         try:  # gone, or a zombie of this process (it started the engine)
             if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
@@ -494,10 +499,11 @@ def write_report(results: list[dict], start: dict[str, float], runs: int,
         rows.append(f"| {mode}: wall time | {med('plain', mode, 'wall_s'):.2f} s | "
                     f"{med('lwcontainer', mode, 'wall_s'):.2f} s | {r:.2f} | ≤ {TARGETS[mode]} | "
                     f"{'met' if r <= TARGETS[mode] else 'missed'} |")
+    r = ratio("cold-gzip")
     rows.append(f"| cold, an engine without unpigz (Go's gzip) | "
                 f"{med('plain', 'cold-gzip', 'wall_s'):.2f} s | "
-                f"{med('lwcontainer', 'cold-gzip', 'wall_s'):.2f} s | {ratio('cold-gzip'):.2f} "
-                f"| — | |")
+                f"{med('lwcontainer', 'cold-gzip', 'wall_s'):.2f} s | {r:.2f} "
+                f"| ≤ {TARGETS['cold']} | {'met' if r <= TARGETS['cold'] else 'missed'} |")
     s_ratio = start["lwcontainer"] / start["imports"]
     rows.append(f"| CLI start-up (`--version` vs the bare imports) | {start['imports']:.3f} s | "
                 f"{start['lwcontainer']:.3f} s | {s_ratio:.2f} | ≤ {TARGETS['startup']} | "

@@ -23,7 +23,7 @@ def world_writable(job, image: str) -> list[str]:
 def test_the_commit_names_world_writable_files_and_changes_no_mode(job):
     """The lesson's build.sh moves the checkout's 0666 files into the image as they are. One
     more, in a directory only its owner (cmsusr) may enter: the check, root with no capability
-    but to read and search, still sees it."""
+    but DAC_OVERRIDE, still sees it."""
     script = job.project / ".gitlab" / "build.sh"
     script.write_text(script.read_text() + "\nmkdir -m 700 /home/cmsusr/private\n"
                       "touch /home/cmsusr/private/open && chmod 666 /home/cmsusr/private/open\n")

@@ -3,6 +3,7 @@ scripted results: order, overlap, cleanup on each failure path, and the dry-run 
 process runs here; the end-to-end suites prove the same on the real engine."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from lwcontainer.engines.docker.engine import DockerEngine
 from lwcontainer.errors import (BuildError, CvmfsError, ExitCode, Interrupted, LoginError,
                                 PushError)
 from lwcontainer.executor import Completed, DryRunExecutor, Executor, Step
+from lwcontainer.output import logs
 from lwcontainer.output.masking import Masker
 from lwcontainer.stages import Image, Stages
 
@@ -668,6 +670,47 @@ def test_a_signal_during_the_push_is_cleaned_up_after_on_the_main_thread(setting
     builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
     assert set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
     assert not s.report.exists()
+
+
+class HungUp(io.StringIO):
+    """A terminal that is gone: every write after the hangup fails (EIO), as a tty's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if self.gone:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().write(text)
+
+
+def test_a_hangup_whose_terminal_is_gone_still_cleans_up_and_says_interrupted(settings,
+                                                                           handlers):
+    """SIGHUP as an SSH session drops: the terminal the log goes to fails every write from
+    then on. The log lines of the way out must not replace the interruption with an OSError
+    (exit 1, a traceback nobody sees) nor skip a cleanup step."""
+    terminal = HungUp()
+    saved = structlog.get_config()
+    logs.configure(fmt="json", stream=terminal)
+
+    def hang_up(argv: tuple[str, ...]) -> bool:
+        if argv[:1] == ("push",):
+            terminal.gone = True
+            return True
+        return False
+    x = Signalling(answers(), during=hang_up, signum=signal.SIGHUP)
+    try:
+        with pytest.raises(Interrupted) as raised:
+            whole_job(settings(), x)
+        logs.get_logger().error("interrupted")  # what the command's guard says last
+    finally:
+        structlog.configure(**saved)
+    assert raised.value.signal_name == "SIGHUP"
+    assert x.ran("stop", "--time", "10", "cvmfs")
+    builds = [argv[2] for argv in x.ran("create", "--name") if "lwcontainer.role=build" in argv]
+    assert builds and set(builds) <= {argv[-1] for argv in x.ran("rm", "--force")}
+    assert '"stage_start"' in terminal.getvalue()  # it was written to until the hangup
 
 
 def test_dry_run_prints_the_plan_in_order_and_runs_nothing(settings, tmp_path):

@@ -6,6 +6,8 @@ import threading
 import time
 from typing import TextIO
 
+from ..output.liveline import say
+
 ESC = "\x1b[0K"
 EXPANDED = frozenset({"build"})  # the build's output is what a reader opens the log for
 
@@ -22,9 +24,7 @@ class Sections:
 
     def _write(self, text: str) -> None:
         with self.lock:
-            self.stream.flush()
-            self.stream.write(text)
-            self.stream.flush()
+            say(self.stream, text)
 
     def open(self, name: str, header: str, when: float | None = None) -> None:
         when = when or time.time()

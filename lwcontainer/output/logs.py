@@ -7,7 +7,7 @@ from typing import TextIO
 
 import structlog
 
-from .liveline import clear_live_line
+from .liveline import LOCK, clear_live_line, say
 from .masking import Masker
 
 
@@ -45,12 +45,18 @@ def configure(fmt: str = "auto", level: str = "info", masker: Masker | None = No
     )
 
 
-class _LineSafeLogger(structlog.PrintLogger):
-    """Erases a live progress line before a record is written, so they never share a line."""
+class _LineSafeLogger:
+    """One line a record; a live progress line is erased first, so they never share a line (the
+    terminal's lock held throughout). A stream that can no longer be written gets nothing more
+    (``say``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
 
     def msg(self, message: str) -> None:
-        clear_live_line()
-        super().msg(message)
+        with LOCK:
+            clear_live_line()
+            say(self.stream, message + "\n")
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 

@@ -14,7 +14,7 @@ from typing import Iterator, TextIO
 
 import structlog
 
-from .liveline import LOCK as _LOCK, clear_live_line, drawn as _drawn
+from .liveline import LOCK as _LOCK, clear_live_line, drawn as _drawn, say
 from .logs import get_logger
 
 _SPINNER = "|/-\\"
@@ -43,8 +43,7 @@ def progress(what: str, interval: float, stream: TextIO | None = None) -> Iterat
             with _LOCK:
                 if done.is_set() or not _waits or _waits[-1] is not token:
                     continue
-                stream.write(f"\r\x1b[2K{_SPINNER[turn % 4]} {what} … {elapsed:.0f}s")
-                stream.flush()
+                say(stream, f"\r\x1b[2K{_SPINNER[turn % 4]} {what} … {elapsed:.0f}s")
                 if not _drawn:
                     _drawn.append(stream)
             turn += 1

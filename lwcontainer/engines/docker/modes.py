@@ -15,7 +15,7 @@ that path). Elsewhere (vfs, which copies the base into every layer), or
 when that check cannot tell, the paths come from ``docker diff`` of the build container (added
 and changed entries) and their modes from the committed image, in a throwaway container: slower
 (``docker diff`` walks the whole base), still beside the push. Every container here has no
-network, runs as root with only the capability to read and search (no directory hides its
+network, runs as root with one capability, past permission bits (no directory hides its
 entries), in /, only reads, and is limited by LWC_DOCKER_TIMEOUT.
 """
 from __future__ import annotations
@@ -46,11 +46,13 @@ GATED = f'read -r go && [ "$go" = {GO} ] || exit 0; {IN_LAYER}'
 # Reads paths on stdin, prints those that are world-writable (find, tr and xargs only).
 OF_PATHS = (f"tr '\\n' '\\0' | xargs -0 sh -c 'find \"$@\" -maxdepth 0 {WORLD_WRITABLE} "
             "-print 2>/dev/null; true' sh")
-# Where no directory hides its entries and nothing else is touched: root with one capability,
-# reading and searching any directory (DAC_READ_SEARCH), nothing more (no network, no new
-# privileges), in / (never the image's WORKDIR: a runtime's start there is an old way out).
+# Where no directory hides its entries and nothing else is touched: root with one capability of
+# the engine's default set, past any file's and directory's permission bits (DAC_OVERRIDE; the
+# layer is mounted read-only). Not DAC_READ_SEARCH: outside the default set, it opens
+# open_by_handle_at, a known way to any file of the host's file system. No network, no new
+# privileges, in / (never the image's WORKDIR: a runtime's start there is an old way out).
 READER = ("--network", "none", "--user", "0:0", "--cap-drop", "ALL",
-          "--cap-add", "DAC_READ_SEARCH", "--security-opt", "no-new-privileges",
+          "--cap-add", "DAC_OVERRIDE", "--security-opt", "no-new-privileges",
           "--workdir", "/", "--entrypoint", "/bin/sh")
 # The layer directory carries the build container's own SELinux label: the check container,
 # FROM's own find on a read-only mount, reads it unconfined.
