@@ -30,6 +30,7 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from .errors import EngineError, Interrupted, LwcError
+from .output.liveline import say
 from .output.logs import get_logger
 from .output.masking import Masker
 from .config.secrets import is_secret_name, user_secret_names
@@ -239,13 +240,8 @@ class Executor:
                     callback(text)
                 except Exception:  # noqa: BLE001 - the pipe must keep draining
                     get_logger().debug("line_callback_failed", exc_info=True)
-            if sink is not None:
-                try:
-                    sink.write(text)
-                    sink.flush()
-                except OSError:  # a closed terminal or pipe ('| less', quit): drain on
-                    get_logger().debug("output_closed", exc_info=True)
-                    sink = None
+            if sink is not None:  # a closed terminal or pipe ('| less', quit): drained on
+                say(sink, text)
         source.close()
 
 
